@@ -1,0 +1,191 @@
+//! Host capabilities granted to engine components: `coffer:host/storage` and
+//! `coffer:host/log` (with `sql` and `keys` to follow the same shape).
+//!
+//! Each capability's per-call state lives in [`State`]; nothing is ambient. Storage is the
+//! mount's barrier [`View`] and nothing else: a guest cannot name a key outside it, cannot
+//! write the reserved `wal/` and `_keys/` prefixes directly, and every key and value is
+//! bounded. A call with no storage granted (such as `describe`) is refused every access.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::barrier::View;
+use crate::runtime::barrier_to_host;
+use crate::runtime::bindings::coffer::host::log::{self, Level};
+use crate::runtime::bindings::coffer::host::storage;
+use crate::runtime::bindings::coffer::host::types::{self, HostError};
+use crate::runtime::CallState;
+
+/// Longest storage key a guest may use, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value a guest may store in one key (keeps entries well below page and CRL
+/// pathologies seen elsewhere; engines shard larger data).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Log bytes one call may emit; the rest is dropped with a note.
+pub const MAX_LOG_BYTES_PER_CALL: usize = 64 * 1024;
+/// Longest single log line.
+const MAX_LOG_LINE: usize = 4096;
+/// Storage prefixes the host reserves inside every mount's view.
+const RESERVED_PREFIXES: [&str; 2] = ["wal/", "_keys/"];
+/// Where write-ahead entries live inside a mount's view.
+pub const WAL_PREFIX: &str = "wal/";
+
+/// A write-ahead entry as stored in the mount's view.
+#[derive(Serialize, Deserialize)]
+pub struct WalEntry {
+    /// The engine's name for the kind of side effect.
+    pub kind: String,
+    /// Engine data, base64.
+    pub data: String,
+    /// Unix seconds when it was written.
+    pub created: u64,
+}
+
+/// Per-call capability state.
+pub struct State {
+    mount: String,
+    storage: Option<View>,
+    log_bytes: usize,
+}
+
+impl State {
+    /// State for one call into the engine mounted at `mount`.
+    pub fn new(mount: String, storage: Option<View>) -> Self {
+        Self {
+            mount,
+            storage,
+            log_bytes: 0,
+        }
+    }
+
+    fn view(&self) -> Result<&View, HostError> {
+        self.storage
+            .as_ref()
+            .ok_or_else(|| HostError::Denied("storage is not available in this call".to_string()))
+    }
+}
+
+fn check_key(key: &str, allow_empty: bool) -> Result<(), HostError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(HostError::Invalid(format!(
+            "storage key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    if !allow_empty && key.is_empty() {
+        return Err(HostError::Invalid("storage key is empty".to_string()));
+    }
+    if key.split('/').any(|segment| segment == ".." || segment == ".") || key.starts_with('/') {
+        return Err(HostError::Invalid(format!("storage key {key:?} is not a clean relative path")));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(HostError::Invalid("storage key contains control characters".to_string()));
+    }
+    if RESERVED_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        return Err(HostError::Denied(format!("storage key {key:?} is in a reserved prefix")));
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl types::Host for CallState {}
+impl crate::runtime::bindings::coffer::engine::types::Host for CallState {}
+
+impl storage::Host for CallState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, HostError> {
+        check_key(&key, false)?;
+        self.caps.view()?.get(&key).map_err(barrier_to_host)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), HostError> {
+        check_key(&key, false)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(HostError::Invalid(format!(
+                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+                value.len()
+            )));
+        }
+        self.caps.view()?.put(&key, &value).map_err(barrier_to_host)
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), HostError> {
+        check_key(&key, false)?;
+        self.caps.view()?.delete(&key).map_err(barrier_to_host)
+    }
+
+    fn list(&mut self, prefix: String) -> Result<Vec<String>, HostError> {
+        check_key(&prefix, true)?;
+        self.caps.view()?.list(&prefix).map_err(barrier_to_host)
+    }
+
+    fn put_wal(&mut self, kind: String, data: Vec<u8>) -> Result<String, HostError> {
+        if data.len() > MAX_VALUE_BYTES || kind.len() > MAX_KEY_BYTES {
+            return Err(HostError::Invalid("write-ahead entry too large".to_string()));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let entry = WalEntry {
+            kind,
+            data: base64::engine::general_purpose::STANDARD.encode(&data),
+            created: unix_now(),
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|e| HostError::Internal(e.to_string()))?;
+        self.caps
+            .view()?
+            .put(&format!("{WAL_PREFIX}{id}"), &bytes)
+            .map_err(barrier_to_host)?;
+        Ok(id)
+    }
+
+    fn delete_wal(&mut self, id: String) -> Result<(), HostError> {
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return Err(HostError::Invalid(format!("{id:?} is not a write-ahead entry id")));
+        }
+        self.caps
+            .view()?
+            .delete(&format!("{WAL_PREFIX}{id}"))
+            .map_err(barrier_to_host)
+    }
+}
+
+impl log::Host for CallState {
+    fn log(&mut self, level: Level, message: String) {
+        let state = &mut self.caps;
+        if state.log_bytes >= MAX_LOG_BYTES_PER_CALL {
+            return;
+        }
+        state.log_bytes = state.log_bytes.saturating_add(message.len());
+        let mut line: String = message.chars().take(MAX_LOG_LINE).collect();
+        if state.log_bytes >= MAX_LOG_BYTES_PER_CALL {
+            line.push_str(" [further engine log output in this call dropped]");
+        }
+        let mount = state.mount.as_str();
+        match level {
+            Level::Trace => tracing::trace!(mount, "{line}"),
+            Level::Debug => tracing::debug!(mount, "{line}"),
+            Level::Info => tracing::info!(mount, "{line}"),
+            Level::Warn => tracing::warn!(mount, "{line}"),
+            Level::Error => tracing::error!(mount, "{line}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_outside_the_view_or_reserved_are_refused() {
+        for bad in ["../other", "a/../../b", "/abs", "wal/x", "_keys/ca", "", "a\nb"] {
+            assert!(check_key(bad, false).is_err(), "{bad:?} should be refused");
+        }
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1), false).is_err());
+        assert!(check_key("entries/a.b/c", false).is_ok());
+        assert!(check_key("", true).is_ok());
+    }
+}

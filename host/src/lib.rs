@@ -1,0 +1,10 @@
+//! Coffer: a secrets host whose engines are WebAssembly components.
+//!
+//! Layers, with dependencies pointing down:
+//! `http` → `core` (mounts, tokens, routing) → `runtime` + `caps` → `barrier` → `backend`.
+//! The `cli` module is the `coffer` command's client side; `server` wires a process.
+
+pub mod backend;
+pub mod barrier;
+pub mod caps;
+pub mod runtime;

@@ -1,0 +1,376 @@
+//! The engine runtime: compiles each component once, instantiates it for every call into
+//! a fresh `Store`, and bounds each call's time and memory.
+//!
+//! What it owns: the process-wide wasmtime `Engine`, the `Linker` with the host
+//! capabilities, the on-disk cache of compiled artifacts, and turning a guest's trap,
+//! timeout or memory exhaustion into a [`RuntimeError`] that fails one request.
+//!
+//! What it must never do: let a guest reach anything not linked here. WASI is linked only
+//! because Rust's wasip2 std imports it; its context has no preopened directories, no
+//! environment, no arguments, and every socket and name lookup denied.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::barrier::{BarrierError, View};
+use crate::caps;
+
+/// Generated host bindings for the `coffer:engine/engine` world.
+#[allow(missing_docs, reason = "generated; documented in wit/")]
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/engine",
+        world: "coffer:engine/engine",
+    });
+}
+
+pub use bindings::coffer::engine::types::{
+    BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, Operation, Request, Response,
+};
+
+/// How often the epoch advances; the granularity of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Default wall-clock budget of one call into an engine (a request, a renew, a revoke).
+/// Generous for RSA key generation in a guest, small enough that a stuck guest frees its
+/// worker quickly. Overridable per mount.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default linear-memory cap of one engine instance. Overridable per mount.
+pub const DEFAULT_MEMORY_BYTES: usize = 128 << 20;
+/// Most table elements a guest may grow to (function tables of a Rust guest are small).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Component instances per store: one engine plus the adapters inside it.
+const MAX_INSTANCES: usize = 64;
+
+/// Per-call limits, from the mount's config.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Wall-clock budget.
+    pub call_timeout: Duration,
+    /// Linear memory cap in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+        }
+    }
+}
+
+/// Why a call into an engine failed (as opposed to the engine returning an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The component could not be compiled or is not a Coffer engine.
+    #[error("component {name} could not be loaded: {reason}")]
+    Load {
+        /// Plugin name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The call ran past its deadline and was stopped.
+    #[error("engine exceeded its time limit of {0:?} and was stopped")]
+    Timeout(Duration),
+    /// The guest tried to grow memory past its limit.
+    #[error("engine exceeded its memory limit of {0} MiB and was stopped")]
+    Memory(usize),
+    /// The guest trapped (a panic or a bug in the engine).
+    #[error("engine failed: {0}")]
+    Trap(String),
+    /// wasmtime could not be set up.
+    #[error("runtime setup: {0}")]
+    Setup(String),
+}
+
+/// A compiled engine component, ready to instantiate.
+pub struct Plugin {
+    /// Catalog name.
+    pub name: String,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    pre: bindings::EnginePre<CallState>,
+}
+
+/// What one call may touch.
+pub struct CallContext {
+    /// Mount path, for logs.
+    pub mount: String,
+    /// The mount's storage view; `None` for calls that get no storage (describe).
+    pub storage: Option<View>,
+    /// Time and memory limits.
+    pub limits: Limits,
+}
+
+/// Store data for one call.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) caps: caps::State,
+}
+
+struct MemoryLimiter {
+    max_bytes: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The process-wide component runtime.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    linker: Linker<CallState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// Builds the engine and linker, and starts the epoch ticker. Compiled artifacts are
+    /// cached in `cache_dir` when given.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, RuntimeError> {
+        let setup = |e: wasmtime::Error| RuntimeError::Setup(e.to_string());
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).map_err(setup)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
+        bindings::Engine::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(setup)?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        }
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("coffer-epoch".to_string())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            cache_dir,
+        }))
+    }
+
+    /// Compiles (or loads from the cache) a component and checks it is a Coffer engine.
+    pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Plugin, RuntimeError> {
+        let load = |reason: String| RuntimeError::Load {
+            name: name.to_string(),
+            reason,
+        };
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let component = self.compile_cached(&sha256, wasm).map_err(|e| load(e.to_string()))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| load(format!("it imports something Coffer does not provide: {e}")))?;
+        let pre = bindings::EnginePre::new(instance_pre)
+            .map_err(|e| load(format!("it does not export the coffer:engine interfaces: {e}")))?;
+        Ok(Plugin {
+            name: name.to_string(),
+            sha256,
+            pre,
+        })
+    }
+
+    fn compile_cached(&self, sha256: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, wasm);
+        };
+        let mut hasher = DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+        if path.exists() {
+            // SAFETY: the file is one this process family wrote with `Component::serialize`
+            // into Coffer's own cache directory, named by the source's SHA-256 and this
+            // engine's compatibility hash; wasmtime checks the header and rejects a mismatch.
+            #[allow(unsafe_code, reason = "loading our own precompiled artifact")]
+            let cached = unsafe { Component::deserialize_file(&self.engine, &path) };
+            match cached {
+                Ok(component) => return Ok(component),
+                Err(error) => tracing::warn!(%error, path = %path.display(), "ignoring unusable compile cache entry"),
+            }
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        let bytes = component.serialize()?;
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&temporary, &bytes).is_ok() {
+            let _ = std::fs::rename(&temporary, &path);
+        }
+        Ok(component)
+    }
+
+    /// Calls `schema.describe`.
+    pub fn describe(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+    ) -> Result<BackendSpec, RuntimeError> {
+        self.call(plugin, context, |engine, store| {
+            engine.coffer_engine_schema().call_describe(store)
+        })
+    }
+
+    /// Calls `handler.handle`.
+    pub fn handle(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+        request: &Request,
+    ) -> Result<Result<Response, EngineError>, RuntimeError> {
+        self.call(plugin, context, |engine, store| {
+            engine.coffer_engine_handler().call_handle(store, request)
+        })
+    }
+
+    /// Calls `leases.renew`.
+    pub fn renew(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+        lease: &LeaseRef,
+    ) -> Result<Result<(), EngineError>, RuntimeError> {
+        self.call(plugin, context, |engine, store| {
+            engine.coffer_engine_leases().call_renew(store, lease)
+        })
+    }
+
+    /// Calls `leases.revoke`.
+    pub fn revoke(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+        lease: &LeaseRef,
+    ) -> Result<Result<(), EngineError>, RuntimeError> {
+        self.call(plugin, context, |engine, store| {
+            engine.coffer_engine_leases().call_revoke(store, lease)
+        })
+    }
+
+    /// Calls `maintenance.rollback`.
+    pub fn rollback(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+        kind: &str,
+        data: &[u8],
+    ) -> Result<Result<(), EngineError>, RuntimeError> {
+        self.call(plugin, context, |engine, store| {
+            engine
+                .coffer_engine_maintenance()
+                .call_rollback(store, kind, data)
+        })
+    }
+
+    fn call<R>(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+        body: impl FnOnce(&bindings::Engine, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, RuntimeError> {
+        let limits = context.limits;
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: limits.memory_bytes,
+                refused: false,
+            },
+            caps: caps::State::new(context.mount, context.storage),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let ticks = limits.call_timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        let outcome = plugin
+            .pre
+            .instantiate(&mut store)
+            .and_then(|engine| body(&engine, &mut store));
+        outcome.map_err(|error| {
+            let memory_refused = store.data().limiter.refused;
+            classify(error, memory_refused, limits, &plugin.name)
+        })
+    }
+}
+
+fn classify(error: wasmtime::Error, memory_refused: bool, limits: Limits, name: &str) -> RuntimeError {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return RuntimeError::Timeout(limits.call_timeout);
+    }
+    if memory_refused {
+        return RuntimeError::Memory(limits.memory_bytes >> 20);
+    }
+    tracing::warn!(plugin = name, error = format!("{error:?}"), "engine trapped");
+    let reason = match error.downcast_ref::<Trap>() {
+        Some(trap) => format!("the engine trapped ({trap})"),
+        None => error.to_string(),
+    };
+    RuntimeError::Trap(reason)
+}
+
+/// Maps a barrier failure to what a guest may see.
+pub(crate) fn barrier_to_host(error: BarrierError) -> bindings::coffer::host::types::HostError {
+    use bindings::coffer::host::types::HostError;
+    match error {
+        BarrierError::Sealed => HostError::Unavailable("storage is sealed".to_string()),
+        BarrierError::Integrity(key) => HostError::Internal(format!("integrity check failed for {key}")),
+        other => HostError::Unavailable(other.to_string()),
+    }
+}

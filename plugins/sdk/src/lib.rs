@@ -1,0 +1,432 @@
+//! Guest SDK for Coffer engines.
+//!
+//! An engine is a wasm32-wasip2 component that exports the `coffer:engine` interfaces. This
+//! crate owns the generated bindings and adds builders so that an engine reads as its path
+//! table plus handlers:
+//!
+//! ```ignore
+//! struct Hello;
+//! impl coffer_sdk::Engine for Hello {
+//!     fn describe() -> BackendSpec {
+//!         spec("hello").path(path("greet/(?P<name>[^/]+)")
+//!             .field(Field::string("name", "who to greet"))
+//!             .operations(&[Operation::Read])).build()
+//!     }
+//!     fn handle(req: Request) -> Result<Response, EngineError> {
+//!         let name = req.string("name").unwrap_or("world");
+//!         Ok(respond::data(serde_json::json!({ "greeting": format!("hello {name}") })))
+//!     }
+//! }
+//! coffer_sdk::engine!(Hello);
+//! ```
+//!
+//! What it must never do: reach anything the host did not grant. Every capability is an
+//! import; this crate only wraps them.
+
+#![allow(missing_docs, reason = "generated bindings are documented by the WIT files")]
+
+/// Bindings generated from `wit/engine` (world `coffer:engine/engine`).
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/engine",
+        world: "coffer:engine/engine",
+        pub_export_macro: true,
+        export_macro_name: "export_engine",
+        default_bindings_module: "coffer_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::coffer::engine::types::{
+    BackendSpec, EngineError, FieldKind, FieldSchema, FieldValue, LeaseRef, LeaseRequest,
+    Operation, PathSpec, RawResponse, Request, Response, SecretType,
+};
+pub use serde_json;
+
+/// What an engine implements. Only `describe` and `handle` are required.
+pub trait Engine {
+    /// The engine's path table and metadata.
+    fn describe() -> BackendSpec;
+    /// One API request.
+    fn handle(req: Request) -> Result<Response, EngineError>;
+    /// Extend a lease's secret to `lease.ttl` seconds from now.
+    fn renew(_lease: LeaseRef) -> Result<(), EngineError> {
+        Err(EngineError::Unsupported)
+    }
+    /// Destroy a lease's secret. Must succeed when the secret is already gone.
+    fn revoke(_lease: LeaseRef) -> Result<(), EngineError> {
+        Ok(())
+    }
+    /// Periodic housekeeping.
+    fn periodic() -> Result<(), EngineError> {
+        Ok(())
+    }
+    /// Undo a half-done side effect recorded with `storage::put_wal`.
+    fn rollback(_kind: String, _data: Vec<u8>) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// Exports a type implementing [`Engine`] as the component's `coffer:engine` exports.
+#[macro_export]
+macro_rules! engine {
+    ($engine:ty) => {
+        struct CofferExports;
+        impl $crate::bindings::exports::coffer::engine::schema::Guest for CofferExports {
+            fn describe() -> $crate::BackendSpec {
+                <$engine as $crate::Engine>::describe()
+            }
+        }
+        impl $crate::bindings::exports::coffer::engine::handler::Guest for CofferExports {
+            fn handle(req: $crate::Request) -> Result<$crate::Response, $crate::EngineError> {
+                <$engine as $crate::Engine>::handle(req)
+            }
+        }
+        impl $crate::bindings::exports::coffer::engine::leases::Guest for CofferExports {
+            fn renew(lease: $crate::LeaseRef) -> Result<(), $crate::EngineError> {
+                <$engine as $crate::Engine>::renew(lease)
+            }
+            fn revoke(lease: $crate::LeaseRef) -> Result<(), $crate::EngineError> {
+                <$engine as $crate::Engine>::revoke(lease)
+            }
+        }
+        impl $crate::bindings::exports::coffer::engine::maintenance::Guest for CofferExports {
+            fn periodic() -> Result<(), $crate::EngineError> {
+                <$engine as $crate::Engine>::periodic()
+            }
+            fn rollback(kind: String, data: Vec<u8>) -> Result<(), $crate::EngineError> {
+                <$engine as $crate::Engine>::rollback(kind, data)
+            }
+        }
+        $crate::bindings::export_engine!(CofferExports);
+    };
+}
+
+/// Starts a backend spec for an engine type.
+pub fn spec(engine_type: &str) -> SpecBuilder {
+    SpecBuilder(BackendSpec {
+        engine_type: engine_type.to_string(),
+        paths: Vec::new(),
+        secrets: Vec::new(),
+        unauthenticated: Vec::new(),
+        help: String::new(),
+    })
+}
+
+/// Builds a [`BackendSpec`].
+pub struct SpecBuilder(BackendSpec);
+
+impl SpecBuilder {
+    /// Adds a path (matched in the order added).
+    pub fn path(mut self, path: PathBuilder) -> Self {
+        self.0.paths.push(path.0);
+        self
+    }
+    /// Declares a secret type that responses may lease.
+    pub fn secret(mut self, name: &str, description: &str) -> Self {
+        self.0.secrets.push(SecretType {
+            name: name.to_string(),
+            description: description.to_string(),
+        });
+        self
+    }
+    /// Serves `pattern` (below the mount; trailing `*` = any suffix) without a token.
+    pub fn unauthenticated(mut self, pattern: &str) -> Self {
+        self.0.unauthenticated.push(pattern.to_string());
+        self
+    }
+    /// Sets the engine's help text.
+    pub fn help(mut self, help: &str) -> Self {
+        self.0.help = help.to_string();
+        self
+    }
+    /// Finishes the spec.
+    pub fn build(self) -> BackendSpec {
+        self.0
+    }
+}
+
+/// Starts a path whose regex `pattern` is matched against the whole path below the mount.
+pub fn path(pattern: &str) -> PathBuilder {
+    PathBuilder(PathSpec {
+        pattern: pattern.to_string(),
+        fields: Vec::new(),
+        operations: Vec::new(),
+        synopsis: String::new(),
+    })
+}
+
+/// Builds a [`PathSpec`].
+pub struct PathBuilder(PathSpec);
+
+impl PathBuilder {
+    /// Declares a field.
+    pub fn field(mut self, field: FieldSchema) -> Self {
+        self.0.fields.push(field);
+        self
+    }
+    /// Declares several fields (for shared field sets).
+    pub fn fields(mut self, fields: impl IntoIterator<Item = FieldSchema>) -> Self {
+        self.0.fields.extend(fields);
+        self
+    }
+    /// Sets the supported operations.
+    pub fn operations(mut self, operations: &[Operation]) -> Self {
+        self.0.operations = operations.to_vec();
+        self
+    }
+    /// Sets the one-line summary.
+    pub fn synopsis(mut self, synopsis: &str) -> Self {
+        self.0.synopsis = synopsis.to_string();
+        self
+    }
+}
+
+/// Field constructors: `Field::string("name", "help").required()`.
+pub struct Field;
+
+macro_rules! field_constructor {
+    ($(#[$doc:meta] $name:ident => $kind:ident),* $(,)?) => {
+        impl Field {
+            $(
+                #[$doc]
+                pub fn $name(name: &str, description: &str) -> FieldSchema {
+                    FieldSchema {
+                        name: name.to_string(),
+                        kind: FieldKind::$kind,
+                        description: description.to_string(),
+                        required: false,
+                        default: None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+field_constructor! {
+    /// A string field.
+    string => String,
+    /// A string field the host lower-cases.
+    lowercase => Lowercase,
+    /// An integer field.
+    int => Int,
+    /// A boolean field.
+    bool => Bool,
+    /// A duration field, in seconds.
+    duration => Duration,
+    /// A list of strings (a single string becomes one element).
+    strings => Strings,
+    /// A list of strings (a string is split on commas).
+    comma_strings => CommaStrings,
+    /// A string-to-string map.
+    map => KeyValues,
+}
+
+/// Modifiers on a [`FieldSchema`].
+pub trait FieldExt {
+    /// Marks the field required.
+    fn required(self) -> Self;
+    /// Sets the value used when the request omits the field.
+    fn default(self, value: FieldValue) -> Self;
+}
+
+impl FieldExt for FieldSchema {
+    fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    fn default(mut self, value: FieldValue) -> Self {
+        self.default = Some(value);
+        self
+    }
+}
+
+/// Typed access to request fields.
+pub trait Fields {
+    /// The raw typed value of a field.
+    fn field(&self, name: &str) -> Option<&FieldValue>;
+    /// A string field.
+    fn string(&self, name: &str) -> Option<&str> {
+        match self.field(name) {
+            Some(FieldValue::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+    /// A string field that must be present and non-empty.
+    fn require_string(&self, name: &str) -> Result<&str, EngineError> {
+        match self.string(name) {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => Err(EngineError::InvalidRequest(format!("missing {name}"))),
+        }
+    }
+    /// An integer field.
+    fn int(&self, name: &str) -> Option<i64> {
+        match self.field(name) {
+            Some(FieldValue::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+    /// A boolean field.
+    fn bool(&self, name: &str) -> Option<bool> {
+        match self.field(name) {
+            Some(FieldValue::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+    /// A duration field, in seconds.
+    fn duration(&self, name: &str) -> Option<u64> {
+        match self.field(name) {
+            Some(FieldValue::Duration(d)) => Some(*d),
+            _ => None,
+        }
+    }
+    /// A string-list field.
+    fn strings(&self, name: &str) -> Option<&[String]> {
+        match self.field(name) {
+            Some(FieldValue::Strings(v)) => Some(v),
+            _ => None,
+        }
+    }
+    /// A map field.
+    fn map(&self, name: &str) -> Option<&[(String, String)]> {
+        match self.field(name) {
+            Some(FieldValue::KeyValues(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Fields for Request {
+    fn field(&self, name: &str) -> Option<&FieldValue> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// Response constructors.
+pub mod respond {
+    use super::{EngineError, LeaseRequest, RawResponse, Response};
+
+    /// A JSON `data` response.
+    pub fn data(data: serde_json::Value) -> Response {
+        Response {
+            data: Some(data.to_string()),
+            warnings: Vec::new(),
+            lease: None,
+            raw: None,
+        }
+    }
+    /// A response with no data (a write: 204).
+    pub fn empty() -> Response {
+        Response {
+            data: None,
+            warnings: Vec::new(),
+            lease: None,
+            raw: None,
+        }
+    }
+    /// A LIST response; an empty list becomes a 404 as in Vault.
+    pub fn list(keys: Vec<String>) -> Result<Response, EngineError> {
+        if keys.is_empty() {
+            return Err(EngineError::NotFound);
+        }
+        Ok(data(serde_json::json!({ "keys": keys })))
+    }
+    /// A leased JSON response.
+    pub fn leased(data_value: serde_json::Value, lease: LeaseRequest) -> Response {
+        let mut response = data(data_value);
+        response.lease = Some(lease);
+        response
+    }
+    /// A raw, non-JSON body.
+    pub fn raw(content_type: &str, body: Vec<u8>) -> Response {
+        Response {
+            data: None,
+            warnings: Vec::new(),
+            lease: None,
+            raw: Some(RawResponse {
+                content_type: content_type.to_string(),
+                body,
+            }),
+        }
+    }
+}
+
+/// The mount's storage, with JSON helpers.
+pub mod storage {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::EngineError;
+    use crate::bindings::coffer::host::storage as host;
+    use crate::bindings::coffer::host::types::HostError;
+
+    /// Turns a host error into the engine error the client should see.
+    pub fn host_error(error: HostError) -> EngineError {
+        match error {
+            HostError::Denied(m) => EngineError::PermissionDenied(m),
+            HostError::NotFound => EngineError::NotFound,
+            HostError::Invalid(m) => EngineError::InvalidRequest(m),
+            HostError::Unavailable(m) => EngineError::Upstream(m),
+            HostError::Internal(m) => EngineError::Internal(m),
+        }
+    }
+
+    /// Raw bytes at `key`.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        host::get(key).map_err(host_error)
+    }
+    /// Stores raw bytes.
+    pub fn put(key: &str, value: &[u8]) -> Result<(), EngineError> {
+        host::put(key, value).map_err(host_error)
+    }
+    /// Deletes a key.
+    pub fn delete(key: &str) -> Result<(), EngineError> {
+        host::delete(key).map_err(host_error)
+    }
+    /// Lists one level below `prefix`.
+    pub fn list(prefix: &str) -> Result<Vec<String>, EngineError> {
+        host::list(prefix).map_err(host_error)
+    }
+    /// Reads and decodes a JSON value.
+    pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, EngineError> {
+        match get(key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| EngineError::Internal(format!("corrupt entry {key}: {e}"))),
+        }
+    }
+    /// Encodes and stores a JSON value.
+    pub fn put_json<T: Serialize>(key: &str, value: &T) -> Result<(), EngineError> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| EngineError::Internal(e.to_string()))?;
+        put(key, &bytes)
+    }
+    /// Records a write-ahead entry; returns its id.
+    pub fn put_wal(kind: &str, data: &[u8]) -> Result<String, EngineError> {
+        host::put_wal(kind, data).map_err(host_error)
+    }
+    /// Deletes a write-ahead entry.
+    pub fn delete_wal(id: &str) -> Result<(), EngineError> {
+        host::delete_wal(id).map_err(host_error)
+    }
+}
+
+/// Logging through the host.
+pub mod log {
+    use crate::bindings::coffer::host::log::{Level, log};
+
+    /// Logs at info.
+    pub fn info(message: &str) {
+        log(Level::Info, message);
+    }
+    /// Logs at warn.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message);
+    }
+    /// Logs at debug.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message);
+    }
+}
