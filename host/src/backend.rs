@@ -106,7 +106,8 @@ impl FileBackend {
         }
         let database = Database::create(path).map_err(BackendError::from_display)?;
         let txn = database.begin_write().map_err(BackendError::from_display)?;
-        txn.open_table(ENTRIES).map_err(BackendError::from_display)?;
+        txn.open_table(ENTRIES)
+            .map_err(BackendError::from_display)?;
         txn.commit().map_err(BackendError::from_display)?;
         Ok(Self { database })
     }
@@ -114,25 +115,42 @@ impl FileBackend {
 
 impl Backend for FileBackend {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        let txn = self.database.begin_read().map_err(BackendError::from_display)?;
-        let table = txn.open_table(ENTRIES).map_err(BackendError::from_display)?;
+        let txn = self
+            .database
+            .begin_read()
+            .map_err(BackendError::from_display)?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(BackendError::from_display)?;
         let value = table.get(key).map_err(BackendError::from_display)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
-        let txn = self.database.begin_write().map_err(BackendError::from_display)?;
+        let txn = self
+            .database
+            .begin_write()
+            .map_err(BackendError::from_display)?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(BackendError::from_display)?;
-            table.insert(key, value).map_err(BackendError::from_display)?;
+            let mut table = txn
+                .open_table(ENTRIES)
+                .map_err(BackendError::from_display)?;
+            table
+                .insert(key, value)
+                .map_err(BackendError::from_display)?;
         }
         txn.commit().map_err(BackendError::from_display)
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {
-        let txn = self.database.begin_write().map_err(BackendError::from_display)?;
+        let txn = self
+            .database
+            .begin_write()
+            .map_err(BackendError::from_display)?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(BackendError::from_display)?;
+            let mut table = txn
+                .open_table(ENTRIES)
+                .map_err(BackendError::from_display)?;
             table.remove(key).map_err(BackendError::from_display)?;
         }
         txn.commit().map_err(BackendError::from_display)
@@ -144,8 +162,13 @@ impl Backend for FileBackend {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, BackendError> {
-        let txn = self.database.begin_read().map_err(BackendError::from_display)?;
-        let table = txn.open_table(ENTRIES).map_err(BackendError::from_display)?;
+        let txn = self
+            .database
+            .begin_read()
+            .map_err(BackendError::from_display)?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(BackendError::from_display)?;
         let start = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),

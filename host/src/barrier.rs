@@ -366,8 +366,7 @@ fn recover_key(
     config: &SealConfig,
     shares: &[Zeroizing<Vec<u8>>],
 ) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
-    let invalid =
-        |_| BarrierError::Invalid("unseal failed: a key share is malformed".to_string());
+    let invalid = |_| BarrierError::Invalid("unseal failed: a key share is malformed".to_string());
     if config.secret_shares == 1 {
         return shares
             .first()
@@ -387,7 +386,12 @@ fn recover_key(
         .map_err(|e| BarrierError::Invalid(format!("unseal failed: {e}")))
 }
 
-fn seal_with(cipher: &Aes256Gcm, term: u32, key: &str, plain: &[u8]) -> Result<Vec<u8>, BarrierError> {
+fn seal_with(
+    cipher: &Aes256Gcm,
+    term: u32,
+    key: &str,
+    plain: &[u8],
+) -> Result<Vec<u8>, BarrierError> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let ciphertext = cipher
@@ -532,7 +536,10 @@ mod tests {
         barrier.put("logical/x", b"plaintext-marker")?;
         let raw = backend.get("logical/x")?.unwrap_or_default();
         assert!(!raw.windows(16).any(|w| w == b"plaintext-marker"));
-        assert_eq!(barrier.get("logical/x")?.as_deref(), Some(&b"plaintext-marker"[..]));
+        assert_eq!(
+            barrier.get("logical/x")?.as_deref(),
+            Some(&b"plaintext-marker"[..])
+        );
         Ok(())
     }
 

@@ -10,11 +10,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::barrier::View;
+use crate::runtime::CallState;
 use crate::runtime::barrier_to_host;
 use crate::runtime::bindings::coffer::host::log::{self, Level};
 use crate::runtime::bindings::coffer::host::storage;
 use crate::runtime::bindings::coffer::host::types::{self, HostError};
-use crate::runtime::CallState;
 
 /// Longest storage key a guest may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -75,14 +75,24 @@ fn check_key(key: &str, allow_empty: bool) -> Result<(), HostError> {
     if !allow_empty && key.is_empty() {
         return Err(HostError::Invalid("storage key is empty".to_string()));
     }
-    if key.split('/').any(|segment| segment == ".." || segment == ".") || key.starts_with('/') {
-        return Err(HostError::Invalid(format!("storage key {key:?} is not a clean relative path")));
+    if key
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+        || key.starts_with('/')
+    {
+        return Err(HostError::Invalid(format!(
+            "storage key {key:?} is not a clean relative path"
+        )));
     }
     if key.chars().any(char::is_control) {
-        return Err(HostError::Invalid("storage key contains control characters".to_string()));
+        return Err(HostError::Invalid(
+            "storage key contains control characters".to_string(),
+        ));
     }
     if RESERVED_PREFIXES.iter().any(|p| key.starts_with(p)) {
-        return Err(HostError::Denied(format!("storage key {key:?} is in a reserved prefix")));
+        return Err(HostError::Denied(format!(
+            "storage key {key:?} is in a reserved prefix"
+        )));
     }
     Ok(())
 }
@@ -126,7 +136,9 @@ impl storage::Host for CallState {
 
     fn put_wal(&mut self, kind: String, data: Vec<u8>) -> Result<String, HostError> {
         if data.len() > MAX_VALUE_BYTES || kind.len() > MAX_KEY_BYTES {
-            return Err(HostError::Invalid("write-ahead entry too large".to_string()));
+            return Err(HostError::Invalid(
+                "write-ahead entry too large".to_string(),
+            ));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let entry = WalEntry {
@@ -144,7 +156,9 @@ impl storage::Host for CallState {
 
     fn delete_wal(&mut self, id: String) -> Result<(), HostError> {
         if uuid::Uuid::parse_str(&id).is_err() {
-            return Err(HostError::Invalid(format!("{id:?} is not a write-ahead entry id")));
+            return Err(HostError::Invalid(format!(
+                "{id:?} is not a write-ahead entry id"
+            )));
         }
         self.caps
             .view()?
@@ -181,7 +195,15 @@ mod tests {
 
     #[test]
     fn keys_outside_the_view_or_reserved_are_refused() {
-        for bad in ["../other", "a/../../b", "/abs", "wal/x", "_keys/ca", "", "a\nb"] {
+        for bad in [
+            "../other",
+            "a/../../b",
+            "/abs",
+            "wal/x",
+            "_keys/ca",
+            "",
+            "a\nb",
+        ] {
             assert!(check_key(bad, false).is_err(), "{bad:?} should be refused");
         }
         assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1), false).is_err());

@@ -7,4 +7,13 @@
 pub mod backend;
 pub mod barrier;
 pub mod caps;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod fields;
+pub mod http;
+pub mod lease;
 pub mod runtime;
+pub mod server;
+pub mod tokens;

@@ -210,13 +210,18 @@ impl Runtime {
             reason,
         };
         let sha256 = hex::encode(Sha256::digest(wasm));
-        let component = self.compile_cached(&sha256, wasm).map_err(|e| load(e.to_string()))?;
+        let component = self
+            .compile_cached(&sha256, wasm)
+            .map_err(|e| load(e.to_string()))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load(format!("it imports something Coffer does not provide: {e}")))?;
-        let pre = bindings::EnginePre::new(instance_pre)
-            .map_err(|e| load(format!("it does not export the coffer:engine interfaces: {e}")))?;
+        let pre = bindings::EnginePre::new(instance_pre).map_err(|e| {
+            load(format!(
+                "it does not export the coffer:engine interfaces: {e}"
+            ))
+        })?;
         Ok(Plugin {
             name: name.to_string(),
             sha256,
@@ -229,7 +234,9 @@ impl Runtime {
             return Component::new(&self.engine, wasm);
         };
         let mut hasher = DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
         if path.exists() {
             // SAFETY: the file is one this process family wrote with `Component::serialize`
@@ -239,7 +246,9 @@ impl Runtime {
             let cached = unsafe { Component::deserialize_file(&self.engine, &path) };
             match cached {
                 Ok(component) => return Ok(component),
-                Err(error) => tracing::warn!(%error, path = %path.display(), "ignoring unusable compile cache entry"),
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "ignoring unusable compile cache entry")
+                }
             }
         }
         let component = Component::new(&self.engine, wasm)?;
@@ -350,14 +359,23 @@ impl Runtime {
     }
 }
 
-fn classify(error: wasmtime::Error, memory_refused: bool, limits: Limits, name: &str) -> RuntimeError {
+fn classify(
+    error: wasmtime::Error,
+    memory_refused: bool,
+    limits: Limits,
+    name: &str,
+) -> RuntimeError {
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         return RuntimeError::Timeout(limits.call_timeout);
     }
     if memory_refused {
         return RuntimeError::Memory(limits.memory_bytes >> 20);
     }
-    tracing::warn!(plugin = name, error = format!("{error:?}"), "engine trapped");
+    tracing::warn!(
+        plugin = name,
+        error = format!("{error:?}"),
+        "engine trapped"
+    );
     let reason = match error.downcast_ref::<Trap>() {
         Some(trap) => format!("the engine trapped ({trap})"),
         None => error.to_string(),
@@ -370,7 +388,9 @@ pub(crate) fn barrier_to_host(error: BarrierError) -> bindings::coffer::host::ty
     use bindings::coffer::host::types::HostError;
     match error {
         BarrierError::Sealed => HostError::Unavailable("storage is sealed".to_string()),
-        BarrierError::Integrity(key) => HostError::Internal(format!("integrity check failed for {key}")),
+        BarrierError::Integrity(key) => {
+            HostError::Internal(format!("integrity check failed for {key}"))
+        }
         other => HostError::Unavailable(other.to_string()),
     }
 }

@@ -24,7 +24,10 @@ impl Engine for Kv {
             .help("Stores arbitrary JSON objects at paths under the mount (Vault KV v1).")
             .path(
                 path("(?P<path>.*)")
-                    .field(Field::string("path", "Location of the secret below the mount."))
+                    .field(Field::string(
+                        "path",
+                        "Location of the secret below the mount.",
+                    ))
                     .operations(&[
                         Operation::Read,
                         Operation::Create,

@@ -23,7 +23,10 @@
 //! What it must never do: reach anything the host did not grant. Every capability is an
 //! import; this crate only wraps them.
 
-#![allow(missing_docs, reason = "generated bindings are documented by the WIT files")]
+#![allow(
+    missing_docs,
+    reason = "generated bindings are documented by the WIT files"
+)]
 
 /// Bindings generated from `wit/engine` (world `coffer:engine/engine`).
 pub mod bindings {
@@ -399,8 +402,7 @@ pub mod storage {
     }
     /// Encodes and stores a JSON value.
     pub fn put_json<T: Serialize>(key: &str, value: &T) -> Result<(), EngineError> {
-        let bytes =
-            serde_json::to_vec(value).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(value).map_err(|e| EngineError::Internal(e.to_string()))?;
         put(key, &bytes)
     }
     /// Records a write-ahead entry; returns its id.

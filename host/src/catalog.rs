@@ -1,0 +1,161 @@
+//! The plugin catalog: which engine components exist, by name, pinned by SHA-256.
+//!
+//! Plugin files are opened through a cap-std directory handle on the operator's plugin
+//! directory, so no catalog entry (`../x`, an absolute path, a symlink out) can reach a
+//! file outside it. Built-in engines are catalog entries with a well-known file name and
+//! no pin; an operator entry with the same name replaces the built-in.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use serde::Deserialize;
+
+use crate::runtime::{Plugin, Runtime, RuntimeError};
+
+/// Largest component file accepted.
+pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+
+/// Built-in engines: catalog name and component file name in the plugin directory.
+pub const BUILTINS: &[(&str, &str)] = &[("kv", "coffer_kv_engine.wasm")];
+
+/// A `[[plugin]]` entry of the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Catalog name, used as a mount's `type`.
+    pub name: String,
+    /// File name inside the plugin directory.
+    pub file: String,
+    /// Expected hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// Catalog failures; each stops the server with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// The plugin directory could not be opened.
+    #[error("plugin directory {dir}: {reason}")]
+    Directory {
+        /// The directory.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+    /// A plugin file could not be read through the directory handle.
+    #[error("plugin {name}: cannot read {file:?} inside the plugin directory: {reason}")]
+    Read {
+        /// Catalog name.
+        name: String,
+        /// File name.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file's hash is not the pinned one.
+    #[error(
+        "plugin {name}: sha256 mismatch for {file:?}: catalog expects {expected}, file has {actual}; refusing to load it"
+    )]
+    Sha256Mismatch {
+        /// Catalog name.
+        name: String,
+        /// File name.
+        file: String,
+        /// Pinned hash.
+        expected: String,
+        /// Actual hash.
+        actual: String,
+    },
+    /// The component did not compile or is not an engine.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Loaded, compiled plugins by name.
+#[derive(Default)]
+pub struct Catalog {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+}
+
+impl Catalog {
+    /// Loads the built-ins present in `dir` and every configured plugin.
+    pub fn load(
+        runtime: &Runtime,
+        dir: Option<&Path>,
+        configured: &[PluginConfig],
+    ) -> Result<Self, CatalogError> {
+        let mut catalog = Self::default();
+        let Some(dir_path) = dir else {
+            return Ok(catalog);
+        };
+        let dir = Dir::open_ambient_dir(dir_path, ambient_authority()).map_err(|e| {
+            CatalogError::Directory {
+                dir: dir_path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        for (name, file) in BUILTINS {
+            if configured.iter().any(|p| p.name == *name) {
+                continue;
+            }
+            match read(&dir, name, file) {
+                Ok(bytes) => {
+                    let plugin = runtime.load(name, &bytes)?;
+                    catalog
+                        .plugins
+                        .insert((*name).to_string(), Arc::new(plugin));
+                }
+                Err(error) => tracing::warn!(%error, "built-in engine not available"),
+            }
+        }
+        for entry in configured {
+            let bytes = read(&dir, &entry.name, &entry.file)?;
+            let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            if !actual.eq_ignore_ascii_case(entry.sha256.trim()) {
+                return Err(CatalogError::Sha256Mismatch {
+                    name: entry.name.clone(),
+                    file: entry.file.clone(),
+                    expected: entry.sha256.clone(),
+                    actual,
+                });
+            }
+            let plugin = runtime.load(&entry.name, &bytes)?;
+            catalog.plugins.insert(entry.name.clone(), Arc::new(plugin));
+        }
+        Ok(catalog)
+    }
+
+    /// The plugin named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.plugins.get(name).cloned()
+    }
+
+    /// Names and hashes of every plugin.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.plugins
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.sha256.as_str()))
+    }
+}
+
+fn read(dir: &Dir, name: &str, file: &str) -> Result<Vec<u8>, CatalogError> {
+    let error = |reason: String| CatalogError::Read {
+        name: name.to_string(),
+        file: file.to_string(),
+        reason,
+    };
+    let handle = dir.open(file).map_err(|e| error(e.to_string()))?;
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| error(e.to_string()))?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(error(format!("larger than {MAX_COMPONENT_BYTES} bytes")));
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,154 @@
+//! The server's TOML config file. See `examples/coffer.toml` for a commented example.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalog::PluginConfig;
+use crate::core::{MountRequest, MountTune};
+use crate::fields;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Directory holding plugin components; catalog entries name files inside it.
+    pub plugin_directory: Option<PathBuf>,
+    /// Where compiled components are cached (default: `<storage dir>/cache`).
+    pub cache_directory: Option<PathBuf>,
+    /// Cluster name shown by health endpoints.
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    /// HTTP listener.
+    pub listener: ListenerConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+    /// Lease scheduler tuning.
+    #[serde(default)]
+    pub leases: LeaseConfig,
+    /// Plugin catalog entries.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Mounts applied at every unseal, idempotently.
+    #[serde(default, rename = "mount")]
+    pub mounts: Vec<MountConfig>,
+}
+
+/// `[listener]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port`.
+    pub address: String,
+    /// PEM certificate chain; with `tls_key_file`, serves HTTPS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The embedded database file.
+    pub path: PathBuf,
+}
+
+/// `[leases]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// First retry delay of a failed revocation (duration string).
+    pub revoke_retry_base: Option<String>,
+    /// Attempts before a lease becomes irrevocable.
+    pub revoke_attempts: Option<u32>,
+}
+
+/// `[[mount]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// Mount path.
+    pub path: String,
+    /// Catalog name of the engine.
+    pub plugin: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Default lease TTL (duration string).
+    pub default_lease_ttl: Option<String>,
+    /// Maximum lease TTL (duration string).
+    pub max_lease_ttl: Option<String>,
+    /// Wall-clock budget of one engine call (duration string).
+    pub engine_call_timeout: Option<String>,
+    /// Engine memory cap in bytes.
+    pub engine_memory_limit: Option<u64>,
+    /// Options.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// A config-file problem, with the file and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {reason}")]
+pub struct ConfigError {
+    path: String,
+    reason: String,
+}
+
+impl ServerConfig {
+    /// Reads and parses the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let error = |reason: String| ConfigError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        // Relative paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.storage.path);
+        if let Some(dir) = config.plugin_directory.as_mut() {
+            resolve(dir);
+        }
+        if let Some(dir) = config.cache_directory.as_mut() {
+            resolve(dir);
+        }
+        for mount in &config.mounts {
+            mount.request().map_err(error)?;
+        }
+        Ok(config)
+    }
+}
+
+impl MountConfig {
+    /// The mount request this entry describes.
+    pub fn request(&self) -> Result<MountRequest, String> {
+        let duration = |name: &str, value: &Option<String>| -> Result<u64, String> {
+            value
+                .as_deref()
+                .map(fields::parse_duration)
+                .transpose()
+                .map(Option::unwrap_or_default)
+                .map_err(|e| format!("mount {}: {name}: {e}", self.path))
+        };
+        Ok(MountRequest {
+            path: self.path.clone(),
+            engine: self.plugin.clone(),
+            description: self.description.clone(),
+            tune: MountTune {
+                default_lease_ttl: duration("default_lease_ttl", &self.default_lease_ttl)?,
+                max_lease_ttl: duration("max_lease_ttl", &self.max_lease_ttl)?,
+                engine_call_timeout_ms: duration("engine_call_timeout", &self.engine_call_timeout)?
+                    .saturating_mul(1000),
+                engine_memory_bytes: self.engine_memory_limit.unwrap_or(0),
+            },
+            options: self.options.clone(),
+        })
+    }
+}

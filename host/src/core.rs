@@ -1,0 +1,580 @@
+//! The core: seal state, the mount table, tokens and leases, independent of HTTP.
+//!
+//! What it owns: which engine serves which path prefix (persisted in the barrier at
+//! `core/mounts`, each mount's storage under `logical/<uuid>/`), the validated and
+//! compiled path table of every mounted engine, and the system TTL defaults.
+//!
+//! What it must never do: let one mount's engine see another's storage, or keep serving
+//! requests from state that only exists while unsealed after a seal.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::barrier::{Barrier, BarrierError, View};
+use crate::catalog::Catalog;
+use crate::runtime::{BackendSpec, CallContext, Limits, Plugin, Runtime, RuntimeError};
+use crate::tokens::{SYSTEM_MAX_TTL, TokenStore};
+
+/// Where the mount table lives in the barrier.
+const MOUNT_TABLE_KEY: &str = "core/mounts";
+/// Most mounts (the table is one storage entry).
+pub const MAX_MOUNTS: usize = 1024;
+/// Most paths in one engine's path table.
+const MAX_PATHS: usize = 1024;
+/// Most fields in one path.
+const MAX_FIELDS: usize = 512;
+/// Longest path pattern.
+const MAX_PATTERN_BYTES: usize = 4096;
+/// Longest mount path.
+const MAX_MOUNT_PATH: usize = 256;
+/// Paths no engine may be mounted at or under.
+const RESERVED_MOUNTS: [&str; 4] = ["sys/", "auth/", "cubbyhole/", "identity/"];
+
+/// Core failures, each with a message for the API caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The caller asked for something invalid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed or is sealed.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
+    /// An engine failed to load or describe itself.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Per-mount tuning. Zero means "system default" for every field.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MountTune {
+    /// Default lease TTL in seconds.
+    pub default_lease_ttl: u64,
+    /// Maximum lease TTL in seconds.
+    pub max_lease_ttl: u64,
+    /// Coffer: wall-clock budget of one engine call, in milliseconds.
+    #[serde(default)]
+    pub engine_call_timeout_ms: u64,
+    /// Coffer: linear-memory cap of the engine, in bytes.
+    #[serde(default)]
+    pub engine_memory_bytes: u64,
+}
+
+/// A mount, as persisted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MountEntry {
+    /// Path with a trailing `/`.
+    pub path: String,
+    /// Catalog name of the engine.
+    pub engine: String,
+    /// Operator's description.
+    pub description: String,
+    /// Identifies the mount's storage view.
+    pub uuid: String,
+    /// Public handle, `<type>_<8 hex>`.
+    pub accessor: String,
+    /// Tuning.
+    pub tune: MountTune,
+    /// Free-form options.
+    pub options: BTreeMap<String, String>,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// What is needed to enable a mount.
+#[derive(Clone, Debug, Default)]
+pub struct MountRequest {
+    /// Path (slashes optional).
+    pub path: String,
+    /// Catalog name.
+    pub engine: String,
+    /// Description.
+    pub description: String,
+    /// Tuning.
+    pub tune: MountTune,
+    /// Options.
+    pub options: BTreeMap<String, String>,
+}
+
+/// One compiled path of an engine's table.
+pub struct CompiledPath {
+    /// Anchored regex.
+    pub regex: Regex,
+    /// Index into the spec's paths.
+    pub index: u32,
+}
+
+/// A loaded engine: its compiled plugin and validated self-description.
+pub struct LoadedEngine {
+    /// Compiled component.
+    pub plugin: Arc<Plugin>,
+    /// What `describe` returned.
+    pub spec: BackendSpec,
+    /// Compiled patterns, in table order.
+    pub paths: Vec<CompiledPath>,
+    /// Compiled unauthenticated-path patterns.
+    pub unauthenticated: Vec<String>,
+}
+
+/// A live mount.
+pub struct Mount {
+    /// Persisted entry.
+    pub entry: MountEntry,
+    /// The engine, or why it could not be loaded (requests then fail with that reason).
+    pub engine: Result<LoadedEngine, String>,
+    /// The mount's storage view.
+    pub view: View,
+}
+
+impl Mount {
+    /// The engine type reported in envelopes and `sys/mounts`.
+    pub fn engine_type(&self) -> &str {
+        &self.entry.engine
+    }
+
+    /// Effective (default, max) lease TTL in seconds.
+    pub fn ttls(&self) -> (u64, u64) {
+        let max = if self.entry.tune.max_lease_ttl > 0 {
+            self.entry.tune.max_lease_ttl
+        } else {
+            SYSTEM_MAX_TTL
+        };
+        let default = if self.entry.tune.default_lease_ttl > 0 {
+            self.entry.tune.default_lease_ttl
+        } else {
+            SYSTEM_MAX_TTL
+        };
+        (default.min(max), max)
+    }
+
+    /// Per-call limits.
+    pub fn limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        if self.entry.tune.engine_call_timeout_ms > 0 {
+            limits.call_timeout = Duration::from_millis(self.entry.tune.engine_call_timeout_ms);
+        }
+        if self.entry.tune.engine_memory_bytes > 0 {
+            limits.memory_bytes =
+                usize::try_from(self.entry.tune.engine_memory_bytes).unwrap_or(usize::MAX);
+        }
+        limits
+    }
+
+    /// A call context with this mount's storage.
+    pub fn context(&self) -> CallContext {
+        CallContext {
+            mount: self.entry.path.clone(),
+            storage: Some(self.view.clone()),
+            limits: self.limits(),
+        }
+    }
+}
+
+/// Options fixed at process start.
+#[derive(Clone, Debug)]
+pub struct CoreOptions {
+    /// Mounts from the config file, applied after every unseal.
+    pub config_mounts: Vec<MountRequest>,
+    /// First delay before retrying a failed revocation.
+    pub revoke_retry_base: Duration,
+    /// Attempts before a lease becomes irrevocable.
+    pub revoke_attempts: u32,
+    /// Cluster name for health output.
+    pub cluster_name: String,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        Self {
+            config_mounts: Vec::new(),
+            revoke_retry_base: crate::lease::REVOKE_RETRY_BASE,
+            revoke_attempts: crate::lease::MAX_REVOKE_ATTEMPTS,
+            cluster_name: "coffer".to_string(),
+        }
+    }
+}
+
+/// The process's secrets core.
+pub struct Core {
+    /// Encrypted storage.
+    pub barrier: Arc<Barrier>,
+    /// Component runtime.
+    pub runtime: Arc<Runtime>,
+    /// Plugin catalog.
+    pub catalog: Catalog,
+    /// Tokens.
+    pub tokens: TokenStore,
+    /// Start-up options.
+    pub options: CoreOptions,
+    /// Cluster id for health output.
+    pub cluster_id: String,
+    mounts: RwLock<BTreeMap<String, Arc<Mount>>>,
+}
+
+impl Core {
+    /// Builds a sealed core.
+    pub fn new(
+        barrier: Arc<Barrier>,
+        runtime: Arc<Runtime>,
+        catalog: Catalog,
+        options: CoreOptions,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            tokens: TokenStore::new(barrier.clone()),
+            barrier,
+            runtime,
+            catalog,
+            options,
+            cluster_id: uuid::Uuid::new_v4().to_string(),
+            mounts: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    /// Loads the mount table and applies config-file mounts. Call after each unseal.
+    pub fn post_unseal(&self) -> Result<(), CoreError> {
+        let entries: Vec<MountEntry> = match self.barrier.get(MOUNT_TABLE_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| CoreError::Invalid(format!("corrupt mount table: {e}")))?,
+            None => Vec::new(),
+        };
+        let mut mounts = BTreeMap::new();
+        for entry in entries {
+            let mount = self.load_mount(entry);
+            if let Err(reason) = &mount.engine {
+                tracing::error!(mount = %mount.entry.path, %reason, "mount could not be loaded");
+            }
+            mounts.insert(mount.entry.path.clone(), Arc::new(mount));
+        }
+        *self.write_mounts()? = mounts;
+        for request in self.options.config_mounts.clone() {
+            let path = normalize_mount_path(&request.path)?;
+            match self.mount_at(&path) {
+                Some(existing) if existing.entry.engine == request.engine => {
+                    self.tune(
+                        &path,
+                        Some(request.tune.clone()),
+                        Some(request.description.clone()),
+                    )?;
+                }
+                Some(existing) => {
+                    tracing::error!(mount = %path, configured = %request.engine, existing = %existing.entry.engine,
+                        "config file mount conflicts with an existing mount of another type; left unchanged");
+                }
+                None => self.enable(request)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops unsealed state.
+    pub fn seal(&self) {
+        if let Ok(mut mounts) = self.mounts.write() {
+            mounts.clear();
+        }
+        self.barrier.seal();
+    }
+
+    fn write_mounts(
+        &self,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Mount>>>, CoreError> {
+        self.mounts
+            .write()
+            .map_err(|_| CoreError::Invalid("mount table lock poisoned".to_string()))
+    }
+
+    fn load_mount(&self, entry: MountEntry) -> Mount {
+        let view = View::new(self.barrier.clone(), format!("logical/{}/", entry.uuid));
+        let engine = match self.catalog.get(&entry.engine) {
+            None => Err(format!(
+                "engine {:?} is not in the plugin catalog",
+                entry.engine
+            )),
+            Some(plugin) => {
+                let context = CallContext {
+                    mount: entry.path.clone(),
+                    storage: None,
+                    limits: Limits::default(),
+                };
+                self.runtime
+                    .describe(&plugin, context)
+                    .map_err(|e| e.to_string())
+                    .and_then(|spec| compile_spec(plugin, spec))
+            }
+        };
+        Mount {
+            entry,
+            engine,
+            view,
+        }
+    }
+
+    /// Every mount, by path.
+    pub fn mounts(&self) -> Vec<Arc<Mount>> {
+        self.mounts
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The mount at exactly `path` (with trailing slash).
+    pub fn mount_at(&self, path: &str) -> Option<Arc<Mount>> {
+        self.mounts.read().ok()?.get(path).cloned()
+    }
+
+    /// The mount serving `logical_path` (longest prefix) and the path below it.
+    pub fn route(&self, logical_path: &str) -> Option<(Arc<Mount>, String)> {
+        let mounts = self.mounts.read().ok()?;
+        let with_slash = format!("{logical_path}/");
+        mounts
+            .iter()
+            .filter(|(prefix, _)| {
+                logical_path.starts_with(prefix.as_str()) || with_slash == **prefix
+            })
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(prefix, mount)| {
+                let rest = logical_path.get(prefix.len()..).unwrap_or_default();
+                (mount.clone(), rest.to_string())
+            })
+    }
+
+    /// Enables a mount.
+    pub fn enable(&self, request: MountRequest) -> Result<(), CoreError> {
+        let path = normalize_mount_path(&request.path)?;
+        if self.catalog.get(&request.engine).is_none() {
+            return Err(CoreError::Invalid(format!(
+                "plugin not found in the catalog: {}",
+                request.engine
+            )));
+        }
+        validate_tune(&request.tune)?;
+        let entry = MountEntry {
+            accessor: format!(
+                "{}_{}",
+                request.engine,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            path: path.clone(),
+            engine: request.engine,
+            description: request.description,
+            uuid: uuid::Uuid::new_v4().to_string(),
+            tune: request.tune,
+            options: request.options,
+            created: crate::tokens::unix_now(),
+        };
+        // Describe outside the lock; it runs guest code.
+        let mount = self.load_mount(entry);
+        if let Err(reason) = &mount.engine {
+            return Err(CoreError::Invalid(format!("cannot mount {path}: {reason}")));
+        }
+        let mut mounts = self.write_mounts()?;
+        if let Some(conflict) = mounts
+            .keys()
+            .find(|existing| existing.starts_with(&path) || path.starts_with(existing.as_str()))
+        {
+            return Err(CoreError::Invalid(format!(
+                "path is already in use at {conflict}"
+            )));
+        }
+        if mounts.len() >= MAX_MOUNTS {
+            return Err(CoreError::Invalid(format!(
+                "at most {MAX_MOUNTS} mounts are allowed"
+            )));
+        }
+        mounts.insert(path, Arc::new(mount));
+        self.persist(&mounts)
+    }
+
+    /// Disables a mount and deletes its storage. Its leases must be revoked first.
+    pub fn disable(&self, path: &str) -> Result<Option<Arc<Mount>>, CoreError> {
+        let path = normalize_mount_path(path)?;
+        let removed = {
+            let mut mounts = self.write_mounts()?;
+            let removed = mounts.remove(&path);
+            if removed.is_some() {
+                self.persist(&mounts)?;
+            }
+            removed
+        };
+        if let Some(mount) = &removed {
+            mount.view.clear()?;
+        }
+        Ok(removed)
+    }
+
+    /// Updates a mount's tuning and/or description.
+    pub fn tune(
+        &self,
+        path: &str,
+        tune: Option<MountTune>,
+        description: Option<String>,
+    ) -> Result<(), CoreError> {
+        let path = normalize_mount_path(path)?;
+        let mut mounts = self.write_mounts()?;
+        let current = mounts
+            .get(&path)
+            .ok_or_else(|| CoreError::Invalid(format!("no mount at {path}")))?;
+        let mut entry = current.entry.clone();
+        if let Some(tune) = tune {
+            validate_tune(&tune)?;
+            entry.tune = tune;
+        }
+        if let Some(description) = description {
+            entry.description = description;
+        }
+        let engine = match &current.engine {
+            Ok(loaded) => Ok(LoadedEngine {
+                plugin: loaded.plugin.clone(),
+                spec: loaded.spec.clone(),
+                paths: loaded
+                    .paths
+                    .iter()
+                    .map(|p| CompiledPath {
+                        regex: p.regex.clone(),
+                        index: p.index,
+                    })
+                    .collect(),
+                unauthenticated: loaded.unauthenticated.clone(),
+            }),
+            Err(reason) => Err(reason.clone()),
+        };
+        let mount = Mount {
+            entry,
+            engine,
+            view: current.view.clone(),
+        };
+        mounts.insert(path, Arc::new(mount));
+        self.persist(&mounts)
+    }
+
+    fn persist(&self, mounts: &BTreeMap<String, Arc<Mount>>) -> Result<(), CoreError> {
+        let entries: Vec<&MountEntry> = mounts.values().map(|m| &m.entry).collect();
+        let bytes = serde_json::to_vec(&entries)
+            .map_err(|e| CoreError::Invalid(format!("cannot encode mount table: {e}")))?;
+        Ok(self.barrier.put(MOUNT_TABLE_KEY, &bytes)?)
+    }
+}
+
+fn validate_tune(tune: &MountTune) -> Result<(), CoreError> {
+    let max = if tune.max_lease_ttl > 0 {
+        tune.max_lease_ttl
+    } else {
+        SYSTEM_MAX_TTL
+    };
+    if tune.default_lease_ttl > max {
+        return Err(CoreError::Invalid(format!(
+            "backend max lease TTL of {max} would be less than backend default lease TTL of {}",
+            tune.default_lease_ttl
+        )));
+    }
+    Ok(())
+}
+
+/// Validates and compiles an engine's self-description.
+fn compile_spec(plugin: Arc<Plugin>, spec: BackendSpec) -> Result<LoadedEngine, String> {
+    if spec.paths.len() > MAX_PATHS {
+        return Err(format!(
+            "engine declares {} paths; the limit is {MAX_PATHS}",
+            spec.paths.len()
+        ));
+    }
+    let mut paths = Vec::with_capacity(spec.paths.len());
+    for (index, path) in spec.paths.iter().enumerate() {
+        if path.pattern.len() > MAX_PATTERN_BYTES || path.fields.len() > MAX_FIELDS {
+            return Err(format!(
+                "path {:?} exceeds the pattern or field limits",
+                path.pattern
+            ));
+        }
+        let regex = Regex::new(&format!("^(?:{})$", path.pattern))
+            .map_err(|e| format!("path pattern {:?} is invalid: {e}", path.pattern))?;
+        for capture in regex.capture_names().flatten() {
+            if !path.fields.iter().any(|f| f.name == capture) {
+                return Err(format!(
+                    "path pattern {:?} captures {capture:?}, which is not a declared field",
+                    path.pattern
+                ));
+            }
+        }
+        if path.operations.is_empty() {
+            return Err(format!("path {:?} declares no operations", path.pattern));
+        }
+        paths.push(CompiledPath {
+            regex,
+            index: u32::try_from(index).map_err(|e| e.to_string())?,
+        });
+    }
+    Ok(LoadedEngine {
+        plugin,
+        unauthenticated: spec.unauthenticated.clone(),
+        spec,
+        paths,
+    })
+}
+
+/// `"/a/b"` → `"a/b/"`, refusing empty, reserved, and odd paths.
+pub fn normalize_mount_path(path: &str) -> Result<String, CoreError> {
+    let trimmed = path.trim_matches('/');
+    let invalid = |why: &str| CoreError::Invalid(format!("invalid mount path {path:?}: {why}"));
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if trimmed.len() > MAX_MOUNT_PATH {
+        return Err(invalid("it is too long"));
+    }
+    for segment in trimmed.split('/') {
+        let clean = !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !clean {
+            return Err(invalid(
+                "use letters, digits, '-', '_' and '.' between slashes",
+            ));
+        }
+    }
+    let normalized = format!("{trimmed}/");
+    if let Some(reserved) = RESERVED_MOUNTS.iter().find(|r| normalized.starts_with(*r)) {
+        return Err(CoreError::Invalid(format!(
+            "cannot mount under reserved path {reserved:?}"
+        )));
+    }
+    Ok(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_are_normalized_and_reserved_ones_refused() {
+        assert_eq!(
+            normalize_mount_path("/pki_int/").ok().as_deref(),
+            Some("pki_int/")
+        );
+        assert_eq!(
+            normalize_mount_path("team/a").ok().as_deref(),
+            Some("team/a/")
+        );
+        for bad in [
+            "",
+            "/",
+            "sys",
+            "auth/x",
+            "a//b",
+            "a/../b",
+            "has space",
+            "a/./b",
+        ] {
+            assert!(
+                normalize_mount_path(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Lenient request-field parsing with Vault's semantics, done once at the HTTP edge.
+//!
+//! Clients rely on weak typing: durations arrive as `3600`, `"3600"`, `"1h"`, `"2160h0m0s"`
+//! or `"7d"`; booleans as `"true"`; lists as comma strings; `null` and (for non-string
+//! kinds) `""` mean "not supplied". This module turns such JSON into typed values or a
+//! message naming the field and what was expected.
+
+use serde_json::Value;
+
+use crate::runtime::{FieldKind, FieldValue};
+
+/// Parses `value` as `kind`. `Ok(None)` means "treat as not supplied".
+pub fn typed(kind: FieldKind, value: &Value) -> Result<Option<FieldValue>, String> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let empty_string = value.as_str().is_some_and(str::is_empty);
+    Ok(Some(match kind {
+        FieldKind::String => FieldValue::String(string(value)?),
+        FieldKind::Lowercase => FieldValue::String(string(value)?.to_lowercase()),
+        _ if empty_string => return Ok(None),
+        FieldKind::Int => FieldValue::Int(int(value)?),
+        FieldKind::Bool => FieldValue::Bool(boolean(value)?),
+        FieldKind::Duration => FieldValue::Duration(duration(value)?),
+        FieldKind::Strings => FieldValue::Strings(strings(value, false)?),
+        FieldKind::CommaStrings => FieldValue::Strings(strings(value, true)?),
+        FieldKind::KeyValues => FieldValue::KeyValues(key_values(value)?),
+    }))
+}
+
+/// A string, or a number/bool rendered as text.
+pub fn string(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!("expected a string, got {}", kind_name(other))),
+    }
+}
+
+/// An integer from a number or a numeric string.
+pub fn int(value: &Value) -> Result<i64, String> {
+    match value {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .ok_or_else(|| format!("expected an integer, got {n}")),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected an integer, got {s:?}")),
+        Value::Bool(b) => Ok(i64::from(*b)),
+        other => Err(format!("expected an integer, got {}", kind_name(other))),
+    }
+}
+
+/// A boolean from a bool, a Go `ParseBool` string, or a number.
+pub fn boolean(value: &Value) -> Result<bool, String> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
+        Value::String(s) => parse_bool(s).ok_or_else(|| format!("expected a boolean, got {s:?}")),
+        other => Err(format!("expected a boolean, got {}", kind_name(other))),
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Seconds from an integer, numeric string, `"<n>d"`, or a Go duration string.
+pub fn duration(value: &Value) -> Result<u64, String> {
+    match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(secs) if secs >= 0 => Ok(secs.unsigned_abs()),
+            Some(_) => Err("a duration cannot be negative".to_string()),
+            None => n
+                .as_f64()
+                .filter(|f| *f >= 0.0 && f.is_finite())
+                .map(|f| f as u64)
+                .ok_or_else(|| format!("expected a duration, got {n}")),
+        },
+        Value::String(s) => parse_duration(s),
+        other => Err(format!("expected a duration, got {}", kind_name(other))),
+    }
+}
+
+/// Parses a duration string: seconds, `"7d"`, or Go `time.ParseDuration` syntax.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    if let Ok(secs) = text.parse::<i64>() {
+        return u64::try_from(secs).map_err(|_| "a duration cannot be negative".to_string());
+    }
+    let bad = || {
+        format!(
+            "invalid duration {text:?}: use seconds, or units such as \"90s\", \"1h30m\", \"7d\""
+        )
+    };
+    if let Some(days) = text.strip_suffix('d') {
+        let days: u64 = days.parse().map_err(|_| bad())?;
+        return days.checked_mul(86_400).ok_or_else(bad);
+    }
+    if text.starts_with('-') {
+        return Err("a duration cannot be negative".to_string());
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    let mut total_nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(number_len);
+        let number: f64 = number.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total_nanos += number * nanos_per_unit;
+        rest = tail;
+    }
+    let secs = (total_nanos / 1e9).floor();
+    if !secs.is_finite() || secs > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(secs as u64)
+}
+
+/// A list from an array or a string (split on commas when `comma`).
+pub fn strings(value: &Value, comma: bool) -> Result<Vec<String>, String> {
+    match value {
+        Value::Array(items) => items.iter().map(string).collect(),
+        Value::String(s) if comma => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()),
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Number(_) | Value::Bool(_) => Ok(vec![string(value)?]),
+        other => Err(format!(
+            "expected a list of strings, got {}",
+            kind_name(other)
+        )),
+    }
+}
+
+/// A string map from a JSON object or `k=v,k2=v2`.
+pub fn key_values(value: &Value) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = match value {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), string(v)?)))
+            .collect::<Result<Vec<_>, String>>()?,
+        Value::String(s) => s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| format!("expected key=value pairs, got {pair:?}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?,
+        other => return Err(format!("expected a map, got {}", kind_name(other))),
+    };
+    pairs.sort();
+    Ok(pairs)
+}
+
+fn kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Go's `time.Duration.String()` for whole seconds: `1h0m0s`, `5m0s`, `30s`, `0s`.
+pub fn go_duration(secs: u64) -> String {
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn durations_accept_every_form_clients_send() {
+        assert_eq!(duration(&json!(3600)), Ok(3600));
+        assert_eq!(duration(&json!("3600")), Ok(3600));
+        assert_eq!(duration(&json!("1h")), Ok(3600));
+        assert_eq!(duration(&json!("2160h0m0s")), Ok(2160 * 3600));
+        assert_eq!(duration(&json!("7d")), Ok(7 * 86_400));
+        assert_eq!(duration(&json!("1.5h")), Ok(5400));
+        assert_eq!(duration(&json!("1h30m")), Ok(5400));
+        assert_eq!(duration(&json!("300ms")), Ok(0));
+        assert_eq!(duration(&json!("")), Ok(0));
+        assert!(duration(&json!("-5")).is_err());
+        assert!(duration(&json!("banana")).is_err());
+        assert!(duration(&json!("5 parsecs")).is_err());
+        assert!(duration(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn weak_booleans_ints_and_lists() {
+        assert_eq!(boolean(&json!("true")), Ok(true));
+        assert_eq!(boolean(&json!("0")), Ok(false));
+        assert!(boolean(&json!("yes please")).is_err());
+        assert_eq!(int(&json!("42")), Ok(42));
+        assert!(int(&json!("forty-two")).is_err());
+        assert_eq!(
+            strings(&json!("a, b,,c"), true),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(strings(&json!("a,b"), false), Ok(vec!["a,b".into()]));
+        assert!(matches!(typed(FieldKind::Int, &json!("")), Ok(None)));
+        assert!(matches!(typed(FieldKind::Bool, &Value::Null), Ok(None)));
+    }
+
+    #[test]
+    fn go_duration_format_matches_go() {
+        assert_eq!(go_duration(3600), "1h0m0s");
+        assert_eq!(go_duration(300), "5m0s");
+        assert_eq!(go_duration(59), "59s");
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(90061), "25h1m1s");
+    }
+}

@@ -1,0 +1,1398 @@
+//! The HTTP API, in Vault's wire format (`shared/design/vault-api.md`).
+//!
+//! [`route`] is the whole API as one async function from a request with a collected body
+//! to a response, so tests can drive it without a socket; [`serve`] puts it on a listener.
+//! Handlers stay light: parse at the edge, call `core`, `lease` or an engine, shape the
+//! envelope.
+//!
+//! What it must never do: echo a request body, a token or an engine's internal data into
+//! an error or a log line; return anything but `{"errors": [...]}` with
+//! `Content-Type: application/json` on failure.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+use crate::core::{Core, CoreError, Mount, MountRequest, MountTune};
+use crate::fields;
+use crate::lease::{self, LeaseError};
+use crate::runtime::{EngineError, Operation, Request as EngineRequest, RuntimeError};
+use crate::tokens::{SYSTEM_MAX_TTL, TokenEntry, random_base62, unix_now};
+
+/// Largest request body accepted (Vault's default limit): 413 beyond.
+pub const MAX_REQUEST_BODY: usize = 32 << 20;
+/// Most leases listed by one irrevocable-lease query.
+const MAX_IRREVOCABLE_LISTED: usize = 10_000;
+/// Version reported by health and seal status.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A response body.
+pub type Body = Full<Bytes>;
+
+/// An API failure: a status and the messages for `errors`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    errors: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            errors: vec![message.into()],
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission denied")
+    }
+    fn not_found() -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            errors: Vec::new(),
+        }
+    }
+    fn unsupported_operation() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::Invalid(m) => Self::bad(m),
+            CoreError::Barrier(crate::barrier::BarrierError::Sealed) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed")
+            }
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<LeaseError> for ApiError {
+    fn from(error: LeaseError) -> Self {
+        match error {
+            LeaseError::Invalid(m) | LeaseError::Engine(m) => Self::bad(m),
+            LeaseError::Barrier(e) => Self::from(CoreError::Barrier(e)),
+        }
+    }
+}
+
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(error: crate::tokens::TokenError) -> Self {
+        match error {
+            crate::tokens::TokenError::Invalid(m) => Self::bad(m),
+            crate::tokens::TokenError::Barrier(e) => Self::from(CoreError::Barrier(e)),
+        }
+    }
+}
+
+impl From<crate::barrier::BarrierError> for ApiError {
+    fn from(error: crate::barrier::BarrierError) -> Self {
+        match error {
+            crate::barrier::BarrierError::Invalid(m) => Self::bad(m),
+            crate::barrier::BarrierError::AlreadyInitialized => {
+                Self::bad("Vault is already initialized")
+            }
+            crate::barrier::BarrierError::NotInitialized => Self::bad("Vault is not initialized"),
+            other => Self::from(CoreError::Barrier(other)),
+        }
+    }
+}
+
+/// What a handler produces.
+enum Reply {
+    /// The standard envelope.
+    Envelope(Envelope),
+    /// No body (204), or 202 for queued work.
+    Empty(StatusCode),
+    /// A bare JSON object (unauthenticated sys endpoints).
+    Bare(StatusCode, Value),
+    /// A raw, non-JSON body.
+    Raw(String, Vec<u8>),
+}
+
+#[derive(Default)]
+struct Envelope {
+    data: Option<Value>,
+    warnings: Vec<String>,
+    lease_id: String,
+    lease_duration: u64,
+    renewable: bool,
+    auth: Option<Value>,
+    mount_type: String,
+    /// Copy `data`'s keys to the top level (Vault does this for `sys/*`).
+    sys: bool,
+}
+
+impl Envelope {
+    fn sys(data: Value) -> Self {
+        Self {
+            data: Some(data),
+            sys: true,
+            mount_type: "system".to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The operation a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Read,
+    List,
+    Write,
+    Delete,
+    Head,
+}
+
+/// A parsed API request.
+struct Call {
+    op: Op,
+    path: String,
+    query: Vec<(String, String)>,
+    input: Map<String, Value>,
+    token: Option<String>,
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| handle(core.clone(), request));
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Reads the body (bounded) and routes the request.
+pub async fn handle(
+    core: Arc<Core>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let started = std::time::Instant::now();
+    let bytes = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let response = if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                error_response(&ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than the {MAX_REQUEST_BODY}-byte limit"),
+                ))
+            } else {
+                error_response(&ApiError::bad("could not read the request body"))
+            };
+            return Ok(response);
+        }
+    };
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let response = route(&core, Request::from_parts(parts, bytes)).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(response)
+}
+
+/// The whole API: a request with its body collected, to a response.
+pub async fn route(core: &Arc<Core>, request: Request<Bytes>) -> Response<Body> {
+    match dispatch(core, request).await {
+        Ok(reply) => render(reply),
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn dispatch(core: &Arc<Core>, request: Request<Bytes>) -> Result<Reply, ApiError> {
+    let call = parse(&request)?;
+    match call.path.as_str() {
+        "sys/health" => return Ok(health(core, &call)),
+        "sys/seal-status" => return Ok(Reply::Bare(StatusCode::OK, seal_status(core)?)),
+        "sys/init" => return init(core, &call),
+        "sys/unseal" => return unseal(core, &call).await,
+        _ => {}
+    }
+    if core.barrier.is_sealed() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Vault is sealed",
+        ));
+    }
+    let path = call.path.clone();
+    if path == "sys" || path.starts_with("sys/") {
+        let token = authenticate(core, &call)?;
+        return system(core, &call, &token).await;
+    }
+    if let Some(rest) = path.strip_prefix("auth/token/") {
+        return token_api(core, &call, rest).await;
+    }
+    let Some((mount, rest)) = core.route(&path) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no handler for route {path:?}. route entry not found."),
+        ));
+    };
+    engine(core, &call, mount, rest).await
+}
+
+fn parse(request: &Request<Bytes>) -> Result<Call, ApiError> {
+    let raw_path = request.uri().path();
+    let Some(rest) = raw_path.strip_prefix("/v1/") else {
+        return Err(ApiError::not_found());
+    };
+    let path = percent_decode(rest)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    let trailing_slash = rest.ends_with('/');
+    let query: Vec<(String, String)> = request
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                percent_decode(&k.replace('+', " ")),
+                percent_decode(&v.replace('+', " ")),
+            )
+        })
+        .collect();
+    let list_query = query
+        .iter()
+        .any(|(k, v)| k == "list" && fields::parse_bool(v).unwrap_or(false));
+    let op = match *request.method() {
+        Method::GET if list_query => Op::List,
+        Method::GET => Op::Read,
+        Method::POST | Method::PUT => Op::Write,
+        Method::DELETE => Op::Delete,
+        Method::HEAD => Op::Head,
+        ref other if other.as_str() == "LIST" => Op::List,
+        _ => return Err(ApiError::unsupported_operation()),
+    };
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if header("x-vault-wrap-ttl").is_some() {
+        return Err(ApiError::bad(
+            "response wrapping (X-Vault-Wrap-TTL) is not supported by Coffer",
+        ));
+    }
+    if header("x-vault-namespace").is_some_and(|ns| ns != "root" && ns != "/") {
+        return Err(ApiError::bad(
+            "namespaces (X-Vault-Namespace) are not supported by Coffer",
+        ));
+    }
+    let token = header("x-vault-token").map(str::to_string).or_else(|| {
+        request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    });
+    let mut input = parse_body(request.body())?;
+    if matches!(op, Op::Read | Op::List) {
+        for (key, value) in &query {
+            if key != "list" {
+                input
+                    .entry(key.clone())
+                    .or_insert(Value::String(value.clone()));
+            }
+        }
+    }
+    let path = if op == Op::List && trailing_slash && !path.is_empty() {
+        format!("{path}/")
+    } else {
+        path
+    };
+    Ok(Call {
+        op,
+        path,
+        query,
+        input,
+        token,
+    })
+}
+
+fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(_) => Err(ApiError::bad("the request body must be a JSON object")),
+        Err(error) => Err(ApiError::bad(format!(
+            "failed to parse JSON input: {error}"
+        ))),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte == b'%' {
+            let hex = bytes
+                .get(index + 1..index + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(decoded) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(decoded);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(byte);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn render(reply: Reply) -> Response<Body> {
+    match reply {
+        Reply::Envelope(envelope) => {
+            let mut body = json!({
+                "request_id": uuid::Uuid::new_v4().to_string(),
+                "lease_id": envelope.lease_id,
+                "renewable": envelope.renewable,
+                "lease_duration": envelope.lease_duration,
+                "data": envelope.data,
+                "wrap_info": null,
+                "warnings": if envelope.warnings.is_empty() { Value::Null } else { json!(envelope.warnings) },
+                "auth": envelope.auth,
+                "mount_type": envelope.mount_type,
+            });
+            if envelope.sys
+                && let (Some(Value::Object(data)), Some(top)) =
+                    (envelope.data.as_ref(), body.as_object_mut())
+            {
+                for (key, value) in data {
+                    top.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+            }
+            json_response(StatusCode::OK, &body)
+        }
+        Reply::Empty(status) => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = status;
+            response
+        }
+        Reply::Bare(status, value) => json_response(status, &value),
+        Reply::Raw(content_type, body) => {
+            let status = if body.is_empty() {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                response.headers_mut().insert(CONTENT_TYPE, value);
+            }
+            response
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<Body> {
+    json_response(error.status, &json!({ "errors": error.errors }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Unauthenticated sys endpoints.
+
+fn health(core: &Core, call: &Call) -> Reply {
+    let initialized = core.barrier.seal_config().ok().flatten().is_some();
+    let sealed = core.barrier.is_sealed();
+    let code = |name: &str, default: u16| {
+        call.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .unwrap_or(default)
+    };
+    let status = if !initialized {
+        code("uninitcode", 501)
+    } else if sealed {
+        code("sealedcode", 503)
+    } else {
+        code("activecode", 200)
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if call.op == Op::Head {
+        return Reply::Empty(status);
+    }
+    Reply::Bare(
+        status,
+        json!({
+            "initialized": initialized,
+            "sealed": sealed,
+            "standby": false,
+            "performance_standby": false,
+            "replication_performance_mode": "disabled",
+            "replication_dr_mode": "disabled",
+            "server_time_utc": unix_now(),
+            "version": VERSION,
+            "cluster_name": core.options.cluster_name,
+            "cluster_id": core.cluster_id,
+        }),
+    )
+}
+
+fn seal_status(core: &Core) -> Result<Value, ApiError> {
+    let status = core.barrier.status()?;
+    let mut body = json!({
+        "type": "shamir",
+        "initialized": status.initialized,
+        "sealed": status.sealed,
+        "t": status.threshold,
+        "n": status.shares,
+        "progress": status.progress,
+        "nonce": status.nonce,
+        "version": VERSION,
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": "coffer",
+    });
+    if !status.sealed
+        && let Some(object) = body.as_object_mut()
+    {
+        object.insert("cluster_name".to_string(), json!(core.options.cluster_name));
+        object.insert("cluster_id".to_string(), json!(core.cluster_id));
+    }
+    Ok(body)
+}
+
+fn init(core: &Arc<Core>, call: &Call) -> Result<Reply, ApiError> {
+    match call.op {
+        Op::Read => {
+            let initialized = core.barrier.seal_config()?.is_some();
+            Ok(Reply::Bare(
+                StatusCode::OK,
+                json!({ "initialized": initialized }),
+            ))
+        }
+        Op::Write => {
+            let count = |name: &str| -> Result<u8, ApiError> {
+                match call.input.get(name).filter(|v| !v.is_null()) {
+                    None => Err(ApiError::bad(format!("missing required field {name}"))),
+                    Some(value) => {
+                        let n = fields::int(value)
+                            .map_err(|e| ApiError::bad(format!("{name}: {e}")))?;
+                        u8::try_from(n).map_err(|_| {
+                            ApiError::bad(format!(
+                                "{name} must be between 1 and {}",
+                                crate::barrier::MAX_KEY_SHARES
+                            ))
+                        })
+                    }
+                }
+            };
+            let (shares, threshold) = (count("secret_shares")?, count("secret_threshold")?);
+            let result = core.barrier.initialize(shares, threshold)?;
+            // Unseal briefly with the new shares to create the root token, then seal again.
+            for share in result.shares.iter().take(usize::from(threshold)) {
+                core.barrier.submit_share(share)?;
+            }
+            let root = create_root_token(core, None);
+            core.seal();
+            let root = root?;
+            let hex_keys: Vec<String> = result
+                .shares
+                .iter()
+                .map(|s| hex::encode(s.as_slice()))
+                .collect();
+            let base64_keys: Vec<String> = result
+                .shares
+                .iter()
+                .map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice()))
+                .collect();
+            Ok(Reply::Bare(
+                StatusCode::OK,
+                json!({ "keys": hex_keys, "keys_base64": base64_keys, "root_token": root }),
+            ))
+        }
+        _ => Err(ApiError::unsupported_operation()),
+    }
+}
+
+/// Creates a root token (at init, or with a fixed id in dev mode).
+pub fn create_root_token(core: &Core, id: Option<&str>) -> Result<String, ApiError> {
+    let entry = TokenEntry {
+        accessor: random_base62(24),
+        policies: vec!["root".to_string()],
+        meta: BTreeMap::new(),
+        display_name: "root".to_string(),
+        creation_time: unix_now(),
+        creation_ttl: 0,
+        expire_time: None,
+        explicit_max_ttl: 0,
+        renewable: false,
+        orphan: true,
+        path: "auth/token/root".to_string(),
+        parent: None,
+    };
+    Ok(core.tokens.create(entry, id)?)
+}
+
+async fn unseal(core: &Arc<Core>, call: &Call) -> Result<Reply, ApiError> {
+    if call.op != Op::Write {
+        return Err(ApiError::unsupported_operation());
+    }
+    let reset = call
+        .input
+        .get("reset")
+        .map(fields::boolean)
+        .transpose()
+        .map_err(ApiError::bad)?;
+    if reset == Some(true) {
+        core.barrier.reset_unseal()?;
+        return Ok(Reply::Bare(StatusCode::OK, seal_status(core)?));
+    }
+    let key = match call.input.get("key") {
+        Some(Value::String(key)) if !key.trim().is_empty() => key.trim().to_string(),
+        _ => return Err(ApiError::bad("missing required input: key")),
+    };
+    let share = hex::decode(&key)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(&key))
+        .map_err(|_| ApiError::bad("the unseal key must be hex or base64"))?;
+    let was_sealed = core.barrier.is_sealed();
+    core.barrier.submit_share(&share)?;
+    if was_sealed && !core.barrier.is_sealed() {
+        let core_for_load = core.clone();
+        tokio::task::spawn_blocking(move || core_for_load.post_unseal())
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    }
+    Ok(Reply::Bare(StatusCode::OK, seal_status(core)?))
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication.
+
+fn authenticate(core: &Core, call: &Call) -> Result<(String, TokenEntry), ApiError> {
+    let Some(token) = call.token.clone() else {
+        return Err(ApiError::forbidden());
+    };
+    match core.tokens.lookup(&token)? {
+        Some(entry) => Ok((token, entry)),
+        None => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            errors: vec!["permission denied".to_string(), "invalid token".to_string()],
+        }),
+    }
+}
+
+fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
+    if token.is_root() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Authenticated sys endpoints.
+
+async fn system(
+    core: &Arc<Core>,
+    call: &Call,
+    token: &(String, TokenEntry),
+) -> Result<Reply, ApiError> {
+    let path = call.path.as_str();
+    let rest = path.strip_prefix("sys/").unwrap_or_default();
+    match (call.op, rest) {
+        (Op::Write, "seal") => {
+            require_root(&token.1)?;
+            core.seal();
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        (Op::Read, "mounts") => {
+            let mut data = Map::new();
+            for mount in core.mounts() {
+                data.insert(mount.entry.path.clone(), mount_json(&mount));
+            }
+            Ok(Reply::Envelope(Envelope::sys(Value::Object(data))))
+        }
+        (_, rest) if rest.starts_with("mounts/") => {
+            let target = rest.strip_prefix("mounts/").unwrap_or_default();
+            match target.strip_suffix("/tune") {
+                Some(mount_path) => tune(core, call, mount_path),
+                None => mounts(core, call, target).await,
+            }
+        }
+        (Op::Read, rest) if rest.starts_with("internal/ui/mounts/") => {
+            let target = rest.strip_prefix("internal/ui/mounts/").unwrap_or_default();
+            let (mount, _) = core.route(target).ok_or_else(ApiError::not_found)?;
+            let mut data = mount_json(&mount);
+            if let Some(object) = data.as_object_mut() {
+                object.insert("path".to_string(), json!(mount.entry.path));
+            }
+            Ok(Reply::Envelope(Envelope::sys(data)))
+        }
+        (Op::Read, "plugins/catalog") => {
+            let names: Vec<&str> = core.catalog.entries().map(|(n, _)| n).collect();
+            Ok(Reply::Envelope(Envelope::sys(json!({ "secret": names }))))
+        }
+        (_, rest) if rest == "leases" || rest.starts_with("leases/") => {
+            leases(core, call, &token.1, rest).await
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
+    }
+}
+
+fn mount_json(mount: &Mount) -> Value {
+    let entry = &mount.entry;
+    json!({
+        "accessor": entry.accessor,
+        "config": {
+            "default_lease_ttl": entry.tune.default_lease_ttl,
+            "max_lease_ttl": entry.tune.max_lease_ttl,
+            "force_no_cache": false,
+        },
+        "description": entry.description,
+        "external_entropy_access": false,
+        "local": false,
+        "options": entry.options,
+        "seal_wrap": false,
+        "type": entry.engine,
+        "uuid": entry.uuid,
+        "plugin_version": "",
+        "running_plugin_version": "",
+        "running_sha256": mount.engine.as_ref().map(|e| e.plugin.sha256.clone()).unwrap_or_default(),
+        "deprecation_status": "supported",
+    })
+}
+
+/// A duration field of a sys request: `"system"`, `0` and absent mean inherit (0).
+fn sys_duration(input: &Map<String, Value>, name: &str) -> Result<Option<u64>, ApiError> {
+    match input.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "system" => Ok(Some(0)),
+        Some(value) => fields::duration(value)
+            .map(Some)
+            .map_err(|e| ApiError::bad(format!("{name}: {e}"))),
+    }
+}
+
+fn tune_from(input: &Map<String, Value>, mut tune: MountTune) -> Result<MountTune, ApiError> {
+    if let Some(ttl) = sys_duration(input, "default_lease_ttl")? {
+        tune.default_lease_ttl = ttl;
+    }
+    if let Some(ttl) = sys_duration(input, "max_lease_ttl")? {
+        tune.max_lease_ttl = ttl;
+    }
+    if let Some(timeout) = sys_duration(input, "engine_call_timeout")? {
+        tune.engine_call_timeout_ms = timeout.saturating_mul(1000);
+    }
+    if let Some(value) = input.get("engine_memory_limit").filter(|v| !v.is_null()) {
+        let bytes =
+            fields::int(value).map_err(|e| ApiError::bad(format!("engine_memory_limit: {e}")))?;
+        tune.engine_memory_bytes = u64::try_from(bytes)
+            .map_err(|_| ApiError::bad("engine_memory_limit cannot be negative"))?;
+    }
+    Ok(tune)
+}
+
+fn string_map(value: Option<&Value>, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(value) => fields::key_values(value)
+            .map(|pairs| pairs.into_iter().collect())
+            .map_err(|e| ApiError::bad(format!("{name}: {e}"))),
+    }
+}
+
+async fn mounts(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply, ApiError> {
+    let path = crate::core::normalize_mount_path(target)?;
+    match call.op {
+        Op::Read => {
+            let mount = core.mount_at(&path).ok_or_else(ApiError::not_found)?;
+            Ok(Reply::Envelope(Envelope::sys(mount_json(&mount))))
+        }
+        Op::Write => {
+            let engine = match (call.input.get("type"), call.input.get("plugin_name")) {
+                (Some(Value::String(t)), _) | (_, Some(Value::String(t))) if !t.is_empty() => {
+                    t.clone()
+                }
+                _ => {
+                    return Err(ApiError::bad(
+                        "missing required field type (the engine to mount, e.g. kv)",
+                    ));
+                }
+            };
+            let config = match call.input.get("config") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(config)) => config.clone(),
+                Some(_) => return Err(ApiError::bad("config must be an object")),
+            };
+            let description = match call.input.get("description") {
+                None | Some(Value::Null) => String::new(),
+                Some(value) => {
+                    fields::string(value).map_err(|e| ApiError::bad(format!("description: {e}")))?
+                }
+            };
+            let request = MountRequest {
+                path,
+                engine,
+                description,
+                tune: tune_from(&config, MountTune::default())?,
+                options: string_map(call.input.get("options"), "options")?,
+            };
+            let core = core.clone();
+            tokio::task::spawn_blocking(move || core.enable(request))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        Op::Delete => {
+            if core.mount_at(&path).is_some() {
+                lease::revoke_prefix(core, &path, false)
+                    .await
+                    .map_err(|e| ApiError::bad(format!("cannot disable {path}: {e}")))?;
+                core.disable(&path)?;
+            }
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::unsupported_operation()),
+    }
+}
+
+fn tune(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply, ApiError> {
+    let path = crate::core::normalize_mount_path(target)?;
+    let mount = core
+        .mount_at(&path)
+        .ok_or_else(|| ApiError::bad(format!("no mount at {path}")))?;
+    match call.op {
+        Op::Read => {
+            let (default, max) = mount.ttls();
+            Ok(Reply::Envelope(Envelope::sys(json!({
+                "description": mount.entry.description,
+                "default_lease_ttl": default,
+                "max_lease_ttl": max,
+                "force_no_cache": false,
+                "options": mount.entry.options,
+            }))))
+        }
+        Op::Write => {
+            let tune = tune_from(&call.input, mount.entry.tune.clone())?;
+            let description = match call.input.get("description") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(
+                    fields::string(value)
+                        .map_err(|e| ApiError::bad(format!("description: {e}")))?,
+                ),
+            };
+            core.tune(&path, Some(tune), description)?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::unsupported_operation()),
+    }
+}
+
+fn rfc3339(unix: u64) -> String {
+    let secs = i64::try_from(unix).unwrap_or(i64::MAX);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn lease_id_from(call: &Call, suffix: &str) -> Option<String> {
+    match call.input.get("lease_id") {
+        Some(Value::String(id)) if !id.is_empty() => Some(id.trim_start_matches('/').to_string()),
+        _ if !suffix.is_empty() => Some(suffix.to_string()),
+        _ => None,
+    }
+}
+
+async fn leases(
+    core: &Arc<Core>,
+    call: &Call,
+    token: &TokenEntry,
+    rest: &str,
+) -> Result<Reply, ApiError> {
+    let (action, suffix) = match rest.strip_prefix("leases/") {
+        Some(tail) => tail.split_once('/').unwrap_or((tail, "")),
+        None => ("", ""),
+    };
+    match (call.op, action) {
+        (Op::Read, "") => {
+            let kind = call
+                .query
+                .iter()
+                .find(|(k, _)| k == "type")
+                .map(|(_, v)| v.as_str());
+            if kind != Some("irrevocable") {
+                return Err(ApiError::bad("only type=irrevocable is supported here"));
+            }
+            require_root(token)?;
+            let entries = lease::irrevocable(core, MAX_IRREVOCABLE_LISTED)?;
+            let leases: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "lease_id": e.id,
+                        "mount_id": e.mount,
+                        "error": e.last_error,
+                        "revoke_attempts": e.revoke_attempts,
+                        "expire_time": rfc3339(e.expire_ms / 1000),
+                    })
+                })
+                .collect();
+            Ok(Reply::Envelope(Envelope::sys(
+                json!({ "lease_count": leases.len(), "leases": leases }),
+            )))
+        }
+        (Op::Write, "renew") => {
+            let id = lease_id_from(call, suffix)
+                .ok_or_else(|| ApiError::bad("lease_id must be specified"))?;
+            let increment = match call.input.get("increment") {
+                None | Some(Value::Null) => 0,
+                Some(value) => {
+                    fields::duration(value).map_err(|e| ApiError::bad(format!("increment: {e}")))?
+                }
+            };
+            let (entry, warnings) = lease::renew(core, &id, increment).await?;
+            Ok(Reply::Envelope(Envelope {
+                lease_id: entry.id.clone(),
+                lease_duration: entry.ttl(),
+                renewable: entry.renewable,
+                warnings,
+                mount_type: "system".to_string(),
+                ..Envelope::default()
+            }))
+        }
+        (Op::Write, "revoke") => {
+            let id = lease_id_from(call, suffix)
+                .ok_or_else(|| ApiError::bad("lease_id must be specified"))?;
+            lease::revoke(core, &id, false).await?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        (Op::Write, "revoke-prefix") | (Op::Write, "revoke-force") => {
+            require_root(token)?;
+            if suffix.is_empty() {
+                return Err(ApiError::bad(
+                    "a prefix is required, e.g. sys/leases/revoke-prefix/database/creds/role",
+                ));
+            }
+            let prefix = if call.path.ends_with('/') {
+                format!("{suffix}/")
+            } else {
+                suffix.to_string()
+            };
+            lease::revoke_prefix(core, &prefix, action == "revoke-force").await?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        (Op::Write, "lookup") => {
+            let id =
+                lease_id_from(call, suffix).ok_or_else(|| ApiError::bad("missing lease id"))?;
+            let entry = lease::lookup(core, &id)?.ok_or_else(|| ApiError::bad("invalid lease"))?;
+            Ok(Reply::Envelope(Envelope::sys(json!({
+                "id": entry.id,
+                "issue_time": rfc3339(entry.issue_time),
+                "expire_time": rfc3339(entry.expire_ms / 1000),
+                "last_renewal": entry.last_renewal.map(rfc3339),
+                "renewable": entry.renewable,
+                "ttl": entry.ttl(),
+                "irrevocable": entry.irrevocable,
+            }))))
+        }
+        (Op::List, "lookup") => {
+            require_root(token)?;
+            let keys = lease::list(core, suffix)?;
+            if keys.is_empty() {
+                return Err(ApiError::not_found());
+            }
+            Ok(Reply::Envelope(Envelope::sys(json!({ "keys": keys }))))
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Token auth.
+
+fn auth_json(token: &str, entry: &TokenEntry) -> Value {
+    let now = unix_now();
+    let token_policies: Vec<&String> = entry.policies.iter().collect();
+    json!({
+        "client_token": token,
+        "accessor": entry.accessor,
+        "policies": entry.policies,
+        "token_policies": token_policies,
+        "identity_policies": [],
+        "metadata": if entry.meta.is_empty() { Value::Null } else { json!(entry.meta) },
+        "lease_duration": entry.ttl(now),
+        "renewable": entry.renewable && entry.expire_time.is_some(),
+        "entity_id": "",
+        "token_type": "service",
+        "orphan": entry.orphan,
+        "mfa_requirement": null,
+        "num_uses": 0,
+    })
+}
+
+fn token_data(token: &str, entry: &TokenEntry) -> Value {
+    let now = unix_now();
+    json!({
+        "accessor": entry.accessor,
+        "creation_time": entry.creation_time,
+        "creation_ttl": entry.creation_ttl,
+        "display_name": entry.display_name,
+        "entity_id": "",
+        "expire_time": entry.expire_time.map(rfc3339),
+        "explicit_max_ttl": entry.explicit_max_ttl,
+        "id": token,
+        "issue_time": rfc3339(entry.creation_time),
+        "meta": if entry.meta.is_empty() { Value::Null } else { json!(entry.meta) },
+        "num_uses": 0,
+        "orphan": entry.orphan,
+        "path": entry.path,
+        "policies": entry.policies,
+        "renewable": entry.renewable && entry.expire_time.is_some(),
+        "ttl": entry.ttl(now),
+        "type": "service",
+    })
+}
+
+fn auth_reply(token: &str, entry: &TokenEntry) -> Reply {
+    Reply::Envelope(Envelope {
+        auth: Some(auth_json(token, entry)),
+        mount_type: "token".to_string(),
+        ..Envelope::default()
+    })
+}
+
+async fn token_api(core: &Arc<Core>, call: &Call, rest: &str) -> Result<Reply, ApiError> {
+    let (token, entry) = authenticate(core, call)?;
+    let input = &call.input;
+    let string_field = |name: &str| -> Result<Option<String>, ApiError> {
+        match input.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => fields::string(value)
+                .map(Some)
+                .map_err(|e| ApiError::bad(format!("{name}: {e}"))),
+        }
+    };
+    match (call.op, rest) {
+        (Op::Write, "create") | (Op::Write, "create-orphan") => {
+            create_token(core, call, &entry, rest == "create-orphan").await
+        }
+        (Op::Read, "lookup-self") => Ok(Reply::Envelope(Envelope {
+            data: Some(token_data(&token, &entry)),
+            mount_type: "token".to_string(),
+            ..Envelope::default()
+        })),
+        (Op::Write, "lookup") | (Op::Read, "lookup") => {
+            let target = string_field("token")?.ok_or_else(|| ApiError::bad("missing token"))?;
+            let found = core
+                .tokens
+                .lookup(&target)?
+                .ok_or_else(|| ApiError::bad("bad token"))?;
+            Ok(Reply::Envelope(Envelope {
+                data: Some(token_data(&target, &found)),
+                mount_type: "token".to_string(),
+                ..Envelope::default()
+            }))
+        }
+        (Op::Write, "renew-self") | (Op::Write, "renew") => {
+            let target = if rest == "renew" {
+                string_field("token")?.ok_or_else(|| ApiError::bad("missing token"))?
+            } else {
+                token.clone()
+            };
+            let increment = match input.get("increment") {
+                None | Some(Value::Null) => 0,
+                Some(value) => {
+                    fields::duration(value).map_err(|e| ApiError::bad(format!("increment: {e}")))?
+                }
+            };
+            let before = core.tokens.lookup(&target)?.and_then(|e| e.expire_time);
+            let renewed = core.tokens.renew(&target, increment)?;
+            if let Some(expire) = renewed.expire_time {
+                lease::schedule_token_expiry(core, &renewed.accessor, expire, before)?;
+            }
+            Ok(auth_reply(&target, &renewed))
+        }
+        (Op::Write, "revoke-self") => {
+            revoke_token(core, &token).await?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        (Op::Write, "revoke") => {
+            let target = string_field("token")?.ok_or_else(|| ApiError::bad("missing token"))?;
+            revoke_token(core, &target).await?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
+    }
+}
+
+async fn revoke_token(core: &Arc<Core>, token: &str) -> Result<(), ApiError> {
+    if let Some(entry) = core.tokens.revoke(token)? {
+        lease::revoke_token_leases(core, &entry.accessor).await?;
+    }
+    Ok(())
+}
+
+async fn create_token(
+    core: &Arc<Core>,
+    call: &Call,
+    parent: &TokenEntry,
+    orphan: bool,
+) -> Result<Reply, ApiError> {
+    let input = &call.input;
+    let flag = |name: &str, default: bool| -> Result<bool, ApiError> {
+        match input.get(name) {
+            None | Some(Value::Null) => Ok(default),
+            Some(value) => {
+                fields::boolean(value).map_err(|e| ApiError::bad(format!("{name}: {e}")))
+            }
+        }
+    };
+    let duration = |name: &str| -> Result<u64, ApiError> {
+        match input.get(name) {
+            None | Some(Value::Null) => Ok(0),
+            Some(value) => {
+                fields::duration(value).map_err(|e| ApiError::bad(format!("{name}: {e}")))
+            }
+        }
+    };
+    let mut policies: Vec<String> = match input.get("policies") {
+        None | Some(Value::Null) => parent
+            .policies
+            .iter()
+            .filter(|p| *p != "root" || parent.is_root())
+            .cloned()
+            .collect(),
+        Some(value) => {
+            fields::strings(value, true).map_err(|e| ApiError::bad(format!("policies: {e}")))?
+        }
+    };
+    if !flag("no_default_policy", false)? && !policies.iter().any(|p| p == "default" || p == "root")
+    {
+        policies.push("default".to_string());
+    }
+    policies.sort();
+    policies.dedup();
+    if policies.len() > crate::tokens::MAX_POLICIES {
+        return Err(ApiError::bad("too many policies"));
+    }
+    if !parent.is_root()
+        && policies
+            .iter()
+            .any(|p| p != "default" && !parent.policies.contains(p))
+    {
+        return Err(ApiError::bad("child policies must be subset of parent"));
+    }
+    let ttl = duration("ttl")?;
+    let explicit_max_ttl = duration("explicit_max_ttl")?;
+    let ttl = match (ttl, policies.iter().any(|p| p == "root")) {
+        (0, true) => 0,
+        (0, false) => SYSTEM_MAX_TTL,
+        (ttl, _) => ttl,
+    };
+    let ttl = if explicit_max_ttl > 0 {
+        ttl.min(explicit_max_ttl)
+    } else {
+        ttl.min(SYSTEM_MAX_TTL)
+    };
+    let display_name = match input.get("display_name") {
+        Some(Value::String(name)) if !name.is_empty() && name != "token" => format!("token-{name}"),
+        _ => "token".to_string(),
+    };
+    let meta = string_map(input.get("meta"), "meta")?;
+    let id = match input.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => {
+            require_root(parent)?;
+            Some(id.clone())
+        }
+        _ => None,
+    };
+    let now = unix_now();
+    let entry = TokenEntry {
+        accessor: random_base62(24),
+        policies,
+        meta,
+        display_name,
+        creation_time: now,
+        creation_ttl: ttl,
+        expire_time: (ttl > 0).then_some(now + ttl),
+        explicit_max_ttl,
+        renewable: flag("renewable", true)?,
+        orphan: orphan || flag("no_parent", false)?,
+        path: if orphan {
+            "auth/token/create-orphan"
+        } else {
+            "auth/token/create"
+        }
+        .to_string(),
+        parent: Some(parent.accessor.clone()),
+    };
+    let token = core.tokens.create(entry.clone(), id.as_deref())?;
+    if let Some(expire) = entry.expire_time {
+        lease::schedule_token_expiry(core, &entry.accessor, expire, None)?;
+    }
+    Ok(auth_reply(&token, &entry))
+}
+
+// ---------------------------------------------------------------------------------------
+// Engines.
+
+fn glob_match(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => pattern == path,
+    }
+}
+
+async fn engine(
+    core: &Arc<Core>,
+    call: &Call,
+    mount: Arc<Mount>,
+    rest: String,
+) -> Result<Reply, ApiError> {
+    let loaded = mount.engine.as_ref().map_err(|reason| {
+        ApiError::internal(format!(
+            "mount {} is unavailable: {reason}",
+            mount.entry.path
+        ))
+    })?;
+    let (compiled, captures) = loaded
+        .paths
+        .iter()
+        .find_map(|p| p.regex.captures(&rest).map(|c| (p, c)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unsupported path"))?;
+    let spec = loaded
+        .spec
+        .paths
+        .get(usize::try_from(compiled.index).unwrap_or(usize::MAX))
+        .ok_or_else(|| ApiError::internal("path table index out of range"))?;
+    let supports = |op: Operation| spec.operations.iter().any(|o| *o as u8 == op as u8);
+    let operation = match call.op {
+        Op::Read => Operation::Read,
+        Op::List => Operation::List,
+        Op::Delete => Operation::Delete,
+        Op::Write if supports(Operation::Update) => Operation::Update,
+        Op::Write => Operation::Create,
+        Op::Head => return Err(ApiError::unsupported_operation()),
+    };
+    if !supports(operation) {
+        return Err(ApiError::unsupported_operation());
+    }
+    let unauthenticated = loaded.unauthenticated.iter().any(|p| glob_match(p, &rest));
+    let token = if unauthenticated {
+        match call.token {
+            Some(_) => authenticate(core, call).ok(),
+            None => None,
+        }
+    } else {
+        Some(authenticate(core, call)?)
+    };
+    let mut typed = Vec::with_capacity(spec.fields.len());
+    for field in &spec.fields {
+        let captured = captures
+            .name(&field.name)
+            .map(|m| Value::String(m.as_str().to_string()));
+        let supplied = captured.as_ref().or_else(|| call.input.get(&field.name));
+        let value = match supplied {
+            Some(value) => fields::typed(field.kind, value)
+                .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?,
+            None => None,
+        };
+        match value.or_else(|| field.default.clone()) {
+            Some(value) => typed.push((field.name.clone(), value)),
+            None if field.required => {
+                return Err(ApiError::bad(format!(
+                    "missing required field {:?}",
+                    field.name
+                )));
+            }
+            None => {}
+        }
+    }
+    let (mount_default_ttl, mount_max_ttl) = mount.ttls();
+    let request = EngineRequest {
+        path_index: compiled.index,
+        path: rest.clone(),
+        operation,
+        fields: typed,
+        raw_body: Value::Object(call.input.clone()).to_string(),
+        display_name: token
+            .as_ref()
+            .map(|(_, e)| e.display_name.clone())
+            .unwrap_or_default(),
+        mount_default_ttl,
+        mount_max_ttl,
+    };
+    let runtime = core.runtime.clone();
+    let plugin = loaded.plugin.clone();
+    let context = mount.context();
+    let outcome = tokio::task::spawn_blocking(move || runtime.handle(&plugin, context, &request))
+        .await
+        .map_err(|e| ApiError::internal(format!("engine call aborted: {e}")))?;
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Err(engine_error(error)),
+        Err(error) => return Err(runtime_error(&mount, error)),
+    };
+    if let Some(raw) = response.raw {
+        return Ok(Reply::Raw(raw.content_type, raw.body));
+    }
+    let data = match response.data {
+        None => None,
+        Some(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(value @ Value::Object(_)) => Some(value),
+            _ => {
+                return Err(ApiError::internal(format!(
+                    "engine at {} returned malformed data",
+                    mount.entry.path
+                )));
+            }
+        },
+    };
+    let mut envelope = Envelope {
+        data,
+        warnings: response.warnings,
+        mount_type: mount.engine_type().to_string(),
+        ..Envelope::default()
+    };
+    if let Some(lease_request) = response.lease {
+        if !loaded
+            .spec
+            .secrets
+            .iter()
+            .any(|s| s.name == lease_request.secret_type)
+        {
+            return Err(ApiError::internal(format!(
+                "engine at {} asked for a lease of undeclared secret type {:?}",
+                mount.entry.path, lease_request.secret_type
+            )));
+        }
+        let owner = token.as_ref().map(|(_, e)| e);
+        let (entry, warnings) = lease::create(core, &mount, &call.path, &lease_request, owner)?;
+        envelope.lease_id = entry.id.clone();
+        envelope.lease_duration = entry.ttl();
+        envelope.renewable = entry.renewable;
+        envelope.warnings.extend(warnings);
+    }
+    if envelope.data.is_none() && envelope.warnings.is_empty() && envelope.lease_id.is_empty() {
+        return match call.op {
+            Op::Read | Op::List => Err(ApiError::not_found()),
+            _ => Ok(Reply::Empty(StatusCode::NO_CONTENT)),
+        };
+    }
+    Ok(Reply::Envelope(envelope))
+}
+
+fn engine_error(error: EngineError) -> ApiError {
+    match error {
+        EngineError::InvalidRequest(m) => ApiError::bad(m),
+        EngineError::NotFound => ApiError::not_found(),
+        EngineError::PermissionDenied(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+        EngineError::Unsupported => ApiError::unsupported_operation(),
+        EngineError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
+        EngineError::Internal(m) => ApiError::internal(m),
+    }
+}
+
+fn runtime_error(mount: &Mount, error: RuntimeError) -> ApiError {
+    tracing::warn!(mount = %mount.entry.path, %error, "engine call failed");
+    ApiError::internal(format!("{}: {error}", mount.entry.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_755_871_391), "2025-08-22T14:03:11Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn percent_decoding_and_globs() {
+        assert_eq!(percent_decode("a%2Fb%20c"), "a/b c");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert!(glob_match("ca/*", "ca/pem"));
+        assert!(!glob_match("ca", "ca/pem"));
+    }
+}

@@ -1,0 +1,632 @@
+//! The lease scheduler, shared by every engine.
+//!
+//! Storage layout in the barrier:
+//! - `sys/expire/id/<lease-id>`: the lease entry (engine internal data included, encrypted).
+//! - `sys/expire/due/<due-ms:016>/<lease-id>`: the expiry index. Keys sort by due time, so
+//!   the scheduler reads only the next batch of due keys; it never loads the lease set.
+//! - `sys/expire/token/<accessor>/<lease-id>`: leases owned by a token.
+//! - `sys/expire/irrevocable/<lease-id>`: leases whose revocation ran out of attempts.
+//!
+//! Token expiry rides on the same index with ids `auth/token/<accessor>`.
+//!
+//! What it must never do: drop a lease silently. A failed revocation is retried with
+//! exponential backoff; after the attempt budget the lease is marked irrevocable, listed,
+//! and still retried on a slow timer until it succeeds or an operator forces it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::barrier::BarrierError;
+use crate::core::{Core, Mount};
+use crate::fields::go_duration;
+use crate::runtime::bindings::coffer::engine::types::LeaseRequest;
+use crate::runtime::{EngineError, LeaseRef, RuntimeError};
+use crate::tokens::{TokenEntry, random_base62, unix_now};
+
+/// Revocation attempts before a lease is marked irrevocable (Vault's number).
+pub const MAX_REVOKE_ATTEMPTS: u32 = 6;
+/// Delay before the first retry of a failed revocation; doubles per attempt.
+pub const REVOKE_RETRY_BASE: Duration = Duration::from_secs(10);
+/// Longest backoff between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+/// How often an irrevocable lease is retried.
+pub const IRREVOCABLE_RETRY: Duration = Duration::from_secs(600);
+/// Concurrent revocations; bounds engine and target load during expiry storms.
+pub const MAX_REVOKE_WORKERS: usize = 16;
+/// How often the scheduler looks for due leases: well under the one-second promise.
+const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+/// Due keys read per tick.
+const DUE_BATCH: usize = 1024;
+/// Leases revoked per prefix-revoke page.
+const PREFIX_BATCH: usize = 256;
+/// Random characters in a lease id's last segment.
+const LEASE_RANDOM_CHARS: usize = 24;
+
+const ID_PREFIX: &str = "sys/expire/id/";
+const DUE_PREFIX: &str = "sys/expire/due/";
+const TOKEN_PREFIX: &str = "sys/expire/token/";
+const IRREVOCABLE_PREFIX: &str = "sys/expire/irrevocable/";
+/// Id prefix of token-expiry entries in the due index.
+const TOKEN_EXPIRY_PREFIX: &str = "auth/token/";
+
+/// A stored lease.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseEntry {
+    /// `<mount><path>/<random>`.
+    pub id: String,
+    /// Mount path of the owning engine.
+    pub mount: String,
+    /// Engine secret type.
+    pub secret_type: String,
+    /// Engine internal data (JSON text).
+    pub internal_data: String,
+    /// Unix seconds.
+    pub issue_time: u64,
+    /// Unix seconds of the last renewal.
+    pub last_renewal: Option<u64>,
+    /// Expiry, unix milliseconds.
+    pub expire_ms: u64,
+    /// Effective maximum TTL from issue time, seconds.
+    pub max_ttl: u64,
+    /// Whether renew may extend it.
+    pub renewable: bool,
+    /// Owning token.
+    pub token_accessor: Option<String>,
+    /// Failed revocation attempts so far.
+    pub revoke_attempts: u32,
+    /// Whether attempts ran out.
+    pub irrevocable: bool,
+    /// Last revocation error (no secrets: engine messages only).
+    pub last_error: Option<String>,
+    /// The due time this entry is indexed under, unix milliseconds.
+    pub due_ms: u64,
+}
+
+impl LeaseEntry {
+    fn lease_ref(&self, ttl: u64) -> LeaseRef {
+        LeaseRef {
+            id: self.id.clone(),
+            secret_type: self.secret_type.clone(),
+            internal_data: self.internal_data.clone(),
+            issue_time: self.issue_time,
+            ttl,
+        }
+    }
+
+    /// Seconds until expiry.
+    pub fn ttl(&self) -> u64 {
+        self.expire_ms.saturating_sub(now_ms()) / 1000
+    }
+}
+
+/// Lease failures, each with the message Vault clients expect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// 400 with this message.
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine or its target failed (message has no secrets).
+    #[error("{0}")]
+    Engine(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn due_key(due_ms: u64, id: &str) -> String {
+    format!("{DUE_PREFIX}{due_ms:016}/{id}")
+}
+
+fn encode(entry: &LeaseEntry) -> Result<Vec<u8>, LeaseError> {
+    serde_json::to_vec(entry).map_err(|e| LeaseError::Invalid(e.to_string()))
+}
+
+fn load(core: &Core, id: &str) -> Result<Option<LeaseEntry>, LeaseError> {
+    match core.barrier.get(&format!("{ID_PREFIX}{id}"))? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| LeaseError::Invalid(format!("corrupt lease entry {id}"))),
+    }
+}
+
+/// Writes the entry and moves its due-index key to `entry.due_ms`.
+fn store(core: &Core, entry: &LeaseEntry, previous_due: Option<u64>) -> Result<(), LeaseError> {
+    core.barrier
+        .put(&format!("{ID_PREFIX}{}", entry.id), &encode(entry)?)?;
+    core.barrier.put(&due_key(entry.due_ms, &entry.id), b"")?;
+    if let Some(previous) = previous_due.filter(|p| *p != entry.due_ms) {
+        core.barrier.delete(&due_key(previous, &entry.id))?;
+    }
+    Ok(())
+}
+
+fn remove(core: &Core, entry: &LeaseEntry) -> Result<(), LeaseError> {
+    core.barrier.delete(&due_key(entry.due_ms, &entry.id))?;
+    if let Some(accessor) = &entry.token_accessor {
+        core.barrier
+            .delete(&format!("{TOKEN_PREFIX}{accessor}/{}", entry.id))?;
+    }
+    core.barrier
+        .delete(&format!("{IRREVOCABLE_PREFIX}{}", entry.id))?;
+    core.barrier.delete(&format!("{ID_PREFIX}{}", entry.id))?;
+    Ok(())
+}
+
+/// Registers a lease for a response; returns the entry and any capping warning.
+pub fn create(
+    core: &Core,
+    mount: &Mount,
+    request_path: &str,
+    request: &LeaseRequest,
+    token: Option<&TokenEntry>,
+) -> Result<(LeaseEntry, Vec<String>), LeaseError> {
+    let (mount_default, mount_max) = mount.ttls();
+    let max = if request.max_ttl > 0 {
+        request.max_ttl.min(mount_max)
+    } else {
+        mount_max
+    };
+    let wanted = if request.ttl > 0 {
+        request.ttl
+    } else {
+        mount_default
+    };
+    let mut warnings = Vec::new();
+    let ttl = if wanted > max {
+        warnings.push(format!(
+            "TTL of \"{}\" exceeded the effective max_ttl of \"{}\"; TTL value is capped accordingly",
+            go_duration(wanted),
+            go_duration(max)
+        ));
+        max
+    } else {
+        wanted
+    };
+    let now = now_ms();
+    let expire_ms = now.saturating_add(ttl.saturating_mul(1000));
+    let entry = LeaseEntry {
+        id: format!(
+            "{}/{}",
+            request_path.trim_end_matches('/'),
+            random_base62(LEASE_RANDOM_CHARS)
+        ),
+        mount: mount.entry.path.clone(),
+        secret_type: request.secret_type.clone(),
+        internal_data: request.internal_data.clone(),
+        issue_time: now / 1000,
+        last_renewal: None,
+        expire_ms,
+        max_ttl: max,
+        renewable: request.renewable,
+        token_accessor: token
+            .filter(|t| !t.is_root() || t.expire_time.is_some())
+            .map(|t| t.accessor.clone()),
+        revoke_attempts: 0,
+        irrevocable: false,
+        last_error: None,
+        due_ms: expire_ms,
+    };
+    store(core, &entry, None)?;
+    if let Some(accessor) = &entry.token_accessor {
+        core.barrier
+            .put(&format!("{TOKEN_PREFIX}{accessor}/{}", entry.id), b"")?;
+    }
+    Ok((entry, warnings))
+}
+
+/// Looks a lease up.
+pub fn lookup(core: &Core, id: &str) -> Result<Option<LeaseEntry>, LeaseError> {
+    load(core, id)
+}
+
+/// One level of lease ids below `prefix` (suffixes and folders).
+pub fn list(core: &Core, prefix: &str) -> Result<Vec<String>, LeaseError> {
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok(core.barrier.list(&format!("{ID_PREFIX}{prefix}"))?)
+}
+
+/// Renews a lease: `increment` seconds from now (or the engine's TTL when 0), capped at
+/// issue time + max TTL, after the engine's renew hook succeeds.
+pub async fn renew(
+    core: &Arc<Core>,
+    id: &str,
+    increment: u64,
+) -> Result<(LeaseEntry, Vec<String>), LeaseError> {
+    let mut entry =
+        load(core, id)?.ok_or_else(|| LeaseError::Invalid("lease not found".to_string()))?;
+    let now = now_ms();
+    if entry.expire_ms <= now {
+        return Err(LeaseError::Invalid("lease expired".to_string()));
+    }
+    if !entry.renewable {
+        return Err(LeaseError::Invalid("lease is not renewable".to_string()));
+    }
+    let limit_ms = entry
+        .issue_time
+        .saturating_mul(1000)
+        .saturating_add(entry.max_ttl.saturating_mul(1000));
+    if limit_ms <= now {
+        return Err(LeaseError::Invalid(
+            "past the max TTL, cannot renew".to_string(),
+        ));
+    }
+    let mount = core
+        .mount_at(&entry.mount)
+        .ok_or_else(|| LeaseError::Engine(format!("mount {} no longer exists", entry.mount)))?;
+    let (mount_default, _) = mount.ttls();
+    let wanted = if increment > 0 {
+        increment
+    } else {
+        mount_default.min(entry.max_ttl)
+    };
+    let remaining_to_max = (limit_ms - now) / 1000;
+    let mut warnings = Vec::new();
+    let ttl = if wanted > remaining_to_max {
+        warnings.push(format!(
+            "TTL of \"{}\" exceeded the effective max_ttl of \"{}\"; TTL value is capped accordingly",
+            go_duration(wanted),
+            go_duration(remaining_to_max)
+        ));
+        remaining_to_max
+    } else {
+        wanted
+    };
+    let lease_ref = entry.lease_ref(ttl);
+    call_engine(core, &mount, move |runtime, plugin, context| {
+        runtime.renew(plugin, context, &lease_ref)
+    })
+    .await?;
+    let previous_due = entry.due_ms;
+    entry.expire_ms = now.saturating_add(ttl.saturating_mul(1000));
+    entry.due_ms = entry.expire_ms;
+    entry.last_renewal = Some(now / 1000);
+    store(core, &entry, Some(previous_due))?;
+    Ok((entry, warnings))
+}
+
+async fn call_engine(
+    core: &Arc<Core>,
+    mount: &Arc<Mount>,
+    call: impl FnOnce(
+        &crate::runtime::Runtime,
+        &crate::runtime::Plugin,
+        crate::runtime::CallContext,
+    ) -> Result<Result<(), EngineError>, RuntimeError>
+    + Send
+    + 'static,
+) -> Result<(), LeaseError> {
+    let engine = mount
+        .engine
+        .as_ref()
+        .map_err(|reason| LeaseError::Engine(reason.clone()))?;
+    let plugin = engine.plugin.clone();
+    let runtime = core.runtime.clone();
+    let context = mount.context();
+    let outcome = tokio::task::spawn_blocking(move || call(&runtime, &plugin, context))
+        .await
+        .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?;
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(LeaseError::Engine(engine_message(&error))),
+        Err(error) => Err(LeaseError::Engine(error.to_string())),
+    }
+}
+
+/// A person-readable message for an engine error.
+pub fn engine_message(error: &EngineError) -> String {
+    match error {
+        EngineError::InvalidRequest(m)
+        | EngineError::PermissionDenied(m)
+        | EngineError::Upstream(m)
+        | EngineError::Internal(m) => m.clone(),
+        EngineError::NotFound => "not found".to_string(),
+        EngineError::Unsupported => "unsupported operation".to_string(),
+    }
+}
+
+/// Revokes one lease now. On engine failure the lease is kept and scheduled for retry;
+/// with `force` the entry is deleted anyway. Unknown ids succeed.
+pub async fn revoke(core: &Arc<Core>, id: &str, force: bool) -> Result<(), LeaseError> {
+    let Some(entry) = load(core, id)? else {
+        return Ok(());
+    };
+    revoke_entry(core, entry, force).await
+}
+
+async fn revoke_entry(
+    core: &Arc<Core>,
+    mut entry: LeaseEntry,
+    force: bool,
+) -> Result<(), LeaseError> {
+    let outcome = match core.mount_at(&entry.mount) {
+        Some(mount) => {
+            let lease_ref = entry.lease_ref(0);
+            call_engine(core, &mount, move |runtime, plugin, context| {
+                runtime.revoke(plugin, context, &lease_ref)
+            })
+            .await
+        }
+        None => Err(LeaseError::Engine(format!(
+            "mount {} no longer exists",
+            entry.mount
+        ))),
+    };
+    match outcome {
+        Ok(()) => remove(core, &entry),
+        Err(error) if force => {
+            tracing::warn!(lease = %entry.id, %error, "revoke-force: engine failed, deleting the lease entry anyway");
+            remove(core, &entry)
+        }
+        Err(error) => {
+            schedule_retry(core, &mut entry, &error.to_string())?;
+            Err(LeaseError::Engine(format!(
+                "failed to revoke lease {}: {error}",
+                entry.id
+            )))
+        }
+    }
+}
+
+fn schedule_retry(core: &Core, entry: &mut LeaseEntry, error: &str) -> Result<(), LeaseError> {
+    entry.revoke_attempts = entry.revoke_attempts.saturating_add(1);
+    entry.last_error = Some(error.to_string());
+    let delay = if entry.revoke_attempts >= core.options.revoke_attempts {
+        if !entry.irrevocable {
+            tracing::error!(lease = %entry.id, attempts = entry.revoke_attempts, %error, "lease is now irrevocable; retrying on a slow timer");
+        }
+        entry.irrevocable = true;
+        core.barrier
+            .put(&format!("{IRREVOCABLE_PREFIX}{}", entry.id), b"")?;
+        IRREVOCABLE_RETRY
+    } else {
+        let factor = 2u32.saturating_pow(entry.revoke_attempts.saturating_sub(1));
+        core.options
+            .revoke_retry_base
+            .saturating_mul(factor)
+            .min(MAX_RETRY_DELAY)
+    };
+    tracing::warn!(lease = %entry.id, attempts = entry.revoke_attempts, retry_in = ?delay, %error, "lease revocation failed");
+    let previous = entry.due_ms;
+    entry.due_ms = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+    store(core, entry, Some(previous))
+}
+
+/// Revokes every lease whose id is `prefix` or lies under it by whole path segments.
+/// Returns how many leases were removed. With `force`, engine failures are ignored.
+pub async fn revoke_prefix(
+    core: &Arc<Core>,
+    prefix: &str,
+    force: bool,
+) -> Result<usize, LeaseError> {
+    let prefix = prefix.trim_start_matches('/');
+    if prefix.is_empty() {
+        return Err(LeaseError::Invalid("a prefix is required".to_string()));
+    }
+    if let Some(entry) = load(core, prefix)? {
+        revoke_entry(core, entry, force).await?;
+        return Ok(1);
+    }
+    let folder = if prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    };
+    let scan_prefix = format!("{ID_PREFIX}{folder}");
+    let mut revoked = 0usize;
+    let mut failures = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let keys = core
+            .barrier
+            .scan(&scan_prefix, after.as_deref(), PREFIX_BATCH)?;
+        let Some(last) = keys.last().cloned() else {
+            break;
+        };
+        after = Some(last);
+        for key in keys {
+            let id = key.get(ID_PREFIX.len()..).unwrap_or_default();
+            match revoke(core, id, force).await {
+                Ok(()) => revoked += 1,
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+    }
+    if let Some(first) = failures.first() {
+        return Err(LeaseError::Engine(format!(
+            "{} of {} leases failed to revoke and will be retried; first error: {first}",
+            failures.len(),
+            failures.len() + revoked
+        )));
+    }
+    Ok(revoked)
+}
+
+/// Revokes every lease owned by a token (on token revocation or expiry).
+pub async fn revoke_token_leases(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError> {
+    let prefix = format!("{TOKEN_PREFIX}{accessor}/");
+    loop {
+        let keys = core.barrier.scan(&prefix, None, PREFIX_BATCH)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut progressed = false;
+        for key in keys {
+            let id = key.get(prefix.len()..).unwrap_or_default().to_string();
+            core.barrier.delete(&key)?;
+            progressed = true;
+            // A failure leaves the lease scheduled for retry; the token is gone either way.
+            if let Err(error) = revoke(core, &id, false).await {
+                tracing::warn!(lease = %id, %error, "revoking a token's lease failed; it will be retried");
+            }
+        }
+        if !progressed {
+            return Ok(());
+        }
+    }
+}
+
+/// Registers a token's expiry in the due index.
+pub fn schedule_token_expiry(
+    core: &Core,
+    accessor: &str,
+    expire_unix: u64,
+    previous_unix: Option<u64>,
+) -> Result<(), LeaseError> {
+    let id = format!("{TOKEN_EXPIRY_PREFIX}{accessor}");
+    core.barrier
+        .put(&due_key(expire_unix.saturating_mul(1000), &id), b"")?;
+    if let Some(previous) = previous_unix.filter(|p| *p != expire_unix) {
+        core.barrier
+            .delete(&due_key(previous.saturating_mul(1000), &id))?;
+    }
+    Ok(())
+}
+
+/// Irrevocable leases, at most `limit`.
+pub fn irrevocable(core: &Core, limit: usize) -> Result<Vec<LeaseEntry>, LeaseError> {
+    let keys = core.barrier.scan(IRREVOCABLE_PREFIX, None, limit)?;
+    let mut entries = Vec::new();
+    for key in keys {
+        if let Some(entry) = load(
+            core,
+            key.get(IRREVOCABLE_PREFIX.len()..).unwrap_or_default(),
+        )? {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// The background scheduler: revokes leases (and expires tokens) as they come due.
+pub struct Scheduler {
+    in_flight: Mutex<HashSet<String>>,
+    workers: Arc<Semaphore>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler loop on the current tokio runtime.
+    pub fn spawn(core: Arc<Core>) -> tokio::task::JoinHandle<()> {
+        let scheduler = Arc::new(Self {
+            in_flight: Mutex::new(HashSet::new()),
+            workers: Arc::new(Semaphore::new(MAX_REVOKE_WORKERS)),
+        });
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SCHEDULER_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if core.barrier.is_sealed() {
+                    continue;
+                }
+                if let Err(error) = scheduler.clone().dispatch_due(&core) {
+                    tracing::warn!(%error, "lease scheduler pass failed");
+                }
+            }
+        })
+    }
+
+    fn dispatch_due(self: Arc<Self>, core: &Arc<Core>) -> Result<(), LeaseError> {
+        let now = now_ms();
+        let keys = core.barrier.scan(DUE_PREFIX, None, DUE_BATCH)?;
+        for key in keys {
+            let Some((due, id)) = key
+                .get(DUE_PREFIX.len()..)
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            let Ok(due) = due.parse::<u64>() else {
+                continue;
+            };
+            if due > now {
+                break;
+            }
+            let id = id.to_string();
+            {
+                let Ok(mut in_flight) = self.in_flight.lock() else {
+                    return Ok(());
+                };
+                if in_flight.contains(&id) {
+                    continue;
+                }
+                let Ok(permit) = self.workers.clone().try_acquire_owned() else {
+                    break;
+                };
+                in_flight.insert(id.clone());
+                let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
+                tokio::spawn(async move {
+                    let result = expire(&core, &id, due, &key).await;
+                    if let Err(error) = result {
+                        tracing::warn!(lease = %id, %error, "expiry failed");
+                    }
+                    if let Ok(mut in_flight) = scheduler.in_flight.lock() {
+                        in_flight.remove(&id);
+                    }
+                    drop(permit);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn expire(core: &Arc<Core>, id: &str, due: u64, key: &str) -> Result<(), LeaseError> {
+    if let Some(accessor) = id.strip_prefix(TOKEN_EXPIRY_PREFIX) {
+        core.barrier.delete(key)?;
+        return expire_token(core, accessor).await;
+    }
+    match load(core, id)? {
+        // A stale index key (renewed or already revoked): drop it.
+        Some(entry) if entry.due_ms != due => Ok(core.barrier.delete(key)?),
+        None => Ok(core.barrier.delete(key)?),
+        Some(entry) => {
+            tracing::debug!(lease = %id, "lease due; revoking");
+            match revoke_entry(core, entry, false).await {
+                Ok(()) => Ok(()),
+                Err(LeaseError::Engine(_)) => Ok(()), // already rescheduled
+                Err(other) => Err(other),
+            }
+        }
+    }
+}
+
+async fn expire_token(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError> {
+    if let Some(hash) = core
+        .barrier
+        .get(&format!("sys/token/accessor/{accessor}"))?
+    {
+        let hash = String::from_utf8_lossy(&hash).to_string();
+        if let Some(bytes) = core.barrier.get(&format!("sys/token/id/{hash}"))? {
+            let entry: Option<TokenEntry> = serde_json::from_slice(&bytes).ok();
+            if entry
+                .as_ref()
+                .and_then(|e| e.expire_time)
+                .is_some_and(|e| e > unix_now())
+            {
+                return Ok(()); // renewed since; its new expiry is indexed separately
+            }
+            core.barrier.delete(&format!("sys/token/id/{hash}"))?;
+        }
+        core.barrier
+            .delete(&format!("sys/token/accessor/{accessor}"))?;
+    }
+    revoke_token_leases(core, accessor).await
+}

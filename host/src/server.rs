@@ -1,0 +1,240 @@
+//! `coffer server`: wires storage, runtime, catalog, core, lease scheduler and HTTP into
+//! one process, in dev mode (in-memory, auto-unsealed) or from a config file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine as _;
+
+use crate::backend::{Backend, FileBackend, MemoryBackend};
+use crate::barrier::Barrier;
+use crate::catalog::{BUILTINS, Catalog};
+use crate::config::ServerConfig;
+use crate::core::{Core, CoreOptions, MountRequest};
+use crate::fields;
+use crate::lease::Scheduler;
+use crate::runtime::Runtime;
+
+/// Dev-mode listener.
+pub const DEV_ADDRESS: &str = "127.0.0.1:8200";
+
+/// Flags of `coffer server`.
+#[derive(Debug, Default)]
+pub struct ServerArgs {
+    /// `-dev`.
+    pub dev: bool,
+    /// `-config FILE`.
+    pub config: Option<PathBuf>,
+    /// `-dev-root-token-id`.
+    pub dev_root_token_id: Option<String>,
+    /// `-dev-listen-address`.
+    pub dev_listen_address: Option<String>,
+    /// `-plugin-dir` (dev mode; config mode uses `plugin_directory`).
+    pub plugin_dir: Option<PathBuf>,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    match (&args.config, args.dev) {
+        (Some(path), false) => run_config(path).await,
+        (None, true) => run_dev(&args).await,
+        _ => anyhow::bail!("use exactly one of -dev or -config FILE"),
+    }
+}
+
+/// The plugin directory for dev mode: the flag, `COFFER_PLUGIN_DIR`, or the components
+/// built next to this binary (`target/wasm32-wasip2/<profile>`).
+fn dev_plugin_dir(args: &ServerArgs) -> Option<PathBuf> {
+    if let Some(dir) = &args.plugin_dir {
+        return Some(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os("COFFER_PLUGIN_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?;
+    let profile = profile_dir.file_name()?;
+    let candidate = profile_dir.parent()?.join("wasm32-wasip2").join(profile);
+    candidate.is_dir().then_some(candidate)
+}
+
+fn cache_dir_for_dev() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache").join("coffer"))
+        .unwrap_or_else(|| std::env::temp_dir().join("coffer-cache"))
+}
+
+async fn run_dev(args: &ServerArgs) -> anyhow::Result<()> {
+    let plugin_dir = dev_plugin_dir(args);
+    let runtime = Runtime::new(Some(cache_dir_for_dev()))?;
+    let catalog = load_catalog(runtime.clone(), plugin_dir.clone(), Vec::new()).await?;
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+    let barrier = Arc::new(Barrier::new(backend));
+    let core = Core::new(barrier.clone(), runtime, catalog, CoreOptions::default());
+    let init = barrier.initialize(1, 1)?;
+    let unseal_key = init
+        .shares
+        .first()
+        .map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice()))
+        .context("init returned no key share")?;
+    for share in &init.shares {
+        barrier.submit_share(share)?;
+    }
+    let root = crate::http::create_root_token(&core, args.dev_root_token_id.as_deref())
+        .map_err(|e| anyhow::anyhow!("creating the root token: {e:?}"))?;
+    core.post_unseal()?;
+    let mut mounted = Vec::new();
+    for (name, _) in BUILTINS {
+        if core.catalog.get(name).is_none() {
+            continue;
+        }
+        let path = if *name == "kv" { "secret" } else { name };
+        core.enable(MountRequest {
+            path: path.to_string(),
+            engine: (*name).to_string(),
+            description: format!("{name} engine (dev mode)"),
+            ..MountRequest::default()
+        })?;
+        mounted.push(format!("{path}/ ({name})"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let token_file = PathBuf::from(home).join(".coffer-token");
+        write_private(&token_file, root.as_bytes())
+            .with_context(|| format!("writing {}", token_file.display()))?;
+    }
+    let address = args
+        .dev_listen_address
+        .clone()
+        .unwrap_or_else(|| DEV_ADDRESS.to_string());
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    let address = listener.local_addr()?;
+    println!(
+        "==> Coffer server started in dev mode. Storage is in memory; do not use dev mode in production."
+    );
+    println!();
+    println!("    Api Address: http://{address}");
+    println!(
+        "    Plugin directory: {}",
+        plugin_dir
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "(none)".to_string())
+    );
+    println!(
+        "    Mounted: {}",
+        if mounted.is_empty() {
+            "(no engines found; build them with scripts/build-components)".to_string()
+        } else {
+            mounted.join(", ")
+        }
+    );
+    println!();
+    println!("    export COFFER_ADDR='http://{address}'");
+    println!();
+    println!("Unseal Key: {unseal_key}");
+    println!("Root Token: {root}");
+    println!();
+    serve(core, listener).await
+}
+
+async fn load_catalog(
+    runtime: Arc<Runtime>,
+    dir: Option<PathBuf>,
+    plugins: Vec<crate::catalog::PluginConfig>,
+) -> anyhow::Result<Catalog> {
+    // Compiling components is CPU-heavy; keep it off the async workers.
+    let catalog =
+        tokio::task::spawn_blocking(move || Catalog::load(&runtime, dir.as_deref(), &plugins))
+            .await??;
+    Ok(catalog)
+}
+
+async fn run_config(path: &Path) -> anyhow::Result<()> {
+    let config = ServerConfig::load(path)?;
+    if config.listener.tls_cert_file.is_some() || config.listener.tls_key_file.is_some() {
+        anyhow::bail!(
+            "config file {}: listener TLS (tls_cert_file/tls_key_file) is not implemented yet; \
+             terminate TLS in front of Coffer or listen on loopback",
+            path.display()
+        );
+    }
+    let cache = config.cache_directory.clone().unwrap_or_else(|| {
+        config
+            .storage
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("cache")
+    });
+    let runtime = Runtime::new(Some(cache))?;
+    let catalog = load_catalog(
+        runtime.clone(),
+        config.plugin_directory.clone(),
+        config.plugins.clone(),
+    )
+    .await?;
+    let backend: Arc<dyn Backend> = Arc::new(FileBackend::open(&config.storage.path)?);
+    let barrier = Arc::new(Barrier::new(backend));
+    let mut options = CoreOptions::default();
+    for mount in &config.mounts {
+        options
+            .config_mounts
+            .push(mount.request().map_err(anyhow::Error::msg)?);
+    }
+    if let Some(base) = &config.leases.revoke_retry_base {
+        options.revoke_retry_base =
+            Duration::from_secs(fields::parse_duration(base).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(attempts) = config.leases.revoke_attempts {
+        options.revoke_attempts = attempts.max(1);
+    }
+    if let Some(name) = &config.cluster_name {
+        options.cluster_name = name.clone();
+    }
+    let core = Core::new(barrier.clone(), runtime, catalog, options);
+    let listener = tokio::net::TcpListener::bind(&config.listener.address)
+        .await
+        .with_context(|| format!("binding {}", config.listener.address))?;
+    let status = if barrier.seal_config()?.is_none() {
+        "not initialized: run `coffer operator init`"
+    } else {
+        "sealed: run `coffer operator unseal`"
+    };
+    println!(
+        "==> Coffer server started on http://{} ({status})",
+        listener.local_addr()?
+    );
+    serve(core, listener).await
+}
+
+async fn serve(core: Arc<Core>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let scheduler = Scheduler::spawn(core.clone());
+    let shutdown = async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        tracing::info!("shutting down");
+    };
+    crate::http::serve(core, listener, shutdown).await;
+    scheduler.abort();
+    Ok(())
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)
+}
