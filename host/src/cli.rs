@@ -63,8 +63,7 @@ impl Args {
         let mut args = Self::default();
         let mut iter = raw.iter().peekable();
         while let Some(arg) = iter.next() {
-            let is_flag =
-                arg.starts_with('-') && arg.len() > 1 && !arg.contains(char::is_whitespace);
+            let is_flag = arg.starts_with('-') && arg.len() > 1;
             if !is_flag {
                 args.positional.push(arg.clone());
                 continue;

@@ -279,11 +279,14 @@ fn parse(request: &Request<Bytes>) -> Result<Call, ApiError> {
     let Some(rest) = raw_path.strip_prefix("/v1/") else {
         return Err(ApiError::not_found());
     };
-    let path = percent_decode(rest)
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("/");
+    let decoded = percent_decode(rest);
+    let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(ApiError::bad(
+            "path segments \".\" and \"..\" are not allowed",
+        ));
+    }
+    let path = segments.join("/");
     let trailing_slash = rest.ends_with('/');
     let query: Vec<(String, String)> = request
         .uri()

@@ -97,9 +97,10 @@ impl LeaseEntry {
         }
     }
 
-    /// Seconds until expiry.
+    /// Seconds until expiry, rounded to the nearest second (so a fresh lease reports
+    /// exactly the TTL it was granted).
     pub fn ttl(&self) -> u64 {
-        self.expire_ms.saturating_sub(now_ms()) / 1000
+        self.expire_ms.saturating_sub(now_ms()).saturating_add(500) / 1000
     }
 }
 
@@ -348,13 +349,22 @@ pub async fn revoke(core: &Arc<Core>, id: &str, force: bool) -> Result<(), Lease
     let Some(entry) = load(core, id)? else {
         return Ok(());
     };
-    revoke_entry(core, entry, force).await
+    revoke_entry(core, entry, force, Origin::Api).await
+}
+
+/// Who asked for a revocation: only the scheduler's own attempts count toward the retry
+/// budget; a failed API revocation hands the lease to the scheduler for a prompt retry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Api,
+    Scheduler,
 }
 
 async fn revoke_entry(
     core: &Arc<Core>,
     mut entry: LeaseEntry,
     force: bool,
+    origin: Origin,
 ) -> Result<(), LeaseError> {
     let outcome = match core.mount_at(&entry.mount) {
         Some(mount) => {
@@ -376,7 +386,19 @@ async fn revoke_entry(
             remove(core, &entry)
         }
         Err(error) => {
-            schedule_retry(core, &mut entry, &error.to_string())?;
+            if origin == Origin::Scheduler {
+                schedule_retry(core, &mut entry, &error.to_string())?;
+            } else {
+                let base =
+                    u64::try_from(core.options.revoke_retry_base.as_millis()).unwrap_or(u64::MAX);
+                let retry_at = now_ms().saturating_add(base);
+                if retry_at < entry.due_ms {
+                    let previous = entry.due_ms;
+                    entry.due_ms = retry_at;
+                    entry.last_error = Some(error.to_string());
+                    store(core, &entry, Some(previous))?;
+                }
+            }
             Err(LeaseError::Engine(format!(
                 "failed to revoke lease {}: {error}",
                 entry.id
@@ -421,7 +443,7 @@ pub async fn revoke_prefix(
         return Err(LeaseError::Invalid("a prefix is required".to_string()));
     }
     if let Some(entry) = load(core, prefix)? {
-        revoke_entry(core, entry, force).await?;
+        revoke_entry(core, entry, force, Origin::Api).await?;
         return Ok(1);
     }
     let folder = if prefix.ends_with('/') {
@@ -599,7 +621,7 @@ async fn expire(core: &Arc<Core>, id: &str, due: u64, key: &str) -> Result<(), L
         None => Ok(core.barrier.delete(key)?),
         Some(entry) => {
             tracing::debug!(lease = %id, "lease due; revoking");
-            match revoke_entry(core, entry, false).await {
+            match revoke_entry(core, entry, false, Origin::Scheduler).await {
                 Ok(()) => Ok(()),
                 Err(LeaseError::Engine(_)) => Ok(()), // already rescheduled
                 Err(other) => Err(other),

@@ -61,6 +61,9 @@ fn dev_plugin_dir(args: &ServerArgs) -> Option<PathBuf> {
 }
 
 fn cache_dir_for_dev() -> PathBuf {
+    if let Some(dir) = std::env::var_os("COFFER_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
     std::env::var_os("HOME")
         .map(|home| PathBuf::from(home).join(".cache").join("coffer"))
         .unwrap_or_else(|| std::env::temp_dir().join("coffer-cache"))
@@ -161,14 +164,18 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let cache = config.cache_directory.clone().unwrap_or_else(|| {
-        config
-            .storage
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("cache")
-    });
+    let cache = config
+        .cache_directory
+        .clone()
+        .or_else(|| std::env::var_os("COFFER_CACHE_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| {
+            config
+                .storage
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("cache")
+        });
     let runtime = Runtime::new(Some(cache))?;
     let catalog = load_catalog(
         runtime.clone(),

@@ -1,1 +1,449 @@
-//! End-to-end tests.
+//! Harness for end-to-end tests: starts the real `coffer` binary on a free loopback port
+//! (dev mode, or from a config file) and drives it over HTTP and through its CLI.
+//!
+//! Binaries come from `COFFER_BIN` / `COFFER_PLUGIN_DIR`, or the workspace's
+//! `target/debug` and `target/wasm32-wasip2/debug` (built by `scripts/build-components`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test harness: failing loudly is the point"
+)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use serde_json::{Value, json};
+
+/// Root token used by dev-mode servers.
+pub const DEV_TOKEN: &str = "root";
+/// How long a server may take to answer its first request (first run compiles components).
+const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The coffer binary.
+pub fn binary() -> PathBuf {
+    std::env::var_os("COFFER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/coffer"))
+}
+
+/// Directory holding the built components.
+pub fn plugin_dir() -> PathBuf {
+    std::env::var_os("COFFER_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/wasm32-wasip2/debug"))
+}
+
+/// A shared compile cache, so each test server does not recompile every component.
+pub fn cache_dir() -> PathBuf {
+    workspace().join("target/coffer-test-cache")
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("coffer-{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// An HTTP reply.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Body parsed as JSON, if it was JSON.
+    pub json: Value,
+    /// Raw body text.
+    pub text: String,
+    /// Content-Type header.
+    pub content_type: String,
+}
+
+impl Reply {
+    /// `data` of an envelope.
+    pub fn data(&self) -> &Value {
+        &self.json["data"]
+    }
+    /// The `errors` array joined.
+    pub fn errors(&self) -> String {
+        self.json["errors"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A running coffer server.
+pub struct Coffer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:port`.
+    pub addr: String,
+    /// HOME for the server and CLI (token file lives here).
+    pub home: PathBuf,
+    /// Token used by `call`.
+    pub token: String,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Coffer {
+    /// A dev-mode server with root token `root`.
+    pub fn dev() -> Self {
+        let home = temp_dir("home");
+        let port = free_port();
+        let args = vec![
+            "server".to_string(),
+            "-dev".to_string(),
+            format!("-dev-root-token-id={DEV_TOKEN}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+        ];
+        let mut coffer = Self::spawn(home, port, args);
+        coffer.token = DEV_TOKEN.to_string();
+        coffer
+    }
+
+    /// A server from a config file whose `[listener] address` is filled in; not
+    /// initialized. `config` may use `{addr}`, `{dir}` and `{plugins}` placeholders.
+    pub fn with_config(dir: &Path, config: &str) -> Self {
+        let port = free_port();
+        let text = config
+            .replace("{addr}", &format!("127.0.0.1:{port}"))
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{plugins}", &plugin_dir().display().to_string());
+        let path = dir.join("coffer.toml");
+        std::fs::write(&path, text).unwrap();
+        Self::spawn(
+            dir.to_path_buf(),
+            port,
+            vec![
+                "server".to_string(),
+                "-config".to_string(),
+                path.display().to_string(),
+            ],
+        )
+    }
+
+    /// Starts the binary and waits until it answers.
+    fn spawn(home: PathBuf, port: u16, args: Vec<String>) -> Self {
+        let log = home.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut coffer = Self {
+            child: None,
+            addr: format!("http://127.0.0.1:{port}"),
+            home,
+            token: String::new(),
+            log,
+            args,
+        };
+        coffer.start();
+        coffer
+    }
+
+    /// (Re)starts the process with the same arguments.
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("HOME", &self.home)
+            .env("COFFER_PLUGIN_DIR", plugin_dir())
+            .env("COFFER_CACHE_DIR", cache_dir())
+            .env("COFFER_LOG", "info,coffer_host=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "coffer exited with {status} during start-up:\n{}",
+                    self.log_text()
+                );
+            }
+            if ureq::get(&format!("{}/v1/sys/health", self.addr))
+                .timeout(Duration::from_secs(2))
+                .call()
+                .is_ok()
+                || matches!(
+                    ureq::get(&format!("{}/v1/sys/health", self.addr)).call(),
+                    Err(ureq::Error::Status(..))
+                )
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < STARTUP_DEADLINE,
+                "coffer did not answer in time:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `operator init` with `shares`/`threshold`, unseal, and use the root token.
+    pub fn init_and_unseal(&mut self, shares: u8, threshold: u8) -> Vec<String> {
+        let init = self.call(
+            "PUT",
+            "sys/init",
+            Some(json!({"secret_shares": shares, "secret_threshold": threshold})),
+        );
+        assert_eq!(init.status, 200, "init: {}", init.text);
+        let keys: Vec<String> = init.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        self.token = init.json["root_token"].as_str().unwrap().to_string();
+        self.unseal(&keys[..usize::from(threshold)]);
+        keys
+    }
+
+    /// Submits unseal keys until unsealed.
+    pub fn unseal(&self, keys: &[String]) {
+        for key in keys {
+            let reply = self.call("PUT", "sys/unseal", Some(json!({ "key": key })));
+            assert_eq!(reply.status, 200, "unseal: {}", reply.text);
+        }
+        let status = self.call("GET", "sys/seal-status", None);
+        assert_eq!(
+            status.json["sealed"],
+            json!(false),
+            "still sealed: {}",
+            status.text
+        );
+    }
+
+    /// A request with this server's token and a JSON body.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let body = body.map(|b| b.to_string());
+        self.raw(method, path, Some(&self.token), body.as_deref(), &[])
+    }
+
+    /// A request with full control over token, body text and extra headers.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let url = format!("{}/v1/{}", self.addr, path);
+        let mut request = ureq::request(method, &url).timeout(Duration::from_secs(60));
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            request = request.set("X-Vault-Token", token);
+        }
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        let result = match body {
+            Some(body) => request.send_string(body),
+            None => request.call(),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(error) => panic!("{method} {url}: {error}"),
+        };
+        let status = response.status();
+        let content_type = response
+            .header("content-type")
+            .unwrap_or_default()
+            .to_string();
+        let mut text = String::new();
+        response
+            .into_reader()
+            .take(64 << 20)
+            .read_to_string(&mut text)
+            .unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            json,
+            text,
+            content_type,
+        }
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Runs the CLI with data on stdin.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(binary())
+            .args(args)
+            .env("HOME", &self.home)
+            .env("COFFER_ADDR", &self.addr)
+            .env("COFFER_TOKEN", &self.token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// The storage directory of a config-mode server (its HOME).
+    pub fn dir(&self) -> &Path {
+        &self.home
+    }
+}
+
+impl Drop for Coffer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns whether it succeeded.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A config file mounting the test fixtures next to the built-in kv engine.
+pub fn fixtures_config() -> String {
+    let plugins = plugin_dir();
+    let hostile = sha256_file(&plugins.join("coffer_fixture_hostile.wasm"));
+    let leasing = sha256_file(&plugins.join("coffer_fixture_leasing.wasm"));
+    format!(
+        r#"
+plugin_directory = "{{plugins}}"
+
+[listener]
+address = "{{addr}}"
+
+[storage]
+path = "{{dir}}/data/coffer.db"
+
+[leases]
+revoke_retry_base = "1s"
+revoke_attempts = 3
+
+[[plugin]]
+name = "hostile"
+file = "coffer_fixture_hostile.wasm"
+sha256 = "{hostile}"
+
+[[plugin]]
+name = "leasing"
+file = "coffer_fixture_leasing.wasm"
+sha256 = "{leasing}"
+
+[[mount]]
+path = "secret"
+plugin = "kv"
+
+[[mount]]
+path = "hostile"
+plugin = "hostile"
+engine_call_timeout = "1s"
+engine_memory_limit = 33554432
+
+[[mount]]
+path = "leasing"
+plugin = "leasing"
+default_lease_ttl = "1h"
+max_lease_ttl = "2h"
+"#
+    )
+}
+
+/// Sends `GET <target>` over a raw socket, bypassing any client-side URL normalization;
+/// returns the status code and body.
+pub fn raw_get(addr: &str, target: &str, token: &str) -> (u16, String) {
+    use std::io::Write;
+    let host = addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {host}\r\nX-Vault-Token: {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

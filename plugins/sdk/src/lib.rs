@@ -4,7 +4,7 @@
 //! crate owns the generated bindings and adds builders so that an engine reads as its path
 //! table plus handlers:
 //!
-//! ```ignore
+//! ```text
 //! struct Hello;
 //! impl coffer_sdk::Engine for Hello {
 //!     fn describe() -> BackendSpec {

@@ -1,0 +1,181 @@
+//! The `coffer` CLI against a live server, as a Vault user would type it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::process::Output;
+
+use coffer_tests::{Coffer, Value, json};
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn write_read_list_delete_round_trip() {
+    let coffer = Coffer::dev();
+    let file = coffer.home.join("cert.pem");
+    std::fs::write(&file, "-----BEGIN X-----\nabc\n-----END X-----\n").unwrap();
+    let written = stdout(&coffer.cli(&[
+        "write",
+        "secret/app",
+        "user=alice",
+        &format!("pem=@{}", file.display()),
+    ]));
+    assert_eq!(written, "Success! Data written to: secret/app");
+    assert_eq!(
+        stdout(&coffer.cli(&["read", "-field=user", "secret/app"])),
+        "alice"
+    );
+    assert_eq!(
+        stdout(&coffer.cli(&["read", "-field=pem", "secret/app"])),
+        "-----BEGIN X-----\nabc\n-----END X-----"
+    );
+    let json_out: Value = serde_json::from_str(&stdout(&coffer.cli(&[
+        "read",
+        "-format=json",
+        "secret/app",
+    ])))
+    .unwrap();
+    assert_eq!(json_out["data"]["user"], json!("alice"));
+    assert_eq!(json_out["lease_id"], json!(""));
+    let table = stdout(&coffer.cli(&["read", "secret/app"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("user") && l.ends_with("alice")),
+        "{table}"
+    );
+
+    stdout(&coffer.cli_with_stdin(&["write", "secret/piped", "value=-"], Some("from-stdin")));
+    assert_eq!(
+        stdout(&coffer.cli(&["read", "-field=value", "secret/piped"])),
+        "from-stdin"
+    );
+    let list = stdout(&coffer.cli(&["list", "secret/"]));
+    assert_eq!(list, "Keys\n----\napp\npiped");
+
+    let missing_field = coffer.cli(&["read", "-field=nope", "secret/app"]);
+    assert!(!missing_field.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing_field.stderr)
+            .contains("Field \"nope\" not present in secret")
+    );
+    let no_data = coffer.cli(&["write", "secret/empty"]);
+    assert!(!no_data.status.success());
+    assert!(String::from_utf8_lossy(&no_data.stderr).contains("Must supply data or use -force"));
+
+    assert_eq!(
+        stdout(&coffer.cli(&["delete", "secret/app"])),
+        "Success! Data deleted (if it existed) at: secret/app"
+    );
+    let gone = coffer.cli(&["read", "secret/app"]);
+    assert_eq!(gone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("No value found at secret/app"));
+}
+
+#[test]
+fn secrets_enable_list_tune_disable() {
+    let coffer = Coffer::dev();
+    assert_eq!(
+        stdout(&coffer.cli(&[
+            "secrets",
+            "enable",
+            "-path=team",
+            "-description=team kv",
+            "kv"
+        ])),
+        "Success! Enabled the kv secrets engine at: team/"
+    );
+    let list = stdout(&coffer.cli(&["secrets", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("team/") && l.contains("kv") && l.contains("team kv")),
+        "{list}"
+    );
+    assert_eq!(
+        stdout(&coffer.cli(&[
+            "secrets",
+            "tune",
+            "-max-lease-ttl=87600h",
+            "-default-lease-ttl=1h",
+            "team"
+        ])),
+        "Success! Tuned the secrets engine at: team/"
+    );
+    let tune = coffer.call("GET", "sys/mounts/team/tune", None);
+    assert_eq!(tune.data()["max_lease_ttl"], json!(315_360_000));
+    assert_eq!(tune.data()["default_lease_ttl"], json!(3600));
+    let json_list: Value =
+        serde_json::from_str(&stdout(&coffer.cli(&["secrets", "list", "-format=json"]))).unwrap();
+    assert_eq!(json_list["team/"]["type"], json!("kv"));
+    let bad = coffer.cli(&["secrets", "enable", "no-such-engine"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("plugin not found in the catalog"));
+    stdout(&coffer.cli(&["secrets", "disable", "team"]));
+    assert!(!stdout(&coffer.cli(&["secrets", "list"])).contains("team/"));
+}
+
+#[test]
+fn token_create_lookup_revoke() {
+    let coffer = Coffer::dev();
+    let token = stdout(&coffer.cli(&["token", "create", "-policy=app", "-ttl=1h", "-field=token"]));
+    assert!(token.starts_with("cvs."), "{token}");
+    let lookup: Value = serde_json::from_str(&stdout(&coffer.cli(&[
+        "token",
+        "lookup",
+        "-format=json",
+        &token,
+    ])))
+    .unwrap();
+    assert_eq!(lookup["data"]["policies"], json!(["app", "default"]));
+    stdout(&coffer.cli(&["token", "revoke", &token]));
+    let after = coffer.cli(&["token", "lookup", &token]);
+    assert!(!after.status.success());
+}
+
+#[test]
+fn status_and_errors_exit_non_zero() {
+    let coffer = Coffer::dev();
+    let status = stdout(&coffer.cli(&["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("sealed") && l.ends_with("false")),
+        "{status}"
+    );
+    let unreachable = std::process::Command::new(coffer_tests::binary())
+        .args(["read", "secret/x"])
+        .env("COFFER_ADDR", "http://127.0.0.1:1")
+        .env("HOME", &coffer.home)
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    // VAULT_ADDR / VAULT_TOKEN are honoured when the COFFER_ variables are absent.
+    let vault_env = std::process::Command::new(coffer_tests::binary())
+        .args(["write", "secret/v", "k=v"])
+        .env_remove("COFFER_ADDR")
+        .env_remove("COFFER_TOKEN")
+        .env("VAULT_ADDR", &coffer.addr)
+        .env("VAULT_TOKEN", "root")
+        .env("HOME", coffer_tests::temp_dir("nohome"))
+        .output()
+        .unwrap();
+    assert!(
+        vault_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&vault_env.stderr)
+    );
+}
