@@ -310,7 +310,7 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         }
         "read" => {
             let path = path_arg(0, "a path")?;
-            let query = kv_args(&args.positional[1..])?;
+            let query = kv_args(args.positional.get(1..).unwrap_or_default())?;
             let query_string: Vec<String> = query
                 .iter()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
@@ -340,7 +340,7 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         }
         "write" => {
             let path = path_arg(0, "a path")?;
-            let data = kv_args(&args.positional[1..])?;
+            let data = kv_args(args.positional.get(1..).unwrap_or_default())?;
             if data.is_empty() && !(args.bool("force") || args.bool("f")) {
                 return Err(CliError::local("Must supply data or use -force"));
             }
