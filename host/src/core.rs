@@ -15,6 +15,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::barrier::{Barrier, BarrierError, View};
+use crate::caps::sql::{SqlPools, SqlState};
 use crate::catalog::Catalog;
 use crate::runtime::{BackendSpec, CallContext, Limits, Plugin, Runtime, RuntimeError};
 use crate::tokens::{SYSTEM_MAX_TTL, TokenStore};
@@ -163,15 +164,6 @@ impl Mount {
         }
         limits
     }
-
-    /// A call context with this mount's storage.
-    pub fn context(&self) -> CallContext {
-        CallContext {
-            mount: self.entry.path.clone(),
-            storage: Some(self.view.clone()),
-            limits: self.limits(),
-        }
-    }
 }
 
 /// Options fixed at process start.
@@ -212,6 +204,8 @@ pub struct Core {
     pub options: CoreOptions,
     /// Cluster id for health output.
     pub cluster_id: String,
+    /// Host-side SQL connection pools of every mount.
+    pub sql_pools: Arc<SqlPools>,
     mounts: RwLock<BTreeMap<String, Arc<Mount>>>,
 }
 
@@ -230,6 +224,7 @@ impl Core {
             catalog,
             options,
             cluster_id: uuid::Uuid::new_v4().to_string(),
+            sql_pools: Arc::new(SqlPools::default()),
             mounts: RwLock::new(BTreeMap::new()),
         })
     }
@@ -270,6 +265,27 @@ impl Core {
         Ok(())
     }
 
+    /// What one call into `mount`'s engine may touch: its storage view, its limits, and
+    /// the SQL endpoints its operator granted.
+    pub fn context(&self, mount: &Mount) -> CallContext {
+        let sql = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let allowed =
+                crate::caps::sql::granted(&self.barrier, &mount.entry.uuid).unwrap_or_default();
+            SqlState::new(
+                self.sql_pools.clone(),
+                mount.entry.uuid.clone(),
+                allowed,
+                runtime,
+            )
+        });
+        CallContext {
+            mount: mount.entry.path.clone(),
+            storage: Some(mount.view.clone()),
+            limits: mount.limits(),
+            sql,
+        }
+    }
+
     /// Drops unsealed state.
     pub fn seal(&self) {
         if let Ok(mut mounts) = self.mounts.write() {
@@ -298,6 +314,7 @@ impl Core {
                     mount: entry.path.clone(),
                     storage: None,
                     limits: Limits::default(),
+                    sql: None,
                 };
                 self.runtime
                     .describe(&plugin, context)
@@ -401,6 +418,8 @@ impl Core {
         };
         if let Some(mount) = &removed {
             mount.view.clear()?;
+            crate::caps::sql::revoke_grants(&self.barrier, &mount.entry.uuid)?;
+            self.sql_pools.forget_mount(&mount.entry.uuid);
         }
         Ok(removed)
     }

@@ -25,7 +25,9 @@ use tokio::net::TcpListener;
 use crate::core::{Core, CoreError, Mount, MountRequest, MountTune};
 use crate::fields;
 use crate::lease::{self, LeaseError};
-use crate::runtime::{EngineError, Operation, Request as EngineRequest, RuntimeError};
+use crate::runtime::{
+    EngineError, FieldKind, FieldValue, Operation, Request as EngineRequest, RuntimeError,
+};
 use crate::tokens::{SYSTEM_MAX_TTL, TokenEntry, random_base62, unix_now};
 
 /// Largest request body accepted (Vault's default limit): 413 beyond.
@@ -1279,6 +1281,13 @@ async fn engine(
                 .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?,
             None => None,
         };
+        if let (Some(FieldValue::String(dsn)), Some(_), FieldKind::SqlDsn) =
+            (&value, &token, field.kind)
+        {
+            // The operator's authenticated request is what grants SQL access, never the guest.
+            crate::caps::sql::grant(&core.barrier, &mount.entry.uuid, dsn)
+                .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?;
+        }
         match value.or_else(|| field.default.clone()) {
             Some(value) => typed.push((field.name.clone(), value)),
             None if field.required => {
@@ -1306,7 +1315,7 @@ async fn engine(
     };
     let runtime = core.runtime.clone();
     let plugin = loaded.plugin.clone();
-    let context = mount.context();
+    let context = core.context(&mount);
     let outcome = tokio::task::spawn_blocking(move || runtime.handle(&plugin, context, &request))
         .await
         .map_err(|e| ApiError::internal(format!("engine call aborted: {e}")))?;
@@ -1349,11 +1358,21 @@ async fn engine(
             )));
         }
         let owner = token.as_ref().map(|(_, e)| e);
+        crash_before_lease_store(&call.path);
         let (entry, warnings) = lease::create(core, &mount, &call.path, &lease_request, owner)?;
         envelope.lease_id = entry.id.clone();
         envelope.lease_duration = entry.ttl();
         envelope.renewable = entry.renewable;
         envelope.warnings.extend(warnings);
+    }
+    // The lease (if any) is durable now: the side effects are owned by it, not by the WAL.
+    for id in &response.release_wal {
+        if let Err(error) = mount
+            .view
+            .delete(&format!("{}{id}", crate::caps::WAL_PREFIX))
+        {
+            tracing::warn!(mount = %mount.entry.path, %error, "could not release a write-ahead entry; it will be rolled back later");
+        }
     }
     if envelope.data.is_none() && envelope.warnings.is_empty() && envelope.lease_id.is_empty() {
         return match call.op {
@@ -1362,6 +1381,22 @@ async fn engine(
         };
     }
     Ok(Reply::Envelope(envelope))
+}
+
+/// Fault injection for crash-safety tests, compiled into debug builds only: when
+/// `COFFER_FAILPOINT_CRASH_BEFORE_LEASE` is a substring of the request path, the process
+/// aborts after the engine's side effect and before its lease is stored.
+fn crash_before_lease_store(path: &str) {
+    #[cfg(debug_assertions)]
+    if let Ok(pattern) = std::env::var("COFFER_FAILPOINT_CRASH_BEFORE_LEASE")
+        && !pattern.is_empty()
+        && path.contains(&pattern)
+    {
+        tracing::error!(path, "failpoint: aborting before the lease is stored");
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = path;
 }
 
 fn engine_error(error: EngineError) -> ApiError {

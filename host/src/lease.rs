@@ -52,6 +52,14 @@ const TOKEN_PREFIX: &str = "sys/expire/token/";
 const IRREVOCABLE_PREFIX: &str = "sys/expire/irrevocable/";
 /// Id prefix of token-expiry entries in the due index.
 const TOKEN_EXPIRY_PREFIX: &str = "auth/token/";
+/// How often write-ahead entries are swept for rollback.
+const WAL_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// A write-ahead entry written by this process is rolled back only after this age (the
+/// request that wrote it may still be running). Entries older than the process start
+/// are rolled back at once: nothing can still be working on them.
+pub const WAL_MIN_AGE: Duration = Duration::from_secs(60);
+/// Write-ahead entries handled per mount per sweep.
+const WAL_BATCH: usize = 256;
 
 /// A stored lease.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -320,7 +328,7 @@ async fn call_engine(
         .map_err(|reason| LeaseError::Engine(reason.clone()))?;
     let plugin = engine.plugin.clone();
     let runtime = core.runtime.clone();
-    let context = mount.context();
+    let context = core.context(mount);
     let outcome = tokio::task::spawn_blocking(move || call(&runtime, &plugin, context))
         .await
         .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?;
@@ -550,16 +558,23 @@ impl Scheduler {
             in_flight: Mutex::new(HashSet::new()),
             workers: Arc::new(Semaphore::new(MAX_REVOKE_WORKERS)),
         });
+        let started = unix_now();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SCHEDULER_TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_sweep: Option<std::time::Instant> = None;
             loop {
                 tick.tick().await;
                 if core.barrier.is_sealed() {
+                    last_sweep = None;
                     continue;
                 }
                 if let Err(error) = scheduler.clone().dispatch_due(&core) {
                     tracing::warn!(%error, "lease scheduler pass failed");
+                }
+                if last_sweep.is_none_or(|at| at.elapsed() >= WAL_SWEEP_INTERVAL) {
+                    last_sweep = Some(std::time::Instant::now());
+                    sweep_wal(&core, started).await;
                 }
             }
         })
@@ -607,6 +622,66 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+/// Rolls back write-ahead entries whose side effect never got a lease.
+async fn sweep_wal(core: &Arc<Core>, process_start: u64) {
+    let now = unix_now();
+    for mount in core.mounts() {
+        let Ok(engine) = mount.engine.as_ref() else {
+            continue;
+        };
+        let keys = match mount.view.scan(crate::caps::WAL_PREFIX, None, WAL_BATCH) {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::warn!(mount = %mount.entry.path, %error, "cannot scan write-ahead entries");
+                continue;
+            }
+        };
+        for key in keys {
+            let Ok(Some(bytes)) = mount.view.get(&key) else {
+                continue;
+            };
+            let Ok(entry) = serde_json::from_slice::<crate::caps::WalEntry>(&bytes) else {
+                continue;
+            };
+            let stale = entry.created < process_start
+                || now.saturating_sub(entry.created) >= WAL_MIN_AGE.as_secs();
+            if !stale {
+                continue;
+            }
+            let Ok(data) =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &entry.data)
+            else {
+                continue;
+            };
+            let (runtime, plugin, context, kind) = (
+                core.runtime.clone(),
+                engine.plugin.clone(),
+                core.context(&mount),
+                entry.kind.clone(),
+            );
+            let outcome = tokio::task::spawn_blocking(move || {
+                runtime.rollback(&plugin, context, &kind, &data)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(Ok(()))) => {
+                    tracing::info!(mount = %mount.entry.path, kind = %entry.kind, "rolled back an unfinished side effect");
+                    if let Err(error) = mount.view.delete(&key) {
+                        tracing::warn!(%error, "cannot delete a rolled-back write-ahead entry");
+                    }
+                }
+                Ok(Ok(Err(error))) => {
+                    tracing::warn!(mount = %mount.entry.path, error = %engine_message(&error), "rollback failed; will retry")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(mount = %mount.entry.path, %error, "rollback failed; will retry")
+                }
+                Err(error) => tracing::warn!(%error, "rollback task failed"),
+            }
+        }
     }
 }
 

@@ -23,12 +23,15 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::barrier::{BarrierError, View};
 use crate::caps;
 
-/// Generated host bindings for the `coffer:engine/engine` world.
+/// Generated host bindings for the `coffer:engine/all-capabilities` world (every capability).
 #[allow(missing_docs, reason = "generated; documented in wit/")]
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/engine",
-        world: "coffer:engine/engine",
+        world: "coffer:engine/all-capabilities",
+        with: {
+            "coffer:host/sql.connection": crate::caps::sql::Connection,
+        },
     });
 }
 
@@ -99,7 +102,7 @@ pub struct Plugin {
     pub name: String,
     /// Hex SHA-256 of the component bytes.
     pub sha256: String,
-    pre: bindings::EnginePre<CallState>,
+    pre: bindings::AllCapabilitiesPre<CallState>,
 }
 
 /// What one call may touch.
@@ -110,12 +113,14 @@ pub struct CallContext {
     pub storage: Option<View>,
     /// Time and memory limits.
     pub limits: Limits,
+    /// SQL capability, when the mount has one.
+    pub sql: Option<crate::caps::sql::SqlState>,
 }
 
 /// Store data for one call.
 pub struct CallState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     limiter: MemoryLimiter,
     pub(crate) caps: caps::State,
 }
@@ -180,8 +185,11 @@ impl Runtime {
         let engine = wasmtime::Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
-        bindings::Engine::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
-            .map_err(setup)?;
+        bindings::AllCapabilities::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(setup)?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Setup(e.to_string()))?;
         }
@@ -217,7 +225,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load(format!("it imports something Coffer does not provide: {e}")))?;
-        let pre = bindings::EnginePre::new(instance_pre).map_err(|e| {
+        let pre = bindings::AllCapabilitiesPre::new(instance_pre).map_err(|e| {
             load(format!(
                 "it does not export the coffer:engine interfaces: {e}"
             ))
@@ -326,7 +334,7 @@ impl Runtime {
         &self,
         plugin: &Plugin,
         context: CallContext,
-        body: impl FnOnce(&bindings::Engine, &mut Store<CallState>) -> wasmtime::Result<R>,
+        body: impl FnOnce(&bindings::AllCapabilities, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, RuntimeError> {
         let limits = context.limits;
         let wasi = WasiCtxBuilder::new()
@@ -341,7 +349,7 @@ impl Runtime {
                 max_bytes: limits.memory_bytes,
                 refused: false,
             },
-            caps: caps::State::new(context.mount, context.storage),
+            caps: caps::State::new(context.mount, context.storage, context.sql),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -222,6 +222,8 @@ field_constructor! {
     strings => Strings,
     /// A list of strings (a string is split on commas).
     comma_strings => CommaStrings,
+    /// A PostgreSQL connection string; supplying it grants the mount its endpoints.
+    sql_dsn => SqlDsn,
     /// A string-to-string map.
     map => KeyValues,
 }
@@ -317,6 +319,7 @@ pub mod respond {
             warnings: Vec::new(),
             lease: None,
             raw: None,
+            release_wal: Vec::new(),
         }
     }
     /// A response with no data (a write: 204).
@@ -326,6 +329,7 @@ pub mod respond {
             warnings: Vec::new(),
             lease: None,
             raw: None,
+            release_wal: Vec::new(),
         }
     }
     /// A LIST response; an empty list becomes a 404 as in Vault.
@@ -351,6 +355,7 @@ pub mod respond {
                 content_type: content_type.to_string(),
                 body,
             }),
+            release_wal: Vec::new(),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Host capabilities granted to engine components: `coffer:host/storage` and
-//! `coffer:host/log` (with `sql` and `keys` to follow the same shape).
+//! `coffer:host/log` here, `coffer:host/sql` in [`sql`] (and `keys` to follow the same shape).
 //!
 //! Each capability's per-call state lives in [`State`]; nothing is ambient. Storage is the
 //! mount's barrier [`View`] and nothing else: a guest cannot name a key outside it, cannot
 //! write the reserved `wal/` and `_keys/` prefixes directly, and every key and value is
 //! bounded. A call with no storage granted (such as `describe`) is refused every access.
+
+pub mod sql;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -45,17 +47,24 @@ pub struct WalEntry {
 pub struct State {
     mount: String,
     storage: Option<View>,
+    pub(crate) sql: Option<sql::SqlState>,
     log_bytes: usize,
 }
 
 impl State {
     /// State for one call into the engine mounted at `mount`.
-    pub fn new(mount: String, storage: Option<View>) -> Self {
+    pub fn new(mount: String, storage: Option<View>, sql: Option<sql::SqlState>) -> Self {
         Self {
             mount,
             storage,
+            sql,
             log_bytes: 0,
         }
+    }
+
+    /// The mount path this call serves.
+    pub fn mount(&self) -> &str {
+        &self.mount
     }
 
     fn view(&self) -> Result<&View, HostError> {
