@@ -254,12 +254,34 @@ fn mounts_enable_list_tune_disable() {
         "sys/ responses copy data to the top level"
     );
 
-    let conflict = coffer.call("POST", "sys/mounts/team/kv", Some(json!({"type": "kv"})));
+    let conflict = coffer.call(
+        "POST",
+        "sys/mounts/team/kv",
+        Some(json!({"type": "database"})),
+    );
     assert_eq!(conflict.status, 400);
     assert!(
         conflict
             .errors()
-            .contains("path is already in use at team/kv/")
+            .contains("path is already in use at team/kv/"),
+        "{}",
+        conflict.text
+    );
+    let same_again = coffer.call("POST", "sys/mounts/team/kv", Some(json!({"type": "kv"})));
+    assert_eq!(
+        same_again.status, 200,
+        "re-enabling the same engine is a no-op: {}",
+        same_again.text
+    );
+    assert!(
+        same_again.json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("left unchanged")
+    );
+    assert_eq!(
+        coffer.call("GET", "sys/mounts", None).data()["team/kv/"]["config"]["default_lease_ttl"],
+        json!(3600)
     );
     let nested = coffer.call(
         "POST",

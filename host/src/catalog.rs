@@ -20,7 +20,10 @@ use crate::runtime::{Plugin, Runtime, RuntimeError};
 pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 
 /// Built-in engines: catalog name and component file name in the plugin directory.
-pub const BUILTINS: &[(&str, &str)] = &[("kv", "coffer_kv_engine.wasm")];
+pub const BUILTINS: &[(&str, &str)] = &[
+    ("kv", "coffer_kv_engine.wasm"),
+    ("database", "coffer_engine_database.wasm"),
+];
 
 /// A `[[plugin]]` entry of the config file.
 #[derive(Clone, Debug, Deserialize)]

@@ -259,7 +259,9 @@ impl Core {
                     tracing::error!(mount = %path, configured = %request.engine, existing = %existing.entry.engine,
                         "config file mount conflicts with an existing mount of another type; left unchanged");
                 }
-                None => self.enable(request)?,
+                None => {
+                    self.enable(request)?;
+                }
             }
         }
         Ok(())
@@ -358,9 +360,16 @@ impl Core {
             })
     }
 
-    /// Enables a mount.
-    pub fn enable(&self, request: MountRequest) -> Result<(), CoreError> {
+    /// Enables a mount. Enabling the same engine at a path where it is already mounted
+    /// changes nothing and returns `Ok(false)`; another engine there is a conflict.
+    pub fn enable(&self, request: MountRequest) -> Result<bool, CoreError> {
         let path = normalize_mount_path(&request.path)?;
+        if self
+            .mount_at(&path)
+            .is_some_and(|m| m.entry.engine == request.engine)
+        {
+            return Ok(false);
+        }
         if self.catalog.get(&request.engine).is_none() {
             return Err(CoreError::Invalid(format!(
                 "plugin not found in the catalog: {}",
@@ -402,7 +411,8 @@ impl Core {
             )));
         }
         mounts.insert(path, Arc::new(mount));
-        self.persist(&mounts)
+        self.persist(&mounts)?;
+        Ok(true)
     }
 
     /// Disables a mount and deletes its storage. Its leases must be revoked first.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -32,6 +32,9 @@ use crate::tokens::{SYSTEM_MAX_TTL, TokenEntry, random_base62, unix_now};
 
 /// Largest request body accepted (Vault's default limit): 413 beyond.
 pub const MAX_REQUEST_BODY: usize = 32 << 20;
+/// How much of an oversized body is read and discarded so the client, still sending,
+/// receives the 413 instead of a reset connection. Beyond this the connection is cut.
+const MAX_DISCARDED_BODY: usize = 2 * MAX_REQUEST_BODY;
 /// Most leases listed by one irrevocable-lease query.
 const MAX_IRREVOCABLE_LISTED: usize = 10_000;
 /// Version reported by health and seal status.
@@ -212,28 +215,44 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = request.into_parts();
     let started = std::time::Instant::now();
-    let bytes = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            let response = if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                error_response(&ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than the {MAX_REQUEST_BODY}-byte limit"),
-                ))
-            } else {
-                error_response(&ApiError::bad("could not read the request body"))
-            };
-            return Ok(response);
-        }
+    let bytes = match read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(error) => return Ok(error_response(&error)),
     };
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let response = route(&core, Request::from_parts(parts, bytes)).await;
     tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
+}
+
+/// Collects a body of at most [`MAX_REQUEST_BODY`] bytes; an oversized one is drained
+/// (bounded, not kept) and answered with 413.
+async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+    let mut collected = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::bad("could not read the request body"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= MAX_REQUEST_BODY {
+            collected.extend_from_slice(&data);
+        } else {
+            collected.clear();
+            if seen > MAX_DISCARDED_BODY {
+                break;
+            }
+        }
+    }
+    if seen > MAX_REQUEST_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the {MAX_REQUEST_BODY}-byte limit"),
+        ));
+    }
+    Ok(collected.freeze())
 }
 
 /// The whole API: a request with its body collected, to a response.
@@ -778,6 +797,7 @@ async fn mounts(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply, Ap
             Ok(Reply::Envelope(Envelope::sys(mount_json(&mount))))
         }
         Op::Write => {
+            let path_for_reply = path.clone();
             let engine = match (call.input.get("type"), call.input.get("plugin_name")) {
                 (Some(Value::String(t)), _) | (_, Some(Value::String(t))) if !t.is_empty() => {
                     t.clone()
@@ -806,11 +826,21 @@ async fn mounts(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply, Ap
                 tune: tune_from(&config, MountTune::default())?,
                 options: string_map(call.input.get("options"), "options")?,
             };
+            let (engine, shown) = (request.engine.clone(), path_for_reply);
             let core = core.clone();
-            tokio::task::spawn_blocking(move || core.enable(request))
+            let created = tokio::task::spawn_blocking(move || core.enable(request))
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))??;
-            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+            if created {
+                return Ok(Reply::Empty(StatusCode::NO_CONTENT));
+            }
+            Ok(Reply::Envelope(Envelope {
+                warnings: vec![format!(
+                    "a {engine} engine is already mounted at {shown}; it was left unchanged"
+                )],
+                mount_type: "system".to_string(),
+                ..Envelope::default()
+            }))
         }
         Op::Delete => {
             if core.mount_at(&path).is_some() {

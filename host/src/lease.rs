@@ -558,7 +558,7 @@ impl Scheduler {
             in_flight: Mutex::new(HashSet::new()),
             workers: Arc::new(Semaphore::new(MAX_REVOKE_WORKERS)),
         });
-        let started = unix_now();
+        let started = now_ms();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SCHEDULER_TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -575,6 +575,7 @@ impl Scheduler {
                 if last_sweep.is_none_or(|at| at.elapsed() >= WAL_SWEEP_INTERVAL) {
                     last_sweep = Some(std::time::Instant::now());
                     sweep_wal(&core, started).await;
+                    run_periodic(&core).await;
                 }
             }
         })
@@ -625,9 +626,32 @@ impl Scheduler {
     }
 }
 
-/// Rolls back write-ahead entries whose side effect never got a lease.
+/// Calls every mounted engine's `maintenance.periodic` (static-role rotation, tidy).
+async fn run_periodic(core: &Arc<Core>) {
+    for mount in core.mounts() {
+        let Ok(engine) = mount.engine.as_ref() else {
+            continue;
+        };
+        let (runtime, plugin, context) = (
+            core.runtime.clone(),
+            engine.plugin.clone(),
+            core.context(&mount),
+        );
+        match tokio::task::spawn_blocking(move || runtime.periodic(&plugin, context)).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(mount = %mount.entry.path, error = %engine_message(&error), "periodic failed")
+            }
+            Ok(Err(error)) => tracing::warn!(mount = %mount.entry.path, %error, "periodic failed"),
+            Err(error) => tracing::warn!(%error, "periodic task failed"),
+        }
+    }
+}
+
+/// Rolls back write-ahead entries whose side effect never got a lease. `process_start`
+/// is in unix milliseconds.
 async fn sweep_wal(core: &Arc<Core>, process_start: u64) {
-    let now = unix_now();
+    let now = now_ms();
     for mount in core.mounts() {
         let Ok(engine) = mount.engine.as_ref() else {
             continue;
@@ -646,8 +670,13 @@ async fn sweep_wal(core: &Arc<Core>, process_start: u64) {
             let Ok(entry) = serde_json::from_slice::<crate::caps::WalEntry>(&bytes) else {
                 continue;
             };
-            let stale = entry.created < process_start
-                || now.saturating_sub(entry.created) >= WAL_MIN_AGE.as_secs();
+            let created = if entry.created_ms > 0 {
+                entry.created_ms
+            } else {
+                entry.created.saturating_mul(1000)
+            };
+            let min_age = u64::try_from(WAL_MIN_AGE.as_millis()).unwrap_or(u64::MAX);
+            let stale = created < process_start || now.saturating_sub(created) >= min_age;
             if !stale {
                 continue;
             }

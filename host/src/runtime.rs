@@ -315,6 +315,17 @@ impl Runtime {
         })
     }
 
+    /// Calls `maintenance.periodic`.
+    pub fn periodic(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+    ) -> Result<Result<(), EngineError>, RuntimeError> {
+        self.call(plugin, context, |engine, store| {
+            engine.coffer_engine_maintenance().call_periodic(store)
+        })
+    }
+
     /// Calls `maintenance.rollback`.
     pub fn rollback(
         &self,

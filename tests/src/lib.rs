@@ -114,6 +114,7 @@ pub struct Coffer {
     pub token: String,
     log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Coffer {
@@ -163,6 +164,7 @@ impl Coffer {
             token: String::new(),
             log,
             args,
+            env: Vec::new(),
         };
         coffer.start();
         coffer
@@ -170,13 +172,18 @@ impl Coffer {
 
     /// (Re)starts the process with the same arguments.
     pub fn start(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(binary())
             .args(&self.args)
             .env("HOME", &self.home)
             .env("COFFER_PLUGIN_DIR", plugin_dir())
             .env("COFFER_CACHE_DIR", cache_dir())
             .env("COFFER_LOG", "info,coffer_host=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -446,4 +453,318 @@ pub fn raw_get(addr: &str, target: &str, token: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A throwaway PostgreSQL cluster for one test, from the installed server binaries.
+///
+/// Admin statements go over its Unix socket as the `postgres` superuser (trust); Coffer
+/// and the credentials it mints use TCP on 127.0.0.1 with SCRAM passwords. With TLS, the
+/// cluster refuses non-TLS TCP connections (`hostnossl ... reject`).
+pub struct Postgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Whether TCP connections must use TLS.
+    pub tls: bool,
+}
+
+/// The root user the tutorial configures.
+pub const PG_ROOT_USER: &str = "vault_root";
+/// Its initial password.
+pub const PG_ROOT_PASSWORD: &str = "vault-root-password";
+
+fn pg_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("COFFER_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().expect(
+        "PostgreSQL server binaries not found under /usr/lib/postgresql (set COFFER_PG_BIN)",
+    )
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command run as the `postgres` user when we are root (the server refuses root).
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run_ok(mut command: Command, what: &str) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+impl Postgres {
+    /// Starts a cluster with database `gradedb`, two tables, and the tutorial's root user.
+    pub fn start(tls: bool) -> Self {
+        let bin = pg_bin_dir();
+        let dir = temp_dir("pg");
+        if is_root() {
+            run_ok(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["-R", "postgres:postgres"]).arg(&dir);
+                    c
+                },
+                "chown",
+            );
+        }
+        let data = dir.join("data");
+        run_ok(
+            {
+                let mut c = as_postgres(&bin.join("initdb"));
+                c.arg("-D").arg(&data).args([
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ]);
+                c
+            },
+            "initdb",
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nmax_connections = 200\nfsync = off\nlog_min_messages = warning\n",
+            dir.display()
+        );
+        if tls {
+            let key = dir.join("server.key");
+            let cert = dir.join("server.crt");
+            run_ok(
+                {
+                    let mut c = Command::new("openssl");
+                    c.args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=localhost",
+                        "-addext",
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        "-keyout",
+                    ])
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&cert);
+                    c
+                },
+                "openssl req",
+            );
+            if is_root() {
+                run_ok(
+                    {
+                        let mut c = Command::new("chown");
+                        c.arg("postgres:postgres").arg(&key).arg(&cert);
+                        c
+                    },
+                    "chown key",
+                );
+            }
+            run_ok(
+                {
+                    let mut c = Command::new("chmod");
+                    c.arg("600").arg(&key);
+                    c
+                },
+                "chmod key",
+            );
+            conf.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                cert.display(),
+                key.display()
+            ));
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        }
+        let mut existing = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        existing.push_str(&conf);
+        std::fs::write(data.join("postgresql.conf"), existing).unwrap();
+        let postgres = Self {
+            dir,
+            bin,
+            port,
+            tls,
+        };
+        postgres.pg_ctl("start");
+        postgres.admin(
+            "postgres",
+            &format!(
+                "CREATE ROLE {PG_ROOT_USER} WITH LOGIN CREATEROLE PASSWORD '{PG_ROOT_PASSWORD}'"
+            ),
+        );
+        postgres.admin("postgres", "CREATE DATABASE gradedb");
+        postgres.admin("gradedb", &format!(
+            "CREATE TABLE grades (student text, grade int); INSERT INTO grades VALUES ('ada', 1); \
+             CREATE TABLE courses (name text); CREATE SEQUENCE ids; \
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {PG_ROOT_USER} WITH GRANT OPTION; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {PG_ROOT_USER} WITH GRANT OPTION;"
+        ));
+        postgres
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let mut command = as_postgres(&self.bin.join("pg_ctl"));
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("pg.log"))
+            .args(["-w", "-t", "60", "-m", "fast", action]);
+        run_ok(command, &format!("pg_ctl {action}"));
+    }
+
+    /// Stops the server (an outage).
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// Starts it again.
+    pub fn resume(&self) {
+        self.pg_ctl("start");
+    }
+
+    /// Runs SQL as the superuser over the Unix socket; returns unaligned output.
+    pub fn admin(&self, database: &str, sql: &str) -> String {
+        let mut command = as_postgres(&self.bin.join("psql"));
+        command
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ]);
+        run_ok(command, &format!("psql {sql}")).trim().to_string()
+    }
+
+    /// Whether a role exists.
+    pub fn role_exists(&self, name: &str) -> bool {
+        self.admin(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
+                name.replace('\'', "''")
+            ),
+        ) == "1"
+    }
+
+    /// How many roles whose names start with `prefix` exist.
+    pub fn roles_like(&self, prefix: &str) -> usize {
+        self.admin(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname LIKE '{}%'",
+                prefix.replace('\'', "''")
+            ),
+        )
+        .parse()
+        .unwrap_or(0)
+    }
+
+    /// Logs in over TCP as `user` and runs `sql`; the output or the error text.
+    pub fn login(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
+        let sslmode = if self.tls { "require" } else { "disable" };
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!(
+                "host=127.0.0.1 port={} user={user} dbname=gradedb sslmode={sslmode}",
+                self.port
+            ))
+            .args(["-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .unwrap();
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).to_string())
+        }
+    }
+
+    /// The tutorial's connection URL for this cluster (`{{username}}` templates kept).
+    pub fn connection_url(&self, sslmode: &str) -> String {
+        format!(
+            "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/gradedb?sslmode={sslmode}",
+            self.port
+        )
+    }
+
+    /// Path of the server certificate (TLS clusters).
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut command = as_postgres(&self.bin.join("pg_ctl"));
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"]);
+        let _ = command.output();
+    }
+}
+
+impl Coffer {
+    /// Sets an environment variable for the next `start`.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.to_string(), value.to_string()));
+    }
+
+    /// A GET that returns `None` if the server dropped the connection (e.g. it crashed).
+    pub fn try_call(&self, method: &str, path: &str) -> Option<Reply> {
+        let url = format!("{}/v1/{}", self.addr, path);
+        match ureq::request(method, &url)
+            .set("X-Vault-Token", &self.token)
+            .timeout(Duration::from_secs(30))
+            .call()
+        {
+            Ok(_) | Err(ureq::Error::Status(..)) => Some(self.call(method, path, None)),
+            Err(_) => None,
+        }
+    }
 }

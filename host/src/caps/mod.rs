@@ -41,6 +41,9 @@ pub struct WalEntry {
     pub data: String,
     /// Unix seconds when it was written.
     pub created: u64,
+    /// Unix milliseconds when it was written (0 in entries from older versions).
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// Per-call capability state.
@@ -154,6 +157,7 @@ impl storage::Host for CallState {
             kind,
             data: base64::engine::general_purpose::STANDARD.encode(&data),
             created: unix_now(),
+            created_ms: crate::lease::now_ms(),
         };
         let bytes = serde_json::to_vec(&entry).map_err(|e| HostError::Internal(e.to_string()))?;
         self.caps

@@ -28,7 +28,9 @@
     reason = "generated bindings are documented by the WIT files"
 )]
 
-/// Bindings generated from `wit/engine` (world `coffer:engine/engine`).
+/// Bindings generated from `wit/engine`: world `coffer:engine/engine`, or
+/// `coffer:engine/database-engine` with the `sql` feature.
+#[cfg(not(feature = "sql"))]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/engine",
@@ -38,6 +40,59 @@ pub mod bindings {
         default_bindings_module: "coffer_sdk::bindings",
         generate_all,
     });
+}
+
+/// Bindings generated from `wit/engine`: world `coffer:engine/database-engine`.
+#[cfg(feature = "sql")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/engine",
+        world: "coffer:engine/database-engine",
+        pub_export_macro: true,
+        export_macro_name: "export_engine",
+        default_bindings_module: "coffer_sdk::bindings",
+        generate_all,
+    });
+}
+
+/// SQL connections to operator-granted endpoints (the `sql` feature).
+#[cfg(feature = "sql")]
+pub mod sql {
+    pub use crate::bindings::coffer::host::sql::{Connection, SqlValue, connect};
+    pub use crate::bindings::coffer::host::types::HostError;
+}
+
+/// Wall-clock helpers for guests.
+pub mod time {
+    /// Unix seconds now.
+    pub fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// (year, month, day, hour, minute, second) in UTC.
+    pub fn civil(unix: u64) -> (i64, i64, i64, i64, i64, i64) {
+        let secs = i64::try_from(unix).unwrap_or(i64::MAX);
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+    }
+
+    /// RFC 3339 in UTC: `2026-08-22T14:03:11Z`.
+    pub fn rfc3339(unix: u64) -> String {
+        let (y, mo, d, h, mi, s) = civil(unix);
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    }
 }
 
 pub use bindings::coffer::engine::types::{
@@ -101,7 +156,20 @@ macro_rules! engine {
                 <$engine as $crate::Engine>::rollback(kind, data)
             }
         }
+        // Component exports exist only on wasm32; native builds (unit tests of an
+        // engine's pure logic) compile the same code without them.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export_engine!(CofferExports);
+        // Natively, keep the engine reachable so unit-test builds do not call it dead.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <CofferExports as $crate::bindings::exports::coffer::engine::schema::Guest>::describe;
+            let _ = <CofferExports as $crate::bindings::exports::coffer::engine::handler::Guest>::handle;
+            let _ = <CofferExports as $crate::bindings::exports::coffer::engine::leases::Guest>::renew;
+            let _ = <CofferExports as $crate::bindings::exports::coffer::engine::leases::Guest>::revoke;
+            let _ = <CofferExports as $crate::bindings::exports::coffer::engine::maintenance::Guest>::periodic;
+            let _ = <CofferExports as $crate::bindings::exports::coffer::engine::maintenance::Guest>::rollback;
+        };
     };
 }
 

@@ -1,0 +1,143 @@
+//! What the engine does to PostgreSQL, through the host's `sql` capability (dbplugin v5
+//! shape: create, renew, drop, set password). Every change that touches grants runs in one
+//! transaction behind a shared advisory lock, because concurrent GRANT/REVOKE on the same
+//! tables fails with "tuple concurrently updated".
+
+use coffer_sdk::EngineError;
+use coffer_sdk::sql::{Connection, HostError, SqlValue, connect};
+
+use crate::template::{quote_ident, render, split_statements};
+
+/// Advisory lock key serializing grant changes made by Coffer in one database ("Coff").
+const GRANT_LOCK: i64 = 0x436f_6666;
+
+/// Vault's default renew statement.
+pub const DEFAULT_RENEW: &str = "ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}';";
+/// Vault's default password-change statement (root rotation and static roles).
+pub const DEFAULT_ROTATION: &str = "ALTER ROLE \"{{username}}\" WITH PASSWORD '{{password}}';";
+
+/// Turns a host SQL error into what the API caller sees.
+pub fn sql_error(error: HostError) -> EngineError {
+    match error {
+        HostError::Denied(m) => EngineError::PermissionDenied(m),
+        HostError::NotFound => EngineError::NotFound,
+        HostError::Invalid(m) => EngineError::InvalidRequest(m),
+        HostError::Unavailable(m) => EngineError::Upstream(m),
+        HostError::Internal(m) => EngineError::Internal(m),
+    }
+}
+
+/// An open connection to one configured database.
+pub struct Database {
+    connection: Connection,
+}
+
+impl Database {
+    /// Connects to `dsn` through the host (which checks it against the mount's grants).
+    pub fn open(dsn: &str, max_connections: u32) -> Result<Self, HostError> {
+        Ok(Self {
+            connection: connect(dsn, max_connections)?,
+        })
+    }
+
+    /// Checks the connection works.
+    pub fn ping(&self) -> Result<(), EngineError> {
+        self.connection
+            .query("SELECT 1", &[])
+            .map(|_| ())
+            .map_err(sql_error)
+    }
+
+    /// Runs rendered statements in one transaction behind the grant lock.
+    pub fn run(&self, statements: Vec<String>) -> Result<(), EngineError> {
+        let mut list = vec![(
+            format!("SELECT pg_advisory_xact_lock({GRANT_LOCK})"),
+            Vec::new(),
+        )];
+        list.extend(statements.into_iter().map(|s| (s, Vec::new())));
+        self.connection.transaction(&list).map_err(sql_error)
+    }
+
+    /// Renders a template list with `vars` and runs it in one transaction.
+    pub fn run_templates(
+        &self,
+        templates: &[String],
+        vars: &[(&str, &str)],
+    ) -> Result<(), EngineError> {
+        let statements = split_statements(templates)
+            .iter()
+            .map(|s| render(s, vars))
+            .collect::<Vec<_>>();
+        if statements.is_empty() {
+            return Err(EngineError::InvalidRequest(
+                "no statements to run".to_string(),
+            ));
+        }
+        self.run(statements)
+    }
+
+    /// Whether a role exists.
+    pub fn role_exists(&self, name: &str) -> Result<bool, EngineError> {
+        let rows = self
+            .connection
+            .query(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[SqlValue::Text(name.to_string())],
+            )
+            .map_err(sql_error)?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Vault's default PostgreSQL revocation: end the user's sessions (best effort), revoke
+    /// what it was granted in every schema and the database, then `DROP ROLE IF EXISTS`.
+    /// A role that is already gone is success.
+    pub fn drop_user(&self, name: &str) -> Result<(), EngineError> {
+        if !self.role_exists(name)? {
+            return Ok(());
+        }
+        let user = SqlValue::Text(name.to_string());
+        // Needs pg_signal_backend; without it sessions end when they next reconnect.
+        let _ = self.connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
+            std::slice::from_ref(&user),
+        );
+        let schemas = self
+            .connection
+            .query(
+                "SELECT DISTINCT table_schema::text FROM information_schema.role_table_grants WHERE grantee = $1 \
+                 UNION SELECT DISTINCT table_schema::text FROM information_schema.role_column_grants WHERE grantee = $1",
+                std::slice::from_ref(&user),
+            )
+            .map_err(sql_error)?;
+        let database = self
+            .connection
+            .query("SELECT current_database()::text", &[])
+            .map_err(sql_error)?;
+        let quoted = quote_ident(name);
+        let mut statements = Vec::new();
+        for row in schemas {
+            if let Some(SqlValue::Text(schema)) = row.first() {
+                let schema = quote_ident(schema);
+                statements.push(format!(
+                    "REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {schema} FROM {quoted}"
+                ));
+                statements.push(format!("REVOKE USAGE ON SCHEMA {schema} FROM {quoted}"));
+            }
+        }
+        statements.push(format!(
+            "REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {quoted}"
+        ));
+        statements.push(format!(
+            "REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {quoted}"
+        ));
+        statements.push(format!("REVOKE USAGE ON SCHEMA public FROM {quoted}"));
+        if let Some(Some(SqlValue::Text(db))) = database.first().map(|row| row.first()) {
+            statements.push(format!(
+                "REVOKE CONNECT ON DATABASE {} FROM {quoted}",
+                quote_ident(db)
+            ));
+        }
+        statements.push(format!("DROP ROLE IF EXISTS {quoted}"));
+        self.run(statements)
+    }
+}

@@ -1,0 +1,609 @@
+//! The database engine against a real PostgreSQL, through the real server and CLI.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use coffer_tests::{
+    Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, Value, eventually, fixtures_config, json,
+    temp_dir,
+};
+
+const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{{name}}\";";
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string()
+}
+
+fn config_server(extra: &str) -> (Coffer, Vec<String>) {
+    let mut coffer = Coffer::with_config(
+        &temp_dir("db"),
+        &fixtures_config().replace("revoke_attempts = 3", extra),
+    );
+    let keys = coffer.init_and_unseal(1, 1);
+    (coffer, keys)
+}
+
+/// Enables `database/`, configures `grade-api-db` and the tutorial role over HTTP.
+fn configure(coffer: &Coffer, pg: &Postgres, sslmode: &str, role_body: Value) {
+    let enable = coffer.call(
+        "POST",
+        "sys/mounts/database",
+        Some(json!({"type": "database"})),
+    );
+    assert!(
+        enable.status == 204 || enable.status == 200,
+        "{}",
+        enable.text
+    );
+    let config = coffer.call(
+        "POST",
+        "database/config/grade-api-db",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "allowed_roles": "grade-api-role,analytics-role",
+            "connection_url": pg.connection_url(sslmode),
+            "username": PG_ROOT_USER,
+            "password": PG_ROOT_PASSWORD,
+        })),
+    );
+    assert_eq!(config.status, 204, "{}", config.text);
+    let role = coffer.call("POST", "database/roles/grade-api-role", Some(role_body));
+    assert_eq!(role.status, 204, "{}", role.text);
+}
+
+fn creds(coffer: &Coffer) -> (String, String, String, u64) {
+    let reply = coffer.call("GET", "database/creds/grade-api-role", None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    (
+        reply.json["lease_id"].as_str().unwrap().to_string(),
+        reply.data()["username"].as_str().unwrap().to_string(),
+        reply.data()["password"].as_str().unwrap().to_string(),
+        reply.json["lease_duration"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn tutorial_walkthrough_through_the_cli_over_tls() {
+    let pg = Postgres::start(true);
+    let coffer = Coffer::dev();
+    let cli = |args: &[&str]| stdout(&coffer.cli(args));
+    cli(&["secrets", "enable", "database"]);
+    let url = pg.connection_url("require");
+    let allowed = "allowed_roles=grade-api-role,analytics-role";
+    cli(&[
+        "write",
+        "database/config/grade-api-db",
+        "plugin_name=postgresql-database-plugin",
+        allowed,
+        &format!("connection_url={url}"),
+        "username=vault_root",
+        "password=vault-root-password",
+    ]);
+    cli(&["write", "-force", "database/rotate-root/grade-api-db"]);
+    assert!(
+        pg.login(PG_ROOT_USER, PG_ROOT_PASSWORD, "SELECT 1")
+            .is_err(),
+        "rotate-root must retire the old root password"
+    );
+    let config = cli(&["read", "database/config/grade-api-db"]);
+    assert!(
+        !config.contains(PG_ROOT_PASSWORD),
+        "config read leaks a password:\n{config}"
+    );
+    let config_json: Value = serde_json::from_str(&cli(&[
+        "read",
+        "-format=json",
+        "database/config/grade-api-db",
+    ]))
+    .unwrap();
+    assert!(
+        config_json["data"]["connection_details"]
+            .get("password")
+            .is_none()
+    );
+    assert_eq!(
+        config_json["data"]["connection_details"]["username"],
+        json!("vault_root")
+    );
+    cli(&[
+        "write",
+        "database/roles/grade-api-role",
+        "db_name=grade-api-db",
+        &format!("creation_statements={CREATION}"),
+        "default_ttl=1h",
+        "max_ttl=24h",
+    ]);
+    let issued: Value = serde_json::from_str(&cli(&[
+        "read",
+        "-format=json",
+        "database/creds/grade-api-role",
+    ]))
+    .unwrap();
+    let lease = issued["lease_id"].as_str().unwrap();
+    let user = issued["data"]["username"].as_str().unwrap();
+    let password = issued["data"]["password"].as_str().unwrap();
+    assert!(lease.starts_with("database/creds/grade-api-role/"));
+    assert_eq!(issued["lease_duration"], json!(3600));
+    assert_eq!(issued["renewable"], json!(true));
+    assert!(
+        user.starts_with("v-root-grade-ap-") && user.len() <= 63,
+        "{user}"
+    );
+    assert_eq!(
+        pg.login(
+            user,
+            password,
+            "SELECT grade FROM grades WHERE student = 'ada'"
+        ),
+        Ok("1".to_string())
+    );
+    let table = cli(&["read", "database/creds/grade-api-role"]);
+    assert!(
+        table.contains("lease_id")
+            && table.contains("lease_duration")
+            && table.contains("lease_renewable"),
+        "{table}"
+    );
+
+    let renewed = cli(&["lease", "renew", lease]);
+    assert!(renewed.contains(lease), "{renewed}");
+    cli(&["lease", "revoke", lease]);
+    assert!(!pg.role_exists(user), "revoked user still in pg_roles");
+    assert!(pg.login(user, password, "SELECT 1").is_err());
+
+    let second: Value = serde_json::from_str(&cli(&[
+        "read",
+        "-format=json",
+        "database/creds/grade-api-role",
+    ]))
+    .unwrap();
+    let listed = cli(&["list", "sys/leases/lookup/database/creds/grade-api-role/"]);
+    assert!(
+        listed.contains(
+            second["lease_id"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+        ),
+        "{listed}"
+    );
+    cli(&[
+        "lease",
+        "revoke",
+        "-prefix",
+        "database/creds/grade-api-role/",
+    ]);
+    assert!(!pg.role_exists(second["data"]["username"].as_str().unwrap()));
+    let empty = coffer.cli(&["list", "sys/leases/lookup/database/creds/grade-api-role/"]);
+    assert_eq!(empty.status.code(), Some(2), "no leases left to list");
+}
+
+#[test]
+fn tls_modes_are_honoured() {
+    let pg = Postgres::start(true);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    coffer.call(
+        "POST",
+        "sys/mounts/database",
+        Some(json!({"type": "database"})),
+    );
+    let write = |url: String| {
+        coffer.call("POST", "database/config/tls", Some(json!({
+        "plugin_name": "postgresql-database-plugin", "connection_url": url, "username": PG_ROOT_USER, "password": PG_ROOT_PASSWORD, "allowed_roles": "*",
+    })))
+    };
+    let plain = write(pg.connection_url("disable"));
+    assert_eq!(
+        plain.status, 400,
+        "the server rejects non-TLS connections: {}",
+        plain.text
+    );
+    assert!(plain.errors().contains("error verifying connection"));
+    assert_eq!(write(pg.connection_url("require")).status, 204);
+    let verified = format!(
+        "{}&sslrootcert={}",
+        pg.connection_url("verify-full"),
+        pg.server_cert().display()
+    );
+    assert_eq!(write(verified).status, 204, "verify-full with the right CA");
+    let wrong_ca = format!(
+        "{}&sslrootcert=/etc/ssl/certs/ca-certificates.crt",
+        pg.connection_url("verify-ca")
+    );
+    let refused = write(wrong_ca);
+    assert_eq!(
+        refused.status, 400,
+        "verify-ca with a CA that did not sign the server must fail: {}",
+        refused.text
+    );
+}
+
+#[test]
+fn walkthrough_over_http_with_short_ttls_and_renew_caps() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": [CREATION], "default_ttl": "5s", "max_ttl": "8s"}),
+    );
+    let (lease, user, password, duration) = creds(&coffer);
+    assert_eq!(duration, 5);
+    assert!(pg.role_exists(&user));
+    assert!(
+        pg.login(&user, &password, "SELECT count(*) FROM grades")
+            .is_ok()
+    );
+    let renewed = coffer.call(
+        "PUT",
+        "sys/leases/renew",
+        Some(json!({"lease_id": lease, "increment": "1h"})),
+    );
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    assert!(
+        renewed.json["lease_duration"].as_u64().unwrap() <= 8,
+        "capped at max_ttl: {}",
+        renewed.text
+    );
+    assert!(
+        renewed.json["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("max_ttl")
+    );
+    assert!(
+        eventually(Duration::from_secs(12), || !pg.role_exists(&user)),
+        "a 5s (renewed to 8s) user was not dropped on time"
+    );
+    assert!(pg.login(&user, &password, "SELECT 1").is_err());
+    let after = coffer.call("PUT", "sys/leases/renew", Some(json!({"lease_id": lease})));
+    assert_eq!(after.status, 400);
+    assert_eq!(after.errors(), "lease not found");
+}
+
+#[test]
+fn rotate_root_then_coffer_still_creates_users() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    assert_eq!(
+        coffer
+            .call("POST", "database/rotate-root/grade-api-db", None)
+            .status,
+        204
+    );
+    assert!(
+        pg.login(PG_ROOT_USER, PG_ROOT_PASSWORD, "SELECT 1")
+            .is_err()
+    );
+    let (_, user, password, _) = creds(&coffer);
+    assert!(pg.login(&user, &password, "SELECT 1").is_ok());
+    assert_eq!(
+        coffer
+            .call("POST", "database/rotate-root/grade-api-db", None)
+            .status,
+        204,
+        "rotating twice works"
+    );
+    let (lease, user2, _, _) = creds(&coffer);
+    assert_eq!(
+        coffer
+            .call("PUT", "sys/leases/revoke", Some(json!({"lease_id": lease})))
+            .status,
+        204
+    );
+    assert!(!pg.role_exists(&user2));
+    assert!(pg.role_exists(&user));
+}
+
+#[test]
+fn revoke_prefix_removes_exactly_its_users() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    coffer.call(
+        "POST",
+        "database/roles/analytics-role",
+        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION})),
+    );
+    let grade: Vec<String> = (0..3).map(|_| creds(&coffer).1).collect();
+    let analytics = coffer
+        .call("GET", "database/creds/analytics-role", None)
+        .data()["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        coffer
+            .call(
+                "PUT",
+                "sys/leases/revoke-prefix/database/creds/grade-api-role",
+                None
+            )
+            .status,
+        204
+    );
+    for user in &grade {
+        assert!(!pg.role_exists(user), "{user} survived revoke-prefix");
+    }
+    assert!(
+        pg.role_exists(&analytics),
+        "revoke-prefix took a user outside the prefix"
+    );
+}
+
+#[test]
+fn scram_verifiers_keep_cleartext_out_of_postgres() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let update = coffer.call("POST", "database/config/grade-api-db", Some(json!({"password_authentication": "scram-sha-256", "connection_url": pg.connection_url("disable")})));
+    assert_eq!(update.status, 204, "{}", update.text);
+    let (_, user, password, _) = creds(&coffer);
+    let stored = pg.admin(
+        "postgres",
+        &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"),
+    );
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
+    assert_eq!(
+        pg.login(&user, &password, "SELECT 1"),
+        Ok("1".to_string()),
+        "PostgreSQL accepts the verifier Coffer computed"
+    );
+}
+
+#[test]
+fn restart_revokes_what_expired_while_down_and_keeps_live_leases_on_time() {
+    let pg = Postgres::start(false);
+    let (mut coffer, keys) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION, "default_ttl": "2s"}),
+    );
+    let (_, short_user, _, _) = creds(&coffer);
+    coffer.call(
+        "POST",
+        "database/roles/grade-api-role",
+        Some(json!({"default_ttl": "9s"})),
+    );
+    let (_, live_user, _, _) = creds(&coffer);
+    coffer.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        pg.role_exists(&short_user),
+        "nobody revoked it while Coffer was down"
+    );
+    coffer.start();
+    coffer.unseal(&keys);
+    assert!(
+        eventually(Duration::from_secs(4), || !pg.role_exists(&short_user)),
+        "expired lease not revoked after restart"
+    );
+    assert!(pg.role_exists(&live_user));
+    assert!(
+        eventually(Duration::from_secs(10), || !pg.role_exists(&live_user)),
+        "live lease not revoked on time after restart"
+    );
+}
+
+#[test]
+fn database_outage_retries_and_loses_nothing() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 8");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION, "default_ttl": "2s"}),
+    );
+    let (lease, user, _, _) = creds(&coffer);
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    let lookup = coffer.call("PUT", "sys/leases/lookup", Some(json!({"lease_id": lease})));
+    assert_eq!(
+        lookup.status, 200,
+        "the lease must be kept while revocation fails: {}",
+        lookup.text
+    );
+    pg.resume();
+    assert!(pg.role_exists(&user));
+    assert!(
+        eventually(Duration::from_secs(25), || !pg.role_exists(&user)),
+        "revocation did not succeed after the database came back:\n{}",
+        coffer.log_text()
+    );
+    assert!(eventually(Duration::from_secs(3), || coffer
+        .call("PUT", "sys/leases/lookup", Some(json!({"lease_id": lease})))
+        .status
+        == 400));
+}
+
+#[test]
+fn crash_between_create_role_and_lease_is_rolled_back() {
+    let pg = Postgres::start(false);
+    let (mut coffer, keys) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let before = pg.roles_like("v-");
+    coffer.stop();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
+    coffer.start();
+    coffer.unseal(&keys);
+    let reply = coffer.try_call("GET", "database/creds/grade-api-role");
+    assert!(
+        reply.is_none(),
+        "the failpoint should have killed the server"
+    );
+    assert_eq!(
+        pg.roles_like("v-"),
+        before + 1,
+        "the role was created before the crash"
+    );
+    coffer.kill();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
+    coffer.start();
+    coffer.unseal(&keys);
+    assert!(
+        eventually(Duration::from_secs(15), || pg.roles_like("v-") == before),
+        "the orphaned role was not rolled back:\n{}",
+        coffer.log_text()
+    );
+}
+
+#[test]
+fn hostile_input_gets_a_4xx_and_creates_nothing() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let before = pg.roles_like("v-");
+    let quoted = coffer.call(
+        "POST",
+        "database/roles/bad\"name",
+        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION})),
+    );
+    assert!(
+        quoted.status == 404 || quoted.status == 400,
+        "{}",
+        quoted.text
+    );
+    let unknown = coffer.call("GET", "database/creds/no-such-role", None);
+    assert_eq!(unknown.status, 400);
+    assert_eq!(unknown.errors(), "unknown role: no-such-role");
+    coffer.call(
+        "POST",
+        "database/roles/other-role",
+        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION})),
+    );
+    let not_allowed = coffer.call("GET", "database/creds/other-role", None);
+    assert_eq!(not_allowed.status, 400);
+    assert!(
+        not_allowed.errors().contains("is not an allowed role"),
+        "{}",
+        not_allowed.text
+    );
+    let bad_sql = coffer.call("POST", "database/roles/analytics-role", Some(json!({"db_name": "grade-api-db", "creation_statements": "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}'; GRANT SELECT ON no_such_table TO \"{{name}}\";"})));
+    assert_eq!(bad_sql.status, 204);
+    let failed = coffer.call("GET", "database/creds/analytics-role", None);
+    assert_eq!(failed.status, 400, "{}", failed.text);
+    assert!(failed.errors().contains("no_such_table"), "{}", failed.text);
+    let quotes_in_statements = coffer.call("POST", "database/roles/grade-api-role", Some(json!({"creation_statements": [CREATION, "COMMENT ON ROLE \"{{name}}\" IS 'it''s dynamic'"]})));
+    assert_eq!(quotes_in_statements.status, 204);
+    let (_, user, _, _) = creds(&coffer);
+    assert_eq!(
+        pg.admin(
+            "postgres",
+            &format!(
+                "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = '{user}'"
+            )
+        ),
+        "it's dynamic"
+    );
+    assert_eq!(
+        pg.roles_like("v-"),
+        before + 1,
+        "only the one good request created a user"
+    );
+    let unreachable = coffer.call("POST", "database/config/elsewhere", Some(json!({
+        "plugin_name": "postgresql-database-plugin", "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.2:1/x?sslmode=disable",
+        "username": "u", "password": "p",
+    })));
+    assert_eq!(unreachable.status, 400);
+    assert!(
+        unreachable.errors().contains("error verifying connection"),
+        "{}",
+        unreachable.text
+    );
+    let no_password_leak =
+        unreachable.text.contains("\"p\"") || coffer.log_text().contains(PG_ROOT_PASSWORD);
+    assert!(!no_password_leak, "a password reached an error or the log");
+    let socket = coffer.call("POST", "database/config/socket", Some(json!({"plugin_name": "postgresql-database-plugin", "connection_url": "host=/var/run/postgresql dbname=x"})));
+    assert_eq!(socket.status, 400);
+    assert!(socket.errors().contains("Unix socket"), "{}", socket.text);
+    let wrong_plugin = coffer.call("POST", "database/config/mysql", Some(json!({"plugin_name": "mysql-database-plugin", "connection_url": pg.connection_url("disable")})));
+    assert_eq!(wrong_plugin.status, 400);
+}
+
+#[test]
+fn engines_reach_only_endpoints_granted_to_their_own_mount() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={PG_ROOT_USER} password={PG_ROOT_PASSWORD} dbname=gradedb sslmode=disable",
+        pg.port
+    );
+    let denied = coffer.call(
+        "GET",
+        &format!("hostile/sql?dsn={}", dsn.replace(' ', "%20")),
+        None,
+    );
+    assert_eq!(
+        denied.status, 403,
+        "another mount's grant must not reach this mount: {}",
+        denied.text
+    );
+    assert!(
+        denied.errors().contains("not configured for this mount"),
+        "{}",
+        denied.text
+    );
+    let elsewhere = coffer.call(
+        "GET",
+        "hostile/sql?dsn=host%3D127.0.0.3%20port%3D5432%20dbname%3Dx",
+        None,
+    );
+    assert_eq!(elsewhere.status, 403);
+    assert!(
+        !coffer.log_text().contains(PG_ROOT_PASSWORD),
+        "the DSN's password reached the log"
+    );
+}
