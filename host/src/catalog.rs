@@ -23,6 +23,7 @@ pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 pub const BUILTINS: &[(&str, &str)] = &[
     ("kv", "coffer_kv_engine.wasm"),
     ("database", "coffer_engine_database.wasm"),
+    ("pki", "coffer_engine_pki.wasm"),
 ];
 
 /// A `[[plugin]]` entry of the config file.

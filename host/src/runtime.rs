@@ -31,6 +31,7 @@ pub mod bindings {
         world: "coffer:engine/all-capabilities",
         with: {
             "coffer:host/sql.connection": crate::caps::sql::Connection,
+            "coffer:host/keys.key": crate::caps::keys::Key,
         },
     });
 }

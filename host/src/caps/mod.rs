@@ -6,6 +6,7 @@
 //! write the reserved `wal/` and `_keys/` prefixes directly, and every key and value is
 //! bounded. A call with no storage granted (such as `describe`) is refused every access.
 
+pub mod keys;
 pub mod sql;
 
 use base64::Engine as _;
@@ -68,6 +69,11 @@ impl State {
     /// The mount path this call serves.
     pub fn mount(&self) -> &str {
         &self.mount
+    }
+
+    /// The mount's storage view, if this call has one.
+    pub fn storage_view(&self) -> Option<&View> {
+        self.storage.as_ref()
     }
 
     fn view(&self) -> Result<&View, HostError> {

@@ -30,7 +30,7 @@
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/engine`, or
 /// `coffer:engine/database-engine` with the `sql` feature.
-#[cfg(not(feature = "sql"))]
+#[cfg(not(any(feature = "sql", feature = "pki")))]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/engine",
@@ -42,8 +42,45 @@ pub mod bindings {
     });
 }
 
+/// Bindings generated from `wit/engine`: world `coffer:engine/all-capabilities`, when a
+/// workspace-wide build unifies the `sql` and `pki` features. Components are built one by
+/// one (`scripts/build-components`), so each ships only its own world's imports.
+#[cfg(all(feature = "sql", feature = "pki"))]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/engine",
+        world: "coffer:engine/all-capabilities",
+        pub_export_macro: true,
+        export_macro_name: "export_engine",
+        default_bindings_module: "coffer_sdk::bindings",
+        generate_all,
+    });
+}
+
+/// Bindings generated from `wit/engine`: world `coffer:engine/pki-engine`.
+#[cfg(all(feature = "pki", not(feature = "sql")))]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/engine",
+        world: "coffer:engine/pki-engine",
+        pub_export_macro: true,
+        export_macro_name: "export_engine",
+        default_bindings_module: "coffer_sdk::bindings",
+        generate_all,
+    });
+}
+
+/// Host-held keys (the `pki` feature).
+#[cfg(feature = "pki")]
+pub mod keys {
+    pub use crate::bindings::coffer::host::keys::{
+        Key, KeyKind, SignatureScheme, generate, generate_transient, import_pkcs8, open, verify,
+    };
+    pub use crate::bindings::coffer::host::types::HostError;
+}
+
 /// Bindings generated from `wit/engine`: world `coffer:engine/database-engine`.
-#[cfg(feature = "sql")]
+#[cfg(all(feature = "sql", not(feature = "pki")))]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/engine",

@@ -1,0 +1,438 @@
+//! `coffer:host/keys`: private keys that stay in the host.
+//!
+//! A key is a resource handle. `sign` and `public-key-spki` always work; `export-pkcs8`
+//! works only for keys created exportable (and for transient keys, which exist to be handed
+//! to a caller once). Stored keys are PKCS#8 DER, encrypted by the barrier under the
+//! mount's reserved `_keys/` prefix, which the guest's `storage` import refuses to touch.
+//! Private key bytes are zeroized when a handle is dropped (OpenSSL frees them).
+
+use base64::Engine as _;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private};
+use openssl::rsa::{Padding, Rsa};
+use openssl::sign::{RsaPssSaltlen, Signer, Verifier};
+use serde::{Deserialize, Serialize};
+use wasmtime::component::Resource;
+use zeroize::Zeroizing;
+
+use crate::barrier::View;
+use crate::runtime::CallState;
+use crate::runtime::barrier_to_host;
+use crate::runtime::bindings::coffer::host::keys::{self, KeyKind, SignatureScheme};
+use crate::runtime::bindings::coffer::host::types::HostError;
+
+/// Where stored keys live inside a mount's view.
+const KEYS_PREFIX: &str = "_keys/";
+/// Longest key name.
+const MAX_KEY_NAME: usize = 128;
+/// Largest message a guest may ask the host to sign or verify (TBS certificates and CRLs
+/// of large CAs fit; anything bigger is a mistake or an attack).
+pub const MAX_SIGNED_MESSAGE: usize = 16 << 20;
+/// Largest imported key.
+const MAX_KEY_DER: usize = 16 * 1024;
+
+/// A key handle held by a guest.
+pub struct Key {
+    name: String,
+    kind: KeyKind,
+    exportable: bool,
+    key: PKey<Private>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    kind: String,
+    exportable: bool,
+    pkcs8: String,
+}
+
+fn kind_name(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::EcdsaP256 => "ecdsa-p256",
+        KeyKind::EcdsaP384 => "ecdsa-p384",
+        KeyKind::EcdsaP521 => "ecdsa-p521",
+        KeyKind::Ed25519 => "ed25519",
+        KeyKind::Rsa2048 => "rsa2048",
+        KeyKind::Rsa3072 => "rsa3072",
+        KeyKind::Rsa4096 => "rsa4096",
+    }
+}
+
+fn kind_from_name(name: &str) -> Option<KeyKind> {
+    [
+        KeyKind::EcdsaP256,
+        KeyKind::EcdsaP384,
+        KeyKind::EcdsaP521,
+        KeyKind::Ed25519,
+        KeyKind::Rsa2048,
+        KeyKind::Rsa3072,
+        KeyKind::Rsa4096,
+    ]
+    .into_iter()
+    .find(|k| kind_name(*k) == name)
+}
+
+fn crypto(error: openssl::error::ErrorStack) -> HostError {
+    HostError::Internal(format!("crypto: {error}"))
+}
+
+/// Generates a fresh private key.
+pub fn generate_key(kind: KeyKind) -> Result<PKey<Private>, HostError> {
+    let ec = |nid: Nid| -> Result<PKey<Private>, HostError> {
+        let group = EcGroup::from_curve_name(nid).map_err(crypto)?;
+        PKey::from_ec_key(EcKey::generate(&group).map_err(crypto)?).map_err(crypto)
+    };
+    let rsa = |bits: u32| -> Result<PKey<Private>, HostError> {
+        PKey::from_rsa(Rsa::generate(bits).map_err(crypto)?).map_err(crypto)
+    };
+    match kind {
+        KeyKind::EcdsaP256 => ec(Nid::X9_62_PRIME256V1),
+        KeyKind::EcdsaP384 => ec(Nid::SECP384R1),
+        KeyKind::EcdsaP521 => ec(Nid::SECP521R1),
+        KeyKind::Ed25519 => PKey::generate_ed25519().map_err(crypto),
+        KeyKind::Rsa2048 => rsa(2048),
+        KeyKind::Rsa3072 => rsa(3072),
+        KeyKind::Rsa4096 => rsa(4096),
+    }
+}
+
+/// The kind of an existing key, if it is one Coffer supports.
+fn kind_of(key: &PKey<Private>) -> Option<KeyKind> {
+    match key.id() {
+        Id::ED25519 => Some(KeyKind::Ed25519),
+        Id::RSA => match key.bits() {
+            2048 => Some(KeyKind::Rsa2048),
+            3072 => Some(KeyKind::Rsa3072),
+            4096 => Some(KeyKind::Rsa4096),
+            _ => None,
+        },
+        Id::EC => match key.ec_key().ok()?.group().curve_name()? {
+            Nid::X9_62_PRIME256V1 => Some(KeyKind::EcdsaP256),
+            Nid::SECP384R1 => Some(KeyKind::EcdsaP384),
+            Nid::SECP521R1 => Some(KeyKind::EcdsaP521),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn scheme_fits(kind: KeyKind, scheme: SignatureScheme) -> bool {
+    matches!(
+        (kind, scheme),
+        (KeyKind::EcdsaP256, SignatureScheme::EcdsaP256Sha256)
+            | (KeyKind::EcdsaP384, SignatureScheme::EcdsaP384Sha384)
+            | (KeyKind::EcdsaP521, SignatureScheme::EcdsaP521Sha512)
+            | (KeyKind::Ed25519, SignatureScheme::Ed25519)
+            | (
+                KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096,
+                SignatureScheme::RsaPkcs1Sha256 | SignatureScheme::RsaPssSha256
+            )
+    )
+}
+
+fn digest(scheme: SignatureScheme) -> Option<MessageDigest> {
+    match scheme {
+        SignatureScheme::EcdsaP256Sha256
+        | SignatureScheme::RsaPkcs1Sha256
+        | SignatureScheme::RsaPssSha256 => Some(MessageDigest::sha256()),
+        SignatureScheme::EcdsaP384Sha384 => Some(MessageDigest::sha384()),
+        SignatureScheme::EcdsaP521Sha512 => Some(MessageDigest::sha512()),
+        SignatureScheme::Ed25519 => None,
+    }
+}
+
+fn sign_with(
+    key: &PKey<Private>,
+    scheme: SignatureScheme,
+    message: &[u8],
+) -> Result<Vec<u8>, HostError> {
+    let mut signer = match digest(scheme) {
+        Some(md) => Signer::new(md, key).map_err(crypto)?,
+        None => Signer::new_without_digest(key).map_err(crypto)?,
+    };
+    if scheme == SignatureScheme::RsaPssSha256 {
+        signer.set_rsa_padding(Padding::PKCS1_PSS).map_err(crypto)?;
+        signer
+            .set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+            .map_err(crypto)?;
+    }
+    signer.sign_oneshot_to_vec(message).map_err(crypto)
+}
+
+fn check_name(name: &str) -> Result<(), HostError> {
+    let clean = !name.is_empty()
+        && name.len() <= MAX_KEY_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if clean {
+        Ok(())
+    } else {
+        Err(HostError::Invalid(format!(
+            "key name {name:?} must be 1-{MAX_KEY_NAME} of [A-Za-z0-9._-]"
+        )))
+    }
+}
+
+impl CallState {
+    fn key_view(&self) -> Result<View, HostError> {
+        self.caps
+            .storage_view()
+            .cloned()
+            .ok_or_else(|| HostError::Denied("keys are not available in this call".to_string()))
+    }
+
+    fn store_key(
+        &mut self,
+        name: &str,
+        key: PKey<Private>,
+        kind: KeyKind,
+        exportable: bool,
+    ) -> Result<Resource<Key>, HostError> {
+        check_name(name)?;
+        let view = self.key_view()?;
+        let path = format!("{KEYS_PREFIX}{name}");
+        if view.get(&path).map_err(barrier_to_host)?.is_some() {
+            return Err(HostError::Invalid(format!(
+                "a key named {name:?} already exists"
+            )));
+        }
+        let der = Zeroizing::new(key.private_key_to_pkcs8().map_err(crypto)?);
+        let stored = StoredKey {
+            kind: kind_name(kind).to_string(),
+            exportable,
+            pkcs8: base64::engine::general_purpose::STANDARD.encode(der.as_slice()),
+        };
+        let bytes = Zeroizing::new(
+            serde_json::to_vec(&stored).map_err(|e| HostError::Internal(e.to_string()))?,
+        );
+        view.put(&path, &bytes).map_err(barrier_to_host)?;
+        self.push_key(Key {
+            name: name.to_string(),
+            kind,
+            exportable,
+            key,
+        })
+    }
+
+    fn push_key(&mut self, key: Key) -> Result<Resource<Key>, HostError> {
+        self.table
+            .push(key)
+            .map_err(|e| HostError::Internal(format!("resource table: {e}")))
+    }
+
+    fn key(&self, handle: &Resource<Key>) -> Result<&Key, HostError> {
+        self.table
+            .get(handle)
+            .map_err(|e| HostError::Invalid(format!("bad key handle: {e}")))
+    }
+}
+
+impl keys::Host for CallState {
+    fn generate(
+        &mut self,
+        name: String,
+        kind: KeyKind,
+        exportable: bool,
+    ) -> Result<Resource<Key>, HostError> {
+        let key = generate_key(kind)?;
+        self.store_key(&name, key, kind, exportable)
+    }
+
+    fn generate_transient(&mut self, kind: KeyKind) -> Result<Resource<Key>, HostError> {
+        let key = generate_key(kind)?;
+        self.push_key(Key {
+            name: String::new(),
+            kind,
+            exportable: true,
+            key,
+        })
+    }
+
+    fn verify(
+        &mut self,
+        spki: Vec<u8>,
+        scheme: SignatureScheme,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, HostError> {
+        if message.len() > MAX_SIGNED_MESSAGE {
+            return Err(HostError::Invalid("message too large".to_string()));
+        }
+        let key = PKey::public_key_from_der(&spki)
+            .map_err(|_| HostError::Invalid("not a DER SubjectPublicKeyInfo".to_string()))?;
+        let mut verifier = match digest(scheme) {
+            Some(md) => Verifier::new(md, &key).map_err(crypto)?,
+            None => Verifier::new_without_digest(&key).map_err(crypto)?,
+        };
+        if scheme == SignatureScheme::RsaPssSha256 {
+            verifier
+                .set_rsa_padding(Padding::PKCS1_PSS)
+                .map_err(crypto)?;
+            verifier
+                .set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+                .map_err(crypto)?;
+        }
+        Ok(verifier
+            .verify_oneshot(&signature, &message)
+            .unwrap_or(false))
+    }
+
+    fn import_pkcs8(
+        &mut self,
+        name: String,
+        der: Vec<u8>,
+        exportable: bool,
+    ) -> Result<Resource<Key>, HostError> {
+        if der.len() > MAX_KEY_DER {
+            return Err(HostError::Invalid("key too large".to_string()));
+        }
+        let der = Zeroizing::new(der);
+        let key = PKey::private_key_from_pkcs8(&der)
+            .map_err(|_| HostError::Invalid("not a PKCS#8 private key".to_string()))?;
+        let kind = kind_of(&key)
+            .ok_or_else(|| HostError::Invalid("unsupported key type or size".to_string()))?;
+        self.store_key(&name, key, kind, exportable)
+    }
+
+    fn open(&mut self, name: String) -> Result<Resource<Key>, HostError> {
+        check_name(&name)?;
+        let view = self.key_view()?;
+        let bytes = Zeroizing::new(
+            view.get(&format!("{KEYS_PREFIX}{name}"))
+                .map_err(barrier_to_host)?
+                .ok_or(HostError::NotFound)?,
+        );
+        let stored: StoredKey = serde_json::from_slice(&bytes)
+            .map_err(|_| HostError::Internal(format!("corrupt key {name}")))?;
+        let der = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(&stored.pkcs8)
+                .map_err(|_| HostError::Internal(format!("corrupt key {name}")))?,
+        );
+        let key = PKey::private_key_from_pkcs8(&der).map_err(crypto)?;
+        let kind = kind_from_name(&stored.kind)
+            .ok_or_else(|| HostError::Internal(format!("corrupt key {name}")))?;
+        self.push_key(Key {
+            name,
+            kind,
+            exportable: stored.exportable,
+            key,
+        })
+    }
+
+    fn delete(&mut self, name: String) -> Result<(), HostError> {
+        check_name(&name)?;
+        self.key_view()?
+            .delete(&format!("{KEYS_PREFIX}{name}"))
+            .map_err(barrier_to_host)
+    }
+}
+
+impl keys::HostKey for CallState {
+    fn name(&mut self, handle: Resource<Key>) -> String {
+        self.key(&handle)
+            .map(|k| k.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn kind(&mut self, handle: Resource<Key>) -> KeyKind {
+        self.key(&handle)
+            .map(|k| k.kind)
+            .unwrap_or(KeyKind::EcdsaP256)
+    }
+
+    fn public_key_spki(&mut self, handle: Resource<Key>) -> Vec<u8> {
+        self.key(&handle)
+            .ok()
+            .and_then(|k| k.key.public_key_to_der().ok())
+            .unwrap_or_default()
+    }
+
+    fn sign(
+        &mut self,
+        handle: Resource<Key>,
+        scheme: SignatureScheme,
+        message: Vec<u8>,
+    ) -> Result<Vec<u8>, HostError> {
+        if message.len() > MAX_SIGNED_MESSAGE {
+            return Err(HostError::Invalid("message too large to sign".to_string()));
+        }
+        let key = self.key(&handle)?;
+        if !scheme_fits(key.kind, scheme) {
+            return Err(HostError::Invalid(format!(
+                "scheme {scheme:?} does not fit a {} key",
+                kind_name(key.kind)
+            )));
+        }
+        sign_with(&key.key, scheme, &message)
+    }
+
+    fn export_pkcs8(&mut self, handle: Resource<Key>) -> Result<Vec<u8>, HostError> {
+        let key = self.key(&handle)?;
+        if !key.exportable {
+            tracing::warn!(key = %key.name, "refused export of a non-exportable key");
+            return Err(HostError::Denied(format!(
+                "key {:?} was created non-exportable",
+                key.name
+            )));
+        }
+        key.key.private_key_to_pkcs8().map_err(crypto)
+    }
+
+    fn drop(&mut self, handle: Resource<Key>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_signs_and_verifies_with_its_scheme() -> Result<(), HostError> {
+        let cases = [
+            (KeyKind::EcdsaP256, SignatureScheme::EcdsaP256Sha256),
+            (KeyKind::EcdsaP384, SignatureScheme::EcdsaP384Sha384),
+            (KeyKind::EcdsaP521, SignatureScheme::EcdsaP521Sha512),
+            (KeyKind::Ed25519, SignatureScheme::Ed25519),
+            (KeyKind::Rsa2048, SignatureScheme::RsaPkcs1Sha256),
+            (KeyKind::Rsa2048, SignatureScheme::RsaPssSha256),
+        ];
+        for (kind, scheme) in cases {
+            let key = generate_key(kind)?;
+            assert_eq!(kind_of(&key), Some(kind));
+            let signature = sign_with(&key, scheme, b"tbs")?;
+            let public = PKey::public_key_from_der(&key.public_key_to_der().map_err(crypto)?)
+                .map_err(crypto)?;
+            let mut verifier = match digest(scheme) {
+                Some(md) => Verifier::new(md, &public).map_err(crypto)?,
+                None => Verifier::new_without_digest(&public).map_err(crypto)?,
+            };
+            if scheme == SignatureScheme::RsaPssSha256 {
+                verifier
+                    .set_rsa_padding(Padding::PKCS1_PSS)
+                    .map_err(crypto)?;
+            }
+            assert!(
+                verifier
+                    .verify_oneshot(&signature, b"tbs")
+                    .map_err(crypto)?,
+                "{kind:?}"
+            );
+            assert!(
+                !verifier
+                    .verify_oneshot(&signature, b"other")
+                    .unwrap_or(false)
+            );
+        }
+        assert!(!scheme_fits(
+            KeyKind::Ed25519,
+            SignatureScheme::RsaPkcs1Sha256
+        ));
+        Ok(())
+    }
+}
