@@ -317,12 +317,13 @@ impl Coffer {
             .header("content-type")
             .unwrap_or_default()
             .to_string();
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         response
             .into_reader()
             .take(64 << 20)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
             status,
