@@ -7,21 +7,7 @@
     reason = "tests"
 )]
 
-use std::process::Output;
-
-use coffer_tests::{Coffer, Value, json};
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .trim_end()
-        .to_string()
-}
+use coffer_tests::{Coffer, Value, json, stdout};
 
 #[test]
 fn write_read_list_delete_round_trip() {

@@ -7,27 +7,14 @@
     reason = "tests"
 )]
 
-use std::process::Output;
 use std::time::Duration;
 
 use coffer_tests::{
     Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, Value, eventually, fixtures_config, json,
-    temp_dir,
+    stdout, temp_dir,
 };
 
 const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{{name}}\";";
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .trim_end()
-        .to_string()
-}
 
 fn config_server(extra: &str) -> (Coffer, Vec<String>) {
     let mut coffer = Coffer::with_config(

@@ -11,21 +11,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use coffer_tests::{Coffer, Value, free_port, json, temp_dir};
+use coffer_tests::{Coffer, Value, free_port, json, stdout, temp_dir};
 
 const ROLE_DOMAINS: &str = "grade-api.svc.cluster.local,grade-api.grade-api.svc.cluster.local";
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .trim_end()
-        .to_string()
-}
 
 fn openssl(dir: &Path, args: &[&str]) -> Output {
     Command::new("openssl")

@@ -11,6 +11,10 @@ use std::sync::RwLock;
 
 use redb::{Database, TableDefinition};
 
+/// redb's page cache. Its default (1 GiB) would let resident memory grow with the data
+/// set — millions of leases — instead of staying bounded; hot pages fit in far less.
+pub const STORAGE_CACHE_BYTES: usize = 64 << 20;
+
 /// The one redb table Coffer uses.
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 
@@ -104,7 +108,10 @@ impl FileBackend {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(BackendError::from_display)?;
         }
-        let database = Database::create(path).map_err(BackendError::from_display)?;
+        let database = redb::Builder::new()
+            .set_cache_size(STORAGE_CACHE_BYTES)
+            .create(path)
+            .map_err(BackendError::from_display)?;
         let txn = database.begin_write().map_err(BackendError::from_display)?;
         txn.open_table(ENTRIES)
             .map_err(BackendError::from_display)?;

@@ -19,6 +19,19 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::{Value, json};
 
+/// A command's stdout (trailing whitespace trimmed), failing the test if it failed.
+pub fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string()
+}
+
 /// Root token used by dev-mode servers.
 pub const DEV_TOKEN: &str = "root";
 /// How long a server may take to answer its first request (first run compiles components).
@@ -215,6 +228,11 @@ impl Coffer {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// What the server logged so far.

@@ -17,15 +17,7 @@ pub const DEFAULT_RENEW: &str = "ALTER ROLE \"{{name}}\" VALID UNTIL '{{expirati
 pub const DEFAULT_ROTATION: &str = "ALTER ROLE \"{{username}}\" WITH PASSWORD '{{password}}';";
 
 /// Turns a host SQL error into what the API caller sees.
-pub fn sql_error(error: HostError) -> EngineError {
-    match error {
-        HostError::Denied(m) => EngineError::PermissionDenied(m),
-        HostError::NotFound => EngineError::NotFound,
-        HostError::Invalid(m) => EngineError::InvalidRequest(m),
-        HostError::Unavailable(m) => EngineError::Upstream(m),
-        HostError::Internal(m) => EngineError::Internal(m),
-    }
-}
+pub use coffer_sdk::storage::host_error as sql_error;
 
 /// An open connection to one configured database.
 pub struct Database {

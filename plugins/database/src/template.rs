@@ -348,24 +348,9 @@ pub fn escape_url_component(text: &str) -> String {
 
 /// `allowed_roles` matching: `*` allows all; entries may use `*` as a glob.
 pub fn role_allowed(allowed: &[String], role: &str) -> bool {
-    allowed.iter().any(|pattern| glob(pattern, role))
-}
-
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(tail) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            (0..=tail.len())
-                .filter(|i| tail.is_char_boundary(*i))
-                .any(|i| glob(rest, tail.get(i..).unwrap_or_default()))
-        }
-    }
+    allowed
+        .iter()
+        .any(|pattern| coffer_sdk::glob(pattern, role))
 }
 
 #[cfg(test)]

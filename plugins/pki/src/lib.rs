@@ -62,20 +62,7 @@ pub fn go_duration(secs: u64) -> String {
     }
 }
 
-/// `*` glob match.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(tail) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|i| tail.is_char_boundary(*i))
-                .any(|i| glob(rest, tail.get(i..).unwrap_or_default()))
-        }
-    }
-}
+pub use coffer_sdk::glob;
 
 fn now() -> i64 {
     i64::try_from(coffer_sdk::time::unix_now()).unwrap_or(i64::MAX)

@@ -36,20 +36,6 @@ pub fn is_hostname(name: &str) -> bool {
         })
 }
 
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(tail) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|i| tail.is_char_boundary(*i))
-                .any(|i| glob(rest, tail.get(i..).unwrap_or_default()))
-        }
-    }
-}
-
 impl NamePolicy {
     /// Whether the role allows `name` as a common name or DNS SAN.
     pub fn allows(&self, name: &str) -> bool {
@@ -78,7 +64,9 @@ impl NamePolicy {
                 || (self.allow_subdomains
                     && host.len() > domain.len()
                     && host.ends_with(&format!(".{domain}")))
-                || (self.allow_glob_domains && domain.contains('*') && glob(domain, host))
+                || (self.allow_glob_domains
+                    && domain.contains('*')
+                    && coffer_sdk::glob(domain, host))
         })
     }
 }

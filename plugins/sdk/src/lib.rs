@@ -99,6 +99,21 @@ pub mod sql {
     pub use crate::bindings::coffer::host::types::HostError;
 }
 
+/// `*` glob matching (a `*` matches any run of characters), as Vault's allow-lists use.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(tail) = text.strip_prefix(prefix) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| glob(rest, tail.get(i..).unwrap_or_default()))
+        }
+    }
+}
+
 /// Wall-clock helpers for guests.
 pub mod time {
     /// Unix seconds now.

@@ -1,0 +1,765 @@
+//! `coffer-bench`: Coffer vs OpenBao vs in-process limits, in one run.
+//!
+//! ```text
+//! bench/run            # full run: release build, Coffer and OpenBao 2.7.2, every scenario
+//! bench/run --smoke    # CI: Coffer only, tiny counts, whatever build is present
+//! ```
+//! Prints a table and writes `bench/results.json`. Nothing here asserts a time: these are
+//! measurements for BENCHMARKS.md, not tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "benchmark driver: failing loudly is right"
+)]
+
+mod limits;
+mod load;
+
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coffer_tests::{
+    Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, fixtures_config, free_port, json, temp_dir,
+};
+use load::{BodyFn, Stats, Target};
+use serde_json::Value;
+
+const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{{name}}\";";
+
+/// How much work each scenario does.
+struct Scale {
+    concurrency: Vec<usize>,
+    issue_ec: usize,
+    issue_rsa: usize,
+    sign_ec: usize,
+    db_creds: usize,
+    overhead: usize,
+    leases_live: usize,
+    leases_storm: usize,
+    crl_revocations: usize,
+    limit_budget: Duration,
+}
+
+impl Scale {
+    fn full() -> Self {
+        let env = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            concurrency: vec![1, 4, 32],
+            issue_ec: env("BENCH_ISSUE_EC", 3000),
+            issue_rsa: env("BENCH_ISSUE_RSA", 60),
+            sign_ec: env("BENCH_SIGN_EC", 3000),
+            db_creds: env("BENCH_DB_CREDS", 400),
+            overhead: env("BENCH_OVERHEAD", 5000),
+            leases_live: env("BENCH_LEASES_LIVE", 100_000),
+            leases_storm: env("BENCH_LEASES_STORM", 20_000),
+            crl_revocations: env("BENCH_CRL_REVOCATIONS", 20_000),
+            limit_budget: Duration::from_secs(3),
+        }
+    }
+
+    fn smoke() -> Self {
+        Self {
+            concurrency: vec![1, 4],
+            issue_ec: 20,
+            issue_rsa: 2,
+            sign_ec: 20,
+            db_creds: 10,
+            overhead: 50,
+            leases_live: 200,
+            leases_storm: 100,
+            crl_revocations: 2100,
+            limit_budget: Duration::from_millis(200),
+        }
+    }
+}
+
+/// One table row.
+struct Row {
+    scenario: String,
+    server: String,
+    concurrency: usize,
+    stats: Stats,
+    limit: Option<f64>,
+    note: String,
+}
+
+fn blocking(target: &Target, method: &str, path: &str, body: Value) -> Value {
+    let url = format!("{}/v1/{path}", target.addr);
+    let response = ureq::request(method, &url)
+        .set("X-Vault-Token", &target.token)
+        .timeout(Duration::from_secs(120))
+        .send_string(&body.to_string());
+    match response {
+        Ok(response) => response.into_json().unwrap_or(Value::Null),
+        Err(ureq::Error::Status(code, response)) => panic!(
+            "{} {method} {path}: {code} {}",
+            target.name,
+            response.into_string().unwrap_or_default()
+        ),
+        Err(error) => panic!("{} {method} {path}: {error}", target.name),
+    }
+}
+
+/// Same mounts on both servers, over the same Vault API.
+fn configure(target: &Target, pg: &Postgres) -> String {
+    let _ = ureq::request("POST", &format!("{}/v1/sys/mounts/pki", target.addr))
+        .set("X-Vault-Token", &target.token)
+        .send_string(&json!({"type": "pki"}).to_string());
+    let _ = ureq::request("POST", &format!("{}/v1/sys/mounts/database", target.addr))
+        .set("X-Vault-Token", &target.token)
+        .send_string(&json!({"type": "database"}).to_string());
+    blocking(
+        target,
+        "POST",
+        "sys/mounts/pki/tune",
+        json!({"max_lease_ttl": "87600h"}),
+    );
+    let root = blocking(
+        target,
+        "POST",
+        "pki/root/generate/internal",
+        json!({"common_name": "bench-root", "key_type": "ec", "ttl": "8760h"}),
+    );
+    let root_serial = root["data"]["serial_number"]
+        .as_str()
+        .unwrap_or_default()
+        .replace(':', "-");
+    blocking(
+        target,
+        "POST",
+        "pki/roles/ec",
+        json!({"allowed_domains": "bench.local", "allow_subdomains": true, "key_type": "ec", "key_bits": 256, "max_ttl": "72h"}),
+    );
+    blocking(
+        target,
+        "POST",
+        "pki/roles/rsa",
+        json!({"allowed_domains": "bench.local", "allow_subdomains": true, "key_type": "rsa", "key_bits": 2048, "max_ttl": "72h"}),
+    );
+    blocking(
+        target,
+        "POST",
+        "database/config/bench",
+        json!({
+            "plugin_name": "postgresql-database-plugin", "allowed_roles": "*",
+            "connection_url": pg.connection_url("disable"), "username": PG_ROOT_USER, "password": PG_ROOT_PASSWORD,
+        }),
+    );
+    blocking(
+        target,
+        "POST",
+        "database/roles/bench",
+        json!({"db_name": "bench", "creation_statements": [CREATION], "default_ttl": "1h", "max_ttl": "24h"}),
+    );
+    root_serial
+}
+
+fn start_openbao(bin: &str) -> (Child, Target) {
+    let dir = temp_dir("bao");
+    let port = free_port();
+    let config = format!(
+        "storage \"raft\" {{\n  path = \"{0}/raft\"\n  node_id = \"bench\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{port}\"\ncluster_addr = \"http://127.0.0.1:{1}\"\ndisable_mlock = true\n",
+        dir.display(),
+        free_port()
+    );
+    std::fs::create_dir_all(dir.join("raft")).unwrap();
+    std::fs::write(dir.join("bao.hcl"), config).unwrap();
+    let log = std::fs::File::create(dir.join("bao.log")).unwrap();
+    let child = Command::new(bin)
+        .args(["server", "-config"])
+        .arg(dir.join("bao.hcl"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start bao");
+    let addr = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ureq::get(&format!("{addr}/v1/sys/seal-status"))
+        .call()
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "OpenBao did not start; see {}",
+            dir.join("bao.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let init: Value = ureq::put(&format!("{addr}/v1/sys/init"))
+        .send_string(&json!({"secret_shares": 1, "secret_threshold": 1}).to_string())
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let key = init["keys"][0].as_str().unwrap().to_string();
+    ureq::put(&format!("{addr}/v1/sys/unseal"))
+        .send_string(&json!({"key": key}).to_string())
+        .unwrap();
+    let token = init["root_token"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ureq::get(&format!("{addr}/v1/sys/mounts"))
+        .set("X-Vault-Token", &token)
+        .call()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "OpenBao did not become active");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = child.id();
+    (
+        child,
+        Target {
+            name: "openbao".to_string(),
+            addr,
+            token,
+            pid,
+        },
+    )
+}
+
+fn body(f: impl Fn(usize) -> (String, String) + Send + Sync + 'static) -> BodyFn {
+    Arc::new(f)
+}
+
+fn fixed(path: &str, value: Value) -> BodyFn {
+    let (path, text) = (path.to_string(), value.to_string());
+    body(move |_| (path.clone(), text.clone()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let scale = if smoke { Scale::smoke() } else { Scale::full() };
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "bench/results.json".to_string());
+    let bao_bin = if smoke {
+        None
+    } else {
+        std::env::var("BAO_BIN").ok()
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    println!(
+        "machine: {cores} cores, {cpu}; mode: {}",
+        if smoke { "smoke" } else { "full" }
+    );
+
+    let pg = Postgres::start(false);
+    let tables: Vec<String> = (1..=10)
+        .map(|i| format!("CREATE TABLE t{i} (id int, v text)"))
+        .collect();
+    pg.admin("gradedb", &tables.join("; "));
+    pg.admin(
+        "gradedb",
+        &format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {PG_ROOT_USER} WITH GRANT OPTION"),
+    );
+
+    let mut coffer = Coffer::with_config(
+        &temp_dir("bench"),
+        &fixtures_config().replace("revoke_attempts = 3", "revoke_attempts = 6"),
+    );
+    let unseal_keys = coffer.init_and_unseal(1, 1);
+    let coffer_target = Target {
+        name: "coffer".to_string(),
+        addr: coffer.addr.clone(),
+        token: coffer.token.clone(),
+        pid: coffer.pid().unwrap_or(0),
+    };
+    let root_serial = configure(&coffer_target, &pg);
+    let mut targets = vec![coffer_target.clone()];
+    let mut bao = None;
+    if let Some(bin) = &bao_bin {
+        let (child, target) = start_openbao(bin);
+        configure(&target, &pg);
+        targets.push(target);
+        bao = Some(child);
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    let budget = scale.limit_budget;
+    let limit_ec = limits::ec_issue(budget)?;
+    let limit_rsa = limits::rsa_keygen(budget)?;
+    let limit_sign = limits::ecdsa_sign(budget)?;
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={PG_ROOT_USER} password={PG_ROOT_PASSWORD} dbname=gradedb",
+        pg.port
+    );
+    let (limit_create, limit_revoke) = limits::sql(&dsn, scale.db_creds.min(300)).await?;
+    println!(
+        "limits (one core): ec issue {limit_ec:.0}/s, rsa keygen {limit_rsa:.1}/s, ecdsa sign {limit_sign:.0}/s, sql create {limit_create:.0}/s, sql revoke {limit_revoke:.0}/s"
+    );
+
+    for &c in &scale.concurrency {
+        for target in &targets {
+            let stats = load::run(
+                target,
+                "POST",
+                c,
+                scale.issue_ec,
+                false,
+                fixed(
+                    "pki/issue/ec",
+                    json!({"common_name": "x.bench.local", "ttl": "1h"}),
+                ),
+            )
+            .await;
+            rows.push(Row {
+                scenario: "pki-issue-ec".into(),
+                server: target.name.clone(),
+                concurrency: c,
+                stats,
+                limit: Some(limit_ec * cores as f64),
+                note: "limit: keygen+build+sign in-process, all cores".into(),
+            });
+        }
+    }
+    for &c in scale.concurrency.iter().filter(|c| **c <= 4) {
+        for target in &targets {
+            let stats = load::run(
+                target,
+                "POST",
+                c,
+                scale.issue_rsa,
+                false,
+                fixed(
+                    "pki/issue/rsa",
+                    json!({"common_name": "x.bench.local", "ttl": "1h"}),
+                ),
+            )
+            .await;
+            rows.push(Row {
+                scenario: "pki-issue-rsa".into(),
+                server: target.name.clone(),
+                concurrency: c,
+                stats,
+                limit: Some(limit_rsa * c.min(cores) as f64),
+                note: "limit: RSA-2048 keygen on min(c, cores)".into(),
+            });
+        }
+    }
+    let csr = limits::ec_csr()?;
+    for &c in &scale.concurrency {
+        for target in &targets {
+            let stats = load::run(
+                target,
+                "POST",
+                c,
+                scale.sign_ec,
+                false,
+                fixed(
+                    "pki/sign/ec",
+                    json!({"common_name": "sign.bench.local", "csr": csr, "ttl": "1h"}),
+                ),
+            )
+            .await;
+            rows.push(Row {
+                scenario: "pki-sign-ec".into(),
+                server: target.name.clone(),
+                concurrency: c,
+                stats,
+                limit: Some(limit_sign * cores as f64),
+                note: "limit: ECDSA P-256 signatures, all cores".into(),
+            });
+        }
+    }
+    for &c in &scale.concurrency {
+        for target in &targets {
+            let created = load::run(
+                target,
+                "GET",
+                c,
+                scale.db_creds,
+                true,
+                fixed("database/creds/bench", Value::Null),
+            )
+            .await;
+            let leases = Arc::new(created.lease_ids.clone());
+            let revoked = load::run(
+                target,
+                "PUT",
+                c,
+                leases.len(),
+                false,
+                body(move |i| {
+                    (
+                        "sys/leases/revoke".to_string(),
+                        json!({"lease_id": leases[i]}).to_string(),
+                    )
+                }),
+            )
+            .await;
+            rows.push(Row {
+                scenario: "db-creds".into(),
+                server: target.name.clone(),
+                concurrency: c,
+                stats: created,
+                limit: Some(limit_create),
+                note: "limit: same SQL, one persistent connection".into(),
+            });
+            rows.push(Row {
+                scenario: "db-revoke".into(),
+                server: target.name.clone(),
+                concurrency: c,
+                stats: revoked,
+                limit: Some(limit_revoke),
+                note: "limit: same SQL, one persistent connection".into(),
+            });
+        }
+    }
+    let engine = load::run(
+        &coffer_target,
+        "GET",
+        1,
+        scale.overhead,
+        false,
+        fixed("hostile/ok", Value::Null),
+    )
+    .await;
+    let native = load::run(
+        &coffer_target,
+        "GET",
+        1,
+        scale.overhead,
+        false,
+        fixed("sys/health", Value::Null),
+    )
+    .await;
+    let overhead_us = (engine.mean_ms - native.mean_ms) * 1000.0;
+    rows.push(Row {
+        scenario: "engine-overhead".into(),
+        server: "coffer".into(),
+        concurrency: 1,
+        stats: engine,
+        limit: None,
+        note: format!(
+            "{overhead_us:.0} µs/request above native sys/health (mean {:.3} ms)",
+            native.mean_ms
+        ),
+    });
+
+    // lease-scale: live leases, RSS per lease, restart to first request, expiry storm.
+    let rss_before = load::rss(coffer_target.pid);
+    let live = load::run(
+        &coffer_target,
+        "GET",
+        32,
+        scale.leases_live,
+        false,
+        fixed("leasing/creds/scale?ttl=86400", Value::Null),
+    )
+    .await;
+    let rss_after = load::rss(coffer_target.pid);
+    let per_lease = rss_after.saturating_sub(rss_before) as f64 / scale.leases_live.max(1) as f64;
+    rows.push(Row {
+        scenario: "lease-create".into(),
+        server: "coffer".into(),
+        concurrency: 32,
+        stats: live,
+        limit: None,
+        note: format!(
+            "{} live leases; RSS grew {:.0} B/lease",
+            scale.leases_live, per_lease
+        ),
+    });
+    coffer.stop();
+    let restart = Instant::now();
+    coffer.start();
+    coffer.unseal(&unseal_keys);
+    let first = ureq::get(&format!("{}/v1/secret/none", coffer.addr))
+        .set("X-Vault-Token", &coffer.token)
+        .call();
+    let restart_s = restart.elapsed().as_secs_f64();
+    let first_ok = matches!(first, Ok(_) | Err(ureq::Error::Status(404, _)));
+    let coffer_target = Target {
+        pid: coffer.pid().unwrap_or(0),
+        ..coffer_target
+    };
+    if let Some(first) = targets.first_mut() {
+        first.pid = coffer_target.pid;
+    }
+    let restart_stats = Stats {
+        seconds: restart_s,
+        ok: usize::from(first_ok),
+        ..Stats::default()
+    };
+    rows.push(Row {
+        scenario: "lease-restart".into(),
+        server: "coffer".into(),
+        concurrency: 1,
+        stats: restart_stats,
+        limit: None,
+        note: format!(
+            "{restart_s:.2} s from process start to first served request with {} leases",
+            scale.leases_live
+        ),
+    });
+    let api_revoke_rate = rows
+        .iter()
+        .filter(|r| r.scenario == "db-revoke" && r.server == "coffer")
+        .map(|r| r.stats.throughput)
+        .fold(0.0, f64::max);
+    let storm_ttl = 20u64.max((scale.leases_storm / 500) as u64 + 5);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let expire_at = now + storm_ttl;
+    let storm = load::run(
+        &coffer_target,
+        "GET",
+        32,
+        scale.leases_storm,
+        false,
+        body(move |_| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            (
+                format!(
+                    "leasing/creds/storm?ttl={}",
+                    expire_at.saturating_sub(now).max(1)
+                ),
+                String::new(),
+            )
+        }),
+    )
+    .await;
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        < expire_at
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drain_started = Instant::now();
+    let mut during = Stats::default();
+    let mut p99s: Vec<f64> = Vec::new();
+    loop {
+        let batch = load::run(
+            &coffer_target,
+            "GET",
+            4,
+            400,
+            false,
+            fixed("sys/health", Value::Null),
+        )
+        .await;
+        p99s.push(batch.p99_ms);
+        during.ok += batch.ok;
+        during.errors += batch.errors;
+        let remaining = ureq::request(
+            "LIST",
+            &format!("{}/v1/sys/leases/lookup/leasing/creds/storm/", coffer.addr),
+        )
+        .set("X-Vault-Token", &coffer.token)
+        .call();
+        if matches!(remaining, Err(ureq::Error::Status(404, _)))
+            || drain_started.elapsed() > Duration::from_secs(600)
+        {
+            break;
+        }
+    }
+    let drain = drain_started.elapsed().as_secs_f64();
+    during.seconds = drain;
+    during.throughput = scale.leases_storm as f64 / drain.max(1e-9);
+    during.p99_ms = p99s.iter().copied().fold(0.0, f64::max);
+    let _ = storm;
+    rows.push(Row { scenario: "lease-expiry-storm".into(), server: "coffer".into(), concurrency: 4, stats: during, limit: Some(api_revoke_rate), note: format!("{} leases expiring in one second drained in {drain:.1} s; req/s = leases revoked per second; p99 = worst batch p99 of unrelated sys/health during the drain; limit = API revoke rate (db-revoke)", scale.leases_storm) });
+
+    // crl-growth: the cost of the first vs the last 1,000 revocations, then a CRL fetch.
+    let issued = load::run(
+        &coffer_target,
+        "POST",
+        32,
+        scale.crl_revocations,
+        false,
+        fixed(
+            "pki/issue/ec",
+            json!({"common_name": "crl.bench.local", "ttl": "24h"}),
+        ),
+    )
+    .await;
+    let serials: Vec<String> = list_serials(&coffer_target)
+        .into_iter()
+        .filter(|s| *s != root_serial)
+        .collect();
+    let window = 1000.min(serials.len() / 2).max(1);
+    let serials = Arc::new(serials);
+    let first_window = load::run(&coffer_target, "POST", 1, window, false, {
+        let s = serials.clone();
+        body(move |i| {
+            (
+                "pki/revoke".to_string(),
+                json!({"serial_number": s[i]}).to_string(),
+            )
+        })
+    })
+    .await;
+    let middle = serials.len().saturating_sub(window);
+    let _ = load::run(
+        &coffer_target,
+        "POST",
+        8,
+        middle.saturating_sub(window),
+        false,
+        {
+            let s = serials.clone();
+            body(move |i| {
+                (
+                    "pki/revoke".to_string(),
+                    json!({"serial_number": s[window + i]}).to_string(),
+                )
+            })
+        },
+    )
+    .await;
+    let last_window = load::run(&coffer_target, "POST", 1, window, false, {
+        let s = serials.clone();
+        body(move |i| {
+            (
+                "pki/revoke".to_string(),
+                json!({"serial_number": s[middle + i]}).to_string(),
+            )
+        })
+    })
+    .await;
+    let fetch_started = Instant::now();
+    let crl = ureq::get(&format!("{}/v1/pki/crl", coffer.addr))
+        .call()
+        .map(|r| r.into_string().map(|t| t.len()).unwrap_or(0))
+        .unwrap_or(0);
+    let fetch = fetch_started.elapsed().as_secs_f64();
+    let ratio = last_window.mean_ms / first_window.mean_ms.max(1e-9);
+    let _ = issued;
+    rows.push(Row {
+        scenario: "crl-revoke-first-1k".into(),
+        server: "coffer".into(),
+        concurrency: 1,
+        stats: first_window,
+        limit: None,
+        note: format!("{} revocations in total", serials.len()),
+    });
+    rows.push(Row {
+        scenario: "crl-revoke-last-1k".into(),
+        server: "coffer".into(),
+        concurrency: 1,
+        stats: last_window,
+        limit: None,
+        note: format!("last/first = {ratio:.2}; CRL fetch {fetch:.2} s ({crl} bytes)"),
+    });
+
+    print_table(&rows, &targets);
+    write_json(&out, &rows, cores, &cpu, smoke)?;
+    if let Some(mut child) = bao {
+        let _ = child.kill();
+    }
+    if rows
+        .iter()
+        .any(|r| r.stats.ok == 0 && r.scenario != "lease-restart")
+    {
+        anyhow::bail!("a scenario completed no request");
+    }
+    Ok(())
+}
+
+fn list_serials(target: &Target) -> Vec<String> {
+    let value: Value = ureq::request("LIST", &format!("{}/v1/pki/certs", target.addr))
+        .set("X-Vault-Token", &target.token)
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    value["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect()
+}
+
+fn print_table(rows: &[Row], targets: &[Target]) {
+    println!(
+        "\n| scenario | server | c | ok | err | req/s | p50 ms | p99 ms | client CPU | vs OpenBao | vs limit | note |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let peer = rows.iter().find(|r| {
+            r.scenario == row.scenario && r.concurrency == row.concurrency && r.server == "openbao"
+        });
+        let vs_peer = match (row.server.as_str(), peer) {
+            ("coffer", Some(p)) if p.stats.throughput > 0.0 => {
+                format!("{:.2}×", row.stats.throughput / p.stats.throughput)
+            }
+            _ => "–".to_string(),
+        };
+        let vs_limit = row
+            .limit
+            .filter(|l| *l > 0.0)
+            .map(|l| format!("{:.2}×", row.stats.throughput / l))
+            .unwrap_or_else(|| "–".to_string());
+        println!(
+            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.0}% | {} | {} | {} |",
+            row.scenario,
+            row.server,
+            row.concurrency,
+            row.stats.ok,
+            row.stats.errors,
+            row.stats.throughput,
+            row.stats.p50_ms,
+            row.stats.p99_ms,
+            row.stats.client_cpu * 100.0,
+            vs_peer,
+            vs_limit,
+            row.note
+        );
+        if let Some(error) = &row.stats.first_error {
+            println!("|   | first error: {} |", error.replace('|', "/"));
+        }
+    }
+    for target in targets {
+        println!(
+            "peak RSS {}: {:.1} MiB",
+            target.name,
+            load::peak_rss(target.pid) as f64 / (1 << 20) as f64
+        );
+    }
+}
+
+fn write_json(out: &str, rows: &[Row], cores: usize, cpu: &str, smoke: bool) -> anyhow::Result<()> {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({
+            "scenario": r.scenario, "server": r.server, "concurrency": r.concurrency, "ok": r.stats.ok, "errors": r.stats.errors,
+            "throughput": r.stats.throughput, "p50_ms": r.stats.p50_ms, "p99_ms": r.stats.p99_ms, "mean_ms": r.stats.mean_ms,
+            "client_cpu": r.stats.client_cpu, "limit": r.limit, "note": r.note, "first_error": r.stats.first_error,
+        }))
+        .collect();
+    let report = json!({ "cores": cores, "cpu": cpu, "mode": if smoke { "smoke" } else { "full" }, "rows": rows });
+    if let Some(parent) = std::path::Path::new(out).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    println!("wrote {out}");
+    Ok(())
+}
