@@ -611,6 +611,17 @@ impl sql::HostConnection for CallState {
             .collect::<Vec<_>>()
             .join("; ");
         self.with_client(&connection, &summary, async |client| {
+            if statements.iter().all(|(_, values)| values.is_empty()) {
+                // One round trip: PostgreSQL runs a multi-statement simple query as a single
+                // implicit transaction (all or nothing). No explicit BEGIN, so a failure
+                // cannot leave this pooled connection inside an aborted transaction block.
+                let text = statements
+                    .iter()
+                    .map(|(s, _)| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";\n");
+                return client.batch_execute(&text).await.map_err(db_error);
+            }
             let transaction = client.transaction().await.map_err(db_error)?;
             for (statement, values) in &statements {
                 let boxed = params(values);

@@ -84,31 +84,39 @@ impl Database {
     /// what it was granted in every schema and the database, then `DROP ROLE IF EXISTS`.
     /// A role that is already gone is success.
     pub fn drop_user(&self, name: &str) -> Result<(), EngineError> {
-        if !self.role_exists(name)? {
-            return Ok(());
-        }
-        let user = SqlValue::Text(name.to_string());
-        // Needs pg_signal_backend; without it sessions end when they next reconnect.
-        let _ = self.connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
-            std::slice::from_ref(&user),
-        );
-        let schemas = self
+        // One query: does the role exist, which database is this, where was it granted.
+        let rows = self
             .connection
             .query(
-                "SELECT DISTINCT table_schema::text FROM information_schema.role_table_grants WHERE grantee = $1 \
-                 UNION SELECT DISTINCT table_schema::text FROM information_schema.role_column_grants WHERE grantee = $1",
-                std::slice::from_ref(&user),
+                "SELECT current_database()::text, g.nspname::text \
+                 FROM (SELECT oid FROM pg_roles WHERE rolname = $1) r \
+                 LEFT JOIN LATERAL (SELECT DISTINCT n.nspname FROM pg_class c \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = r.oid) \
+                   OR EXISTS (SELECT 1 FROM pg_attribute t, aclexplode(t.attacl) b \
+                     WHERE t.attrelid = c.oid AND t.attacl IS NOT NULL AND b.grantee = r.oid)) g ON true",
+                &[SqlValue::Text(name.to_string())],
             )
             .map_err(sql_error)?;
-        let database = self
-            .connection
-            .query("SELECT current_database()::text", &[])
-            .map_err(sql_error)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Needs pg_signal_backend; without it sessions end when they next reconnect.
+        let _ = self.connection.batch(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}' AND pid <> pg_backend_pid()",
+            name.replace('\'', "''")
+        ));
         let quoted = quote_ident(name);
         let mut statements = Vec::new();
-        for row in schemas {
-            if let Some(SqlValue::Text(schema)) = row.first() {
+        let mut database = None;
+        for row in &rows {
+            if let Some(SqlValue::Text(db)) = row.first() {
+                database = Some(db.clone());
+            }
+            if let Some(SqlValue::Text(schema)) = row
+                .get(1)
+                .filter(|s| !matches!(s, SqlValue::Text(s) if s == "public"))
+            {
                 let schema = quote_ident(schema);
                 statements.push(format!(
                     "REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {schema} FROM {quoted}"
@@ -123,10 +131,10 @@ impl Database {
             "REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {quoted}"
         ));
         statements.push(format!("REVOKE USAGE ON SCHEMA public FROM {quoted}"));
-        if let Some(Some(SqlValue::Text(db))) = database.first().map(|row| row.first()) {
+        if let Some(db) = database {
             statements.push(format!(
                 "REVOKE CONNECT ON DATABASE {} FROM {quoted}",
-                quote_ident(db)
+                quote_ident(&db)
             ));
         }
         statements.push(format!("DROP ROLE IF EXISTS {quoted}"));
