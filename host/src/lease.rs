@@ -569,8 +569,16 @@ impl Scheduler {
                     last_sweep = None;
                     continue;
                 }
-                if let Err(error) = scheduler.clone().dispatch_due(&core) {
-                    tracing::warn!(%error, "lease scheduler pass failed");
+                // Keep passing while batches come back full of due entries.
+                loop {
+                    match scheduler.clone().dispatch_due(&core).await {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "lease scheduler pass failed");
+                            break;
+                        }
+                    }
                 }
                 if last_sweep.is_none_or(|at| at.elapsed() >= WAL_SWEEP_INTERVAL) {
                     last_sweep = Some(std::time::Instant::now());
@@ -581,9 +589,13 @@ impl Scheduler {
         })
     }
 
-    fn dispatch_due(self: Arc<Self>, core: &Arc<Core>) -> Result<(), LeaseError> {
+    /// Hands every due entry of the next batch to the worker pool, waiting for free
+    /// workers rather than for the next tick, so a storm drains at the workers' pace.
+    /// Returns whether the batch was full of due entries (more may be waiting).
+    async fn dispatch_due(self: Arc<Self>, core: &Arc<Core>) -> Result<bool, LeaseError> {
         let now = now_ms();
         let keys = core.barrier.scan(DUE_PREFIX, None, DUE_BATCH)?;
+        let full = keys.len() == DUE_BATCH;
         for key in keys {
             let Some((due, id)) = key
                 .get(DUE_PREFIX.len()..)
@@ -595,34 +607,35 @@ impl Scheduler {
                 continue;
             };
             if due > now {
-                break;
+                return Ok(false);
             }
             let id = id.to_string();
-            {
-                let Ok(mut in_flight) = self.in_flight.lock() else {
-                    return Ok(());
-                };
-                if in_flight.contains(&id) {
-                    continue;
-                }
-                let Ok(permit) = self.workers.clone().try_acquire_owned() else {
-                    break;
-                };
-                in_flight.insert(id.clone());
-                let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
-                tokio::spawn(async move {
-                    let result = expire(&core, &id, due, &key).await;
-                    if let Err(error) = result {
-                        tracing::warn!(lease = %id, %error, "expiry failed");
-                    }
-                    if let Ok(mut in_flight) = scheduler.in_flight.lock() {
-                        in_flight.remove(&id);
-                    }
-                    drop(permit);
-                });
+            let busy = self
+                .in_flight
+                .lock()
+                .map(|set| set.contains(&id))
+                .unwrap_or(true);
+            if busy {
+                continue;
             }
+            let Ok(permit) = self.workers.clone().acquire_owned().await else {
+                return Ok(false);
+            };
+            if let Ok(mut in_flight) = self.in_flight.lock() {
+                in_flight.insert(id.clone());
+            }
+            let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
+            tokio::spawn(async move {
+                if let Err(error) = expire(&core, &id, due, &key).await {
+                    tracing::warn!(lease = %id, %error, "expiry failed");
+                }
+                if let Ok(mut in_flight) = scheduler.in_flight.lock() {
+                    in_flight.remove(&id);
+                }
+                drop(permit);
+            });
         }
-        Ok(())
+        Ok(full)
     }
 }
 

@@ -195,7 +195,11 @@ impl Coffer {
             .env("HOME", &self.home)
             .env("COFFER_PLUGIN_DIR", plugin_dir())
             .env("COFFER_CACHE_DIR", cache_dir())
-            .env("COFFER_LOG", "info,coffer_host=debug")
+            .env(
+                "COFFER_LOG",
+                std::env::var("COFFER_LOG")
+                    .unwrap_or_else(|_| "info,coffer_host=debug".to_string()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
