@@ -96,14 +96,46 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// Crash-safe on-disk storage in one redb file: every `put` and `delete` is its own
-/// committed, fsync'd transaction, so an acknowledged write survives a crash.
+/// Most writes folded into one commit.
+const MAX_GROUP_WRITES: usize = 512;
+
+enum Change {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+struct PendingWrite {
+    change: Change,
+    done: std::sync::mpsc::SyncSender<Result<(), String>>,
+}
+
+/// Crash-safe on-disk storage in one redb file.
+///
+/// Writes are group-committed: each `put` or `delete` queues its change and blocks until
+/// the transaction containing it has committed (fsync'd), so an acknowledged write
+/// survives a crash; a committer thread folds every change queued while the previous
+/// commit was syncing into the next transaction, so concurrent writers share one fsync
+/// instead of queueing for one each.
 pub struct FileBackend {
-    database: Database,
+    database: std::sync::Arc<Database>,
+    writes: std::sync::Mutex<Option<std::sync::mpsc::Sender<PendingWrite>>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FileBackend {
+    fn drop(&mut self) {
+        // Closing the queue ends the committer after the writes already queued.
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.take();
+        }
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
 }
 
 impl FileBackend {
-    /// Opens (or creates) the database file at `path`.
+    /// Opens (or creates) the database file at `path` and starts its committer thread.
     pub fn open(path: &Path) -> Result<Self, BackendError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(BackendError::from_display)?;
@@ -116,8 +148,73 @@ impl FileBackend {
         txn.open_table(ENTRIES)
             .map_err(BackendError::from_display)?;
         txn.commit().map_err(BackendError::from_display)?;
-        Ok(Self { database })
+        let database = std::sync::Arc::new(database);
+        let (sender, receiver) = std::sync::mpsc::channel::<PendingWrite>();
+        let committer = database.clone();
+        let committer = std::thread::Builder::new()
+            .name("coffer-commit".to_string())
+            .spawn(move || commit_loop(&committer, &receiver))
+            .map_err(BackendError::from_display)?;
+        Ok(Self {
+            database,
+            writes: std::sync::Mutex::new(Some(sender)),
+            committer: Some(committer),
+        })
     }
+
+    fn write(&self, change: Change) -> Result<(), BackendError> {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.writes
+            .lock()
+            .map_err(BackendError::from_display)?
+            .as_ref()
+            .ok_or_else(|| BackendError::Storage("storage is closing".to_string()))?
+            .send(PendingWrite { change, done })
+            .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?;
+        wait.recv()
+            .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?
+            .map_err(BackendError::Storage)
+    }
+}
+
+fn commit_loop(database: &Database, receiver: &std::sync::mpsc::Receiver<PendingWrite>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP_WRITES {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let outcome = apply(database, &batch).map_err(|e| e.to_string());
+        for write in batch {
+            let _ = write.done.send(outcome.clone());
+        }
+    }
+}
+
+fn apply(database: &Database, batch: &[PendingWrite]) -> Result<(), BackendError> {
+    let txn = database.begin_write().map_err(BackendError::from_display)?;
+    {
+        let mut table = txn
+            .open_table(ENTRIES)
+            .map_err(BackendError::from_display)?;
+        for write in batch {
+            match &write.change {
+                Change::Put(key, value) => {
+                    table
+                        .insert(key.as_str(), value.as_slice())
+                        .map_err(BackendError::from_display)?;
+                }
+                Change::Delete(key) => {
+                    table
+                        .remove(key.as_str())
+                        .map_err(BackendError::from_display)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(BackendError::from_display)
 }
 
 impl Backend for FileBackend {
@@ -134,33 +231,11 @@ impl Backend for FileBackend {
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
-        let txn = self
-            .database
-            .begin_write()
-            .map_err(BackendError::from_display)?;
-        {
-            let mut table = txn
-                .open_table(ENTRIES)
-                .map_err(BackendError::from_display)?;
-            table
-                .insert(key, value)
-                .map_err(BackendError::from_display)?;
-        }
-        txn.commit().map_err(BackendError::from_display)
+        self.write(Change::Put(key.to_string(), value.to_vec()))
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {
-        let txn = self
-            .database
-            .begin_write()
-            .map_err(BackendError::from_display)?;
-        {
-            let mut table = txn
-                .open_table(ENTRIES)
-                .map_err(BackendError::from_display)?;
-            table.remove(key).map_err(BackendError::from_display)?;
-        }
-        txn.commit().map_err(BackendError::from_display)
+        self.write(Change::Delete(key.to_string()))
     }
 
     fn scan(
@@ -217,6 +292,31 @@ mod tests {
     #[test]
     fn memory_backend_orders_and_scans() -> Result<(), BackendError> {
         exercise(&MemoryBackend::default())
+    }
+
+    #[test]
+    fn concurrent_writers_are_all_committed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("coffer-group-{}", uuid::Uuid::new_v4()));
+        let backend = std::sync::Arc::new(FileBackend::open(&dir.join("coffer.db"))?);
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let backend = backend.clone();
+                std::thread::spawn(move || -> Result<(), BackendError> {
+                    for i in 0..50 {
+                        backend.put(&format!("k/{t}/{i:03}"), b"v")?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().map_err(|_| "writer panicked")??;
+        }
+        drop(backend);
+        let reopened = FileBackend::open(&dir.join("coffer.db"))?;
+        assert_eq!(reopened.scan("k/", None, 1000)?.len(), 400);
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
     }
 
     #[test]
