@@ -165,3 +165,138 @@ fn status_and_errors_exit_non_zero() {
         String::from_utf8_lossy(&vault_env.stderr)
     );
 }
+
+#[test]
+fn tls_listener_serves_the_api_and_the_cli_verifies_it() {
+    let dir = coffer_tests::temp_dir("tls");
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.crt",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(openssl.status.success());
+    let port = coffer_tests::free_port();
+    let config = coffer_tests::fixtures_config()
+        .replace("{addr}", &format!("127.0.0.1:{port}"))
+        .replace("{dir}", &dir.display().to_string())
+        .replace(
+            "{plugins}",
+            &coffer_tests::plugin_dir().display().to_string(),
+        )
+        .replace(
+            "[storage]",
+            &format!(
+                "tls_cert_file = \"{0}/tls.crt\"\ntls_key_file = \"{0}/tls.key\"\n\n[storage]",
+                dir.display()
+            ),
+        );
+    std::fs::write(dir.join("coffer.toml"), config).unwrap();
+    let mut server = std::process::Command::new(coffer_tests::binary())
+        .args([
+            "server",
+            "-config",
+            dir.join("coffer.toml").to_str().unwrap(),
+        ])
+        .env("COFFER_CACHE_DIR", coffer_tests::cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = format!("https://127.0.0.1:{port}");
+    let ca = dir.join("tls.crt");
+    let cli = |args: &[&str], token: &str, ca: Option<&std::path::Path>| {
+        let mut command = std::process::Command::new(coffer_tests::binary());
+        command
+            .args(args)
+            .env("COFFER_ADDR", &address)
+            .env("COFFER_TOKEN", token)
+            .env("HOME", &dir);
+        if let Some(ca) = ca {
+            command.env("COFFER_CACERT", ca);
+        }
+        command.output().unwrap()
+    };
+    assert!(
+        coffer_tests::eventually(std::time::Duration::from_secs(60), || {
+            let status = cli(&["status"], "", Some(&ca));
+            String::from_utf8_lossy(&status.stderr).contains("initialized")
+        }),
+        "the TLS server never answered"
+    );
+    let init: Value = serde_json::from_str(&stdout(&cli(
+        &[
+            "operator",
+            "init",
+            "-key-shares=1",
+            "-key-threshold=1",
+            "-format=json",
+        ],
+        "",
+        Some(&ca),
+    )))
+    .unwrap();
+    let token = init["root_token"].as_str().unwrap();
+    stdout(&cli(
+        &[
+            "operator",
+            "unseal",
+            init["unseal_keys_b64"][0].as_str().unwrap(),
+        ],
+        "",
+        Some(&ca),
+    ));
+    stdout(&cli(
+        &["write", "secret/tls", "over=https"],
+        token,
+        Some(&ca),
+    ));
+    assert_eq!(
+        stdout(&cli(
+            &["read", "-field=over", "secret/tls"],
+            token,
+            Some(&ca)
+        )),
+        "https"
+    );
+    let untrusted = cli(&["read", "secret/tls"], token, None);
+    assert!(
+        !untrusted.status.success(),
+        "the CLI must not trust an unknown CA"
+    );
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("TLS"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    let plain = std::process::Command::new(coffer_tests::binary())
+        .args(["read", "secret/tls"])
+        .env("COFFER_ADDR", format!("http://127.0.0.1:{port}"))
+        .env("COFFER_TOKEN", token)
+        .env("HOME", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plain HTTP must not be served on the TLS listener"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

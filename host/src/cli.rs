@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 
 use crate::fields::go_duration;
@@ -105,7 +104,7 @@ impl Args {
 struct Api {
     address: String,
     token: Option<String>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    ca_cert: Option<PathBuf>,
 }
 
 struct ApiReply {
@@ -122,11 +121,6 @@ impl Api {
             .or_else(|| std::env::var("COFFER_ADDR").ok())
             .or_else(|| std::env::var("VAULT_ADDR").ok())
             .unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
-        if address.starts_with("https://") {
-            return Err(CliError::local(
-                "https addresses are not supported by this CLI yet; use http:// on loopback",
-            ));
-        }
         let token = std::env::var("COFFER_TOKEN")
             .ok()
             .or_else(|| std::env::var("VAULT_TOKEN").ok())
@@ -136,10 +130,15 @@ impl Api {
                     .and_then(|p| std::fs::read_to_string(p).ok())
                     .map(|t| t.trim().to_string())
             });
+        let ca_cert = args
+            .flag("ca-cert")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("COFFER_CACERT").map(PathBuf::from))
+            .or_else(|| std::env::var_os("VAULT_CACERT").map(PathBuf::from));
         Ok(Self {
             address: address.trim_end_matches('/').to_string(),
             token,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            ca_cert,
         })
     }
 
@@ -164,8 +163,7 @@ impl Api {
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| CliError::local(format!("bad request for {url}: {e}")))?;
         let response = self
-            .client
-            .request(request)
+            .send(request)
             .await
             .map_err(|e| CliError::api(format!("Error making API request to {url}: {e}")))?;
         let status = response.status();
@@ -194,6 +192,61 @@ impl Api {
         }
         Ok(ApiReply { status, body, raw })
     }
+}
+
+impl Api {
+    /// One request on a fresh connection, over TLS for `https://` addresses (the server
+    /// certificate and host name are verified against `ca_cert` or the system roots).
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let uri = request.uri().clone();
+        let host = uri.host().ok_or("the address has no host")?.to_string();
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !https {
+            return exchange(TokioIo::new(tcp), request).await;
+        }
+        let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+            .map_err(|e| e.to_string())?;
+        if let Some(ca) = &self.ca_cert {
+            builder
+                .set_ca_file(ca)
+                .map_err(|e| format!("CA certificate {}: {e}", ca.display()))?;
+        }
+        let ssl = builder
+            .build()
+            .configure()
+            .and_then(|c| c.into_ssl(&host))
+            .map_err(|e| e.to_string())?;
+        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+        std::pin::Pin::new(&mut stream)
+            .connect()
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        exchange(TokioIo::new(stream), request).await
+    }
+}
+
+async fn exchange<I>(
+    io: I,
+    request: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn token_file() -> Option<PathBuf> {

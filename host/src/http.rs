@@ -175,12 +175,14 @@ struct Call {
     token: Option<String>,
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves; over TLS when `tls` is given.
 pub async fn serve(
     core: Arc<Core>,
     listener: TcpListener,
+    tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let tls = tls.map(Arc::new);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -194,14 +196,33 @@ pub async fn serve(
                 continue;
             }
         };
-        let core = core.clone();
+        let (core, tls) = (core.clone(), tls.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| handle(core.clone(), request));
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
+            let builder = hyper::server::conn::http1::Builder::new();
+            let outcome = match tls {
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                        return;
+                    };
+                    let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream) else {
+                        return;
+                    };
+                    if let Err(error) = std::pin::Pin::new(&mut stream).accept().await {
+                        tracing::debug!(%error, "TLS handshake failed");
+                        return;
+                    }
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(error) = outcome {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });

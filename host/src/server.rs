@@ -140,7 +140,7 @@ async fn run_dev(args: &ServerArgs) -> anyhow::Result<()> {
     println!("Unseal Key: {unseal_key}");
     println!("Root Token: {root}");
     println!();
-    serve(core, listener).await
+    serve(core, listener, None).await
 }
 
 async fn load_catalog(
@@ -157,13 +157,24 @@ async fn load_catalog(
 
 async fn run_config(path: &Path) -> anyhow::Result<()> {
     let config = ServerConfig::load(path)?;
-    if config.listener.tls_cert_file.is_some() || config.listener.tls_key_file.is_some() {
-        anyhow::bail!(
-            "config file {}: listener TLS (tls_cert_file/tls_key_file) is not implemented yet; \
-             terminate TLS in front of Coffer or listen on loopback",
+    let tls = match (
+        &config.listener.tls_cert_file,
+        &config.listener.tls_key_file,
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).with_context(|| {
+            format!(
+                "config file {}: listener TLS ({} / {})",
+                path.display(),
+                cert.display(),
+                key.display()
+            )
+        })?),
+        _ => anyhow::bail!(
+            "config file {}: set both tls_cert_file and tls_key_file, or neither",
             path.display()
-        );
-    }
+        ),
+    };
     let cache = config
         .cache_directory
         .clone()
@@ -210,14 +221,19 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
     } else {
         "sealed: run `coffer operator unseal`"
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "==> Coffer server started on http://{} ({status})",
+        "==> Coffer server started on {scheme}://{} ({status})",
         listener.local_addr()?
     );
-    serve(core, listener).await
+    serve(core, listener, tls).await
 }
 
-async fn serve(core: Arc<Core>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+async fn serve(
+    core: Arc<Core>,
+    listener: tokio::net::TcpListener,
+    tls: Option<openssl::ssl::SslAcceptor>,
+) -> anyhow::Result<()> {
     let scheduler = Scheduler::spawn(core.clone());
     let shutdown = async {
         let mut terminate =
@@ -228,9 +244,19 @@ async fn serve(core: Arc<Core>, listener: tokio::net::TcpListener) -> anyhow::Re
         }
         tracing::info!("shutting down");
     };
-    crate::http::serve(core, listener, shutdown).await;
+    crate::http::serve(core, listener, tls, shutdown).await;
     scheduler.abort();
     Ok(())
+}
+
+/// A TLS acceptor from a PEM certificate chain and private key (Mozilla "intermediate").
+fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<openssl::ssl::SslAcceptor> {
+    let mut builder =
+        openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls())?;
+    builder.set_certificate_chain_file(cert)?;
+    builder.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
+    builder.check_private_key()?;
+    Ok(builder.build())
 }
 
 /// Writes a file readable only by its owner.
