@@ -909,3 +909,126 @@ fn unauthenticated_fetch_paths_and_raw_bodies() {
         issuers.text
     );
 }
+
+#[test]
+fn sign_self_issued_cross_signs_a_new_root() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("pki-self");
+    tutorial_ca(&coffer, &dir);
+    // A new root made elsewhere (self-signed, so self-issued), as during root rotation.
+    openssl_ok(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=next-root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "next.key",
+            "-out",
+            "next.crt",
+        ],
+    );
+    let next = std::fs::read_to_string(dir.join("next.crt")).unwrap();
+    let reply = coffer.call(
+        "POST",
+        "pki/root/sign-self-issued",
+        Some(json!({"certificate": next})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    std::fs::write(
+        dir.join("cross.pem"),
+        reply.data()["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let names = openssl_ok(
+        &dir,
+        &["x509", "-in", "cross.pem", "-noout", "-subject", "-issuer"],
+    );
+    assert!(
+        names.contains("subject=CN = next-root") && names.contains("issuer=CN = grade-api-root-ca"),
+        "{names}"
+    );
+    assert_eq!(
+        openssl_ok(&dir, &["verify", "-CAfile", "root-ca.crt", "cross.pem"]),
+        "cross.pem: OK"
+    );
+    // A leaf from the new root's key chains to the old root through the cross-signed cert.
+    openssl_ok(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=leaf.next",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ],
+    );
+    openssl_ok(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "next.crt",
+            "-CAkey",
+            "next.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+    assert_eq!(
+        openssl_ok(
+            &dir,
+            &[
+                "verify",
+                "-CAfile",
+                "root-ca.crt",
+                "-untrusted",
+                "cross.pem",
+                "leaf.pem"
+            ]
+        ),
+        "leaf.pem: OK"
+    );
+    // Not self-issued: refused.
+    let leaf = issue(
+        &coffer,
+        json!({"common_name": "x.grade-api.svc.cluster.local", "ttl": "1h"}),
+    );
+    let refused = coffer.call(
+        "POST",
+        "pki/root/sign-self-issued",
+        Some(json!({"certificate": leaf["data"]["certificate"]})),
+    );
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.errors().contains("not self-issued"),
+        "{}",
+        refused.text
+    );
+}

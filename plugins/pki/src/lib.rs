@@ -219,6 +219,18 @@ impl Engine for Pki {
                     .operations(&[Operation::Update]),
             )
             .path(
+                with_ref("root/sign-self-issued")
+                    .field(Field::string(
+                        "certificate",
+                        "PEM self-issued CA certificate.",
+                    ))
+                    .field(Field::bool(
+                        "require_matching_certificate_algorithms",
+                        "Require the issuer's key type.",
+                    ))
+                    .operations(&[Operation::Update]),
+            )
+            .path(
                 path("intermediate/set-signed")
                     .field(Field::string("certificate", "PEM certificate (and chain)."))
                     .operations(&[Operation::Update]),
@@ -361,6 +373,12 @@ impl Engine for Pki {
             (["config", "urls"], _) => write_urls(&req),
             (["root", "generate", _], _) => generate_ca(true, &string("exported"), &req),
             (["intermediate", "generate", _], _) => generate_ca(false, &string("exported"), &req),
+            (["root", "sign-self-issued"], _) => sign_self_issued(
+                &string("issuer_ref"),
+                &string("certificate"),
+                req.bool("require_matching_certificate_algorithms")
+                    .unwrap_or(false),
+            ),
             (["root", "sign-intermediate"], _) => sign_intermediate(&string("issuer_ref"), &req),
             (["intermediate", "set-signed"], _) => set_signed(&string("certificate")),
             (["roles", ..], Operation::List) => respond::list(storage::list("role/")?),
@@ -696,6 +714,47 @@ fn sign_intermediate(issuer_ref: &str, req: &Request) -> Result<Response, Engine
     let mut response = respond::data(data);
     response.warnings = warnings;
     Ok(response)
+}
+
+/// `root/sign-self-issued`: re-signs a self-issued CA certificate (subject = issuer, e.g.
+/// a new root during rotation) with this mount's issuer, keeping its subject, key, serial,
+/// validity and CA constraint.
+fn sign_self_issued(
+    issuer_ref: &str,
+    certificate: &str,
+    matching: bool,
+) -> Result<Response, EngineError> {
+    let issuer = resolve_issuer(issuer_ref)?;
+    let der = pem_blocks(certificate, "CERTIFICATE")
+        .map_err(invalid)?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let info = parse_cert(&der).map_err(invalid)?;
+    if !info.self_issued {
+        return Err(invalid(
+            "the certificate is not self-issued (its subject and issuer differ)",
+        ));
+    }
+    if !info.is_ca {
+        return Err(invalid("the certificate is not a CA certificate"));
+    }
+    if matching && issuer_cert(&issuer)?.key.family.type_name() != info.key.family.type_name() {
+        return Err(invalid(
+            "the certificate's key type differs from the issuer's (require_matching_certificate_algorithms)",
+        ));
+    }
+    let mut params = ca_params(
+        info.subject.clone(),
+        -1,
+        &info.serial,
+        info.not_before,
+        info.not_after,
+    )?;
+    let certificate = sign_with_issuer(&mut params, &info.key, &issuer)?;
+    Ok(respond::data(
+        json!({ "certificate": pem("CERTIFICATE", certificate.der()), "issuing_ca": issuer.certificate }),
+    ))
 }
 
 /// `intermediate/set-signed`: makes an issuer from a signed certificate whose key we hold.

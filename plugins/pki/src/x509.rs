@@ -218,6 +218,8 @@ pub struct CertInfo {
     pub common_name: String,
     /// Subject key identifier, when the certificate carries one.
     pub subject_key_id: Option<Vec<u8>>,
+    /// Whether issuer and subject are the same name (self-issued).
+    pub self_issued: bool,
 }
 
 /// Parses one DER certificate.
@@ -232,6 +234,7 @@ pub fn parse_cert(der: &[u8]) -> Result<CertInfo, String> {
         is_ca: cert.is_ca(),
         subject: distinguished_name(cert.subject())?,
         common_name: common_name(cert.subject()),
+        self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
         subject_key_id: cert
             .extensions()
             .iter()
