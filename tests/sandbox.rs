@@ -108,11 +108,10 @@ fn guests_get_no_filesystem_and_no_environment() {
     );
 }
 
-#[test]
-fn a_plugin_whose_hash_does_not_match_is_refused() {
-    let dir = temp_dir("catalog");
-    let config = fixtures_config().replacen("sha256 = \"", "sha256 = \"00", 1);
-    let path = dir.join("coffer.toml");
+/// Starts a server from `config` (a fixtures config template) and returns its stderr,
+/// failing the test if it did not refuse to start.
+fn refused_start(label: &str, config: &str) -> String {
+    let dir = temp_dir(label);
     let text = config
         .replace("{addr}", "127.0.0.1:1")
         .replace("{dir}", &dir.display().to_string())
@@ -120,14 +119,26 @@ fn a_plugin_whose_hash_does_not_match_is_refused() {
             "{plugins}",
             &coffer_tests::plugin_dir().display().to_string(),
         );
+    let path = dir.join("coffer.toml");
     std::fs::write(&path, text).unwrap();
     let output = std::process::Command::new(coffer_tests::binary())
         .args(["server", "-config", path.to_str().unwrap()])
         .env("COFFER_CACHE_DIR", coffer_tests::cache_dir())
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the server started with a bad catalog"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_plugin_whose_hash_does_not_match_is_refused() {
+    let stderr = refused_start(
+        "catalog",
+        &fixtures_config().replacen("sha256 = \"", "sha256 = \"00", 1),
+    );
     assert!(
         stderr.contains("sha256 mismatch") && stderr.contains("hostile"),
         "{stderr}"
@@ -136,27 +147,11 @@ fn a_plugin_whose_hash_does_not_match_is_refused() {
 
 #[test]
 fn a_catalog_entry_cannot_escape_the_plugin_directory() {
-    let dir = temp_dir("escape");
     let config = fixtures_config().replace(
         "file = \"coffer_fixture_hostile.wasm\"",
         "file = \"../../../../../../etc/passwd\"",
     );
-    let text = config
-        .replace("{addr}", "127.0.0.1:1")
-        .replace("{dir}", &dir.display().to_string())
-        .replace(
-            "{plugins}",
-            &coffer_tests::plugin_dir().display().to_string(),
-        );
-    let path = dir.join("coffer.toml");
-    std::fs::write(&path, text).unwrap();
-    let output = std::process::Command::new(coffer_tests::binary())
-        .args(["server", "-config", path.to_str().unwrap()])
-        .env("COFFER_CACHE_DIR", coffer_tests::cache_dir())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start("escape", &config);
     assert!(
         stderr.contains("cannot read") && stderr.contains("inside the plugin directory"),
         "{stderr}"

@@ -379,6 +379,14 @@ fn params(values: &[SqlValue]) -> Vec<Box<dyn ToSql + Sync + Send>> {
         .collect()
 }
 
+/// Borrowed views of boxed parameters, as tokio-postgres takes them.
+fn refs(boxed: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    boxed
+        .iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
 fn column(row: &tokio_postgres::Row, index: usize) -> Result<SqlValue, HostError> {
     let column_type = row
         .columns()
@@ -557,10 +565,7 @@ impl sql::HostConnection for CallState {
     ) -> Result<u64, HostError> {
         let boxed = params(&values);
         self.with_client(&connection, &statement, async |client| {
-            let refs: Vec<&(dyn ToSql + Sync)> = boxed
-                .iter()
-                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                .collect();
+            let refs = refs(&boxed);
             client
                 .execute(statement.as_str(), &refs)
                 .await
@@ -576,10 +581,7 @@ impl sql::HostConnection for CallState {
     ) -> Result<Vec<Vec<SqlValue>>, HostError> {
         let boxed = params(&values);
         self.with_client(&connection, &statement, async |client| {
-            let refs: Vec<&(dyn ToSql + Sync)> = boxed
-                .iter()
-                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                .collect();
+            let refs = refs(&boxed);
             let rows = client
                 .query(statement.as_str(), &refs)
                 .await
@@ -625,10 +627,7 @@ impl sql::HostConnection for CallState {
             let transaction = client.transaction().await.map_err(db_error)?;
             for (statement, values) in &statements {
                 let boxed = params(values);
-                let refs: Vec<&(dyn ToSql + Sync)> = boxed
-                    .iter()
-                    .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
+                let refs = refs(&boxed);
                 transaction
                     .execute(statement.as_str(), &refs)
                     .await
