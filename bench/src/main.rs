@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
     let bao_bin = if smoke {
         None
     } else {
-        std::env::var("BAO_BIN").ok()
+        std::env::var("BAO_BIN").ok().filter(|b| !b.is_empty())
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -297,6 +297,14 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut rows: Vec<Row> = Vec::new();
+    // BENCH_ONLY=pki-issue-ec,engine-overhead runs only the scenarios named (by prefix).
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let want = |name: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.iter().any(|p| name.starts_with(p.as_str())))
+    };
     let budget = scale.limit_budget;
     let limit_ec = limits::ec_issue(budget)?;
     let limit_rsa = limits::rsa_keygen(budget)?;
@@ -310,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
         "limits (one core): ec issue {limit_ec:.0}/s, rsa keygen {limit_rsa:.1}/s, ecdsa sign {limit_sign:.0}/s, sql create {limit_create:.0}/s, sql revoke {limit_revoke:.0}/s"
     );
 
-    for &c in &scale.concurrency {
+    for &c in scale.concurrency.iter().filter(|_| want("pki-issue-ec")) {
         for target in &targets {
             let stats = load::run(
                 target,
@@ -334,7 +342,11 @@ async fn main() -> anyhow::Result<()> {
             });
         }
     }
-    for &c in scale.concurrency.iter().filter(|c| **c <= 4) {
+    for &c in scale
+        .concurrency
+        .iter()
+        .filter(|c| **c <= 4 && want("pki-issue-rsa"))
+    {
         for target in &targets {
             let stats = load::run(
                 target,
@@ -359,7 +371,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let csr = limits::ec_csr()?;
-    for &c in &scale.concurrency {
+    for &c in scale.concurrency.iter().filter(|_| want("pki-sign-ec")) {
         for target in &targets {
             let stats = load::run(
                 target,
@@ -383,7 +395,7 @@ async fn main() -> anyhow::Result<()> {
             });
         }
     }
-    for &c in &scale.concurrency {
+    for &c in scale.concurrency.iter().filter(|_| want("db-")) {
         for target in &targets {
             let created = load::run(
                 target,
@@ -427,247 +439,254 @@ async fn main() -> anyhow::Result<()> {
             });
         }
     }
-    let engine = load::run(
-        &coffer_target,
-        "GET",
-        1,
-        scale.overhead,
-        false,
-        fixed("hostile/ok", Value::Null),
-    )
-    .await;
-    let native = load::run(
-        &coffer_target,
-        "GET",
-        1,
-        scale.overhead,
-        false,
-        fixed("sys/health", Value::Null),
-    )
-    .await;
-    let overhead_us = (engine.mean_ms - native.mean_ms) * 1000.0;
-    rows.push(Row {
-        scenario: "engine-overhead".into(),
-        server: "coffer".into(),
-        concurrency: 1,
-        stats: engine,
-        limit: None,
-        note: format!(
-            "{overhead_us:.0} µs/request above native sys/health (mean {:.3} ms)",
-            native.mean_ms
-        ),
-    });
-
-    // lease-scale: live leases, RSS per lease, restart to first request, expiry storm.
-    let rss_before = load::rss(coffer_target.pid);
-    let live = load::run(
-        &coffer_target,
-        "GET",
-        32,
-        scale.leases_live,
-        false,
-        fixed("leasing/creds/scale?ttl=86400", Value::Null),
-    )
-    .await;
-    let rss_after = load::rss(coffer_target.pid);
-    let per_lease = rss_after.saturating_sub(rss_before) as f64 / scale.leases_live.max(1) as f64;
-    rows.push(Row {
-        scenario: "lease-create".into(),
-        server: "coffer".into(),
-        concurrency: 32,
-        stats: live,
-        limit: None,
-        note: format!(
-            "{} live leases; RSS grew {:.0} B/lease",
-            scale.leases_live, per_lease
-        ),
-    });
-    coffer.stop();
-    let restart = Instant::now();
-    coffer.start();
-    coffer.unseal(&unseal_keys);
-    let first = ureq::get(&format!("{}/v1/secret/none", coffer.addr))
-        .set("X-Vault-Token", &coffer.token)
-        .call();
-    let restart_s = restart.elapsed().as_secs_f64();
-    let first_ok = matches!(first, Ok(_) | Err(ureq::Error::Status(404, _)));
-    let coffer_target = Target {
-        pid: coffer.pid().unwrap_or(0),
-        ..coffer_target
-    };
-    if let Some(first) = targets.first_mut() {
-        first.pid = coffer_target.pid;
-    }
-    let restart_stats = Stats {
-        seconds: restart_s,
-        ok: usize::from(first_ok),
-        ..Stats::default()
-    };
-    rows.push(Row {
-        scenario: "lease-restart".into(),
-        server: "coffer".into(),
-        concurrency: 1,
-        stats: restart_stats,
-        limit: None,
-        note: format!(
-            "{restart_s:.2} s from process start to first served request with {} leases",
-            scale.leases_live
-        ),
-    });
-    let api_revoke_rate = rows
-        .iter()
-        .filter(|r| r.scenario == "db-revoke" && r.server == "coffer")
-        .map(|r| r.stats.throughput)
-        .fold(0.0, f64::max);
-    let storm_ttl = 20u64.max((scale.leases_storm / 500) as u64 + 5);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let expire_at = now + storm_ttl;
-    let storm = load::run(
-        &coffer_target,
-        "GET",
-        32,
-        scale.leases_storm,
-        false,
-        body(move |_| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            (
-                format!(
-                    "leasing/creds/storm?ttl={}",
-                    expire_at.saturating_sub(now).max(1)
-                ),
-                String::new(),
-            )
-        }),
-    )
-    .await;
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        < expire_at
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drain_started = Instant::now();
-    let mut during = Stats::default();
-    let mut p99s: Vec<f64> = Vec::new();
-    loop {
-        let batch = load::run(
+    if want("engine-overhead") {
+        let engine = load::run(
             &coffer_target,
             "GET",
-            4,
-            400,
+            1,
+            scale.overhead,
+            false,
+            fixed("hostile/ok", Value::Null),
+        )
+        .await;
+        let native = load::run(
+            &coffer_target,
+            "GET",
+            1,
+            scale.overhead,
             false,
             fixed("sys/health", Value::Null),
         )
         .await;
-        p99s.push(batch.p99_ms);
-        during.ok += batch.ok;
-        during.errors += batch.errors;
-        let remaining = ureq::request(
-            "LIST",
-            &format!("{}/v1/sys/leases/lookup/leasing/creds/storm/", coffer.addr),
-        )
-        .set("X-Vault-Token", &coffer.token)
-        .call();
-        if matches!(remaining, Err(ureq::Error::Status(404, _)))
-            || drain_started.elapsed() > Duration::from_secs(600)
-        {
-            break;
-        }
+        let overhead_us = (engine.mean_ms - native.mean_ms) * 1000.0;
+        rows.push(Row {
+            scenario: "engine-overhead".into(),
+            server: "coffer".into(),
+            concurrency: 1,
+            stats: engine,
+            limit: None,
+            note: format!(
+                "{overhead_us:.0} µs/request above native sys/health (mean {:.3} ms)",
+                native.mean_ms
+            ),
+        });
     }
-    let drain = drain_started.elapsed().as_secs_f64();
-    during.seconds = drain;
-    during.throughput = scale.leases_storm as f64 / drain.max(1e-9);
-    during.p99_ms = p99s.iter().copied().fold(0.0, f64::max);
-    let _ = storm;
-    rows.push(Row { scenario: "lease-expiry-storm".into(), server: "coffer".into(), concurrency: 4, stats: during, limit: Some(api_revoke_rate), note: format!("{} leases expiring in one second drained in {drain:.1} s; req/s = leases revoked per second; p99 = worst batch p99 of unrelated sys/health during the drain; limit = API revoke rate (db-revoke)", scale.leases_storm) });
 
-    // crl-growth: the cost of the first vs the last 1,000 revocations, then a CRL fetch.
-    let issued = load::run(
-        &coffer_target,
-        "POST",
-        32,
-        scale.crl_revocations,
-        false,
-        fixed(
-            "pki/issue/ec",
-            json!({"common_name": "crl.bench.local", "ttl": "24h"}),
-        ),
-    )
-    .await;
-    let serials: Vec<String> = list_serials(&coffer_target)
-        .into_iter()
-        .filter(|s| *s != root_serial)
-        .collect();
-    let window = 1000.min(serials.len() / 2).max(1);
-    let serials = Arc::new(serials);
-    let first_window = load::run(&coffer_target, "POST", 1, window, false, {
-        let s = serials.clone();
-        body(move |i| {
-            (
-                "pki/revoke".to_string(),
-                json!({"serial_number": s[i]}).to_string(),
-            )
-        })
-    })
-    .await;
-    let middle = serials.len().saturating_sub(window);
-    let _ = load::run(
-        &coffer_target,
-        "POST",
-        8,
-        middle.saturating_sub(window),
-        false,
+    if want("lease-") {
+        // lease-scale: live leases, RSS per lease, restart to first request, expiry storm.
+        let rss_before = load::rss(coffer_target.pid);
+        let live = load::run(
+            &coffer_target,
+            "GET",
+            32,
+            scale.leases_live,
+            false,
+            fixed("leasing/creds/scale?ttl=86400", Value::Null),
+        )
+        .await;
+        let rss_after = load::rss(coffer_target.pid);
+        let per_lease =
+            rss_after.saturating_sub(rss_before) as f64 / scale.leases_live.max(1) as f64;
+        rows.push(Row {
+            scenario: "lease-create".into(),
+            server: "coffer".into(),
+            concurrency: 32,
+            stats: live,
+            limit: None,
+            note: format!(
+                "{} live leases; RSS grew {:.0} B/lease",
+                scale.leases_live, per_lease
+            ),
+        });
+        coffer.stop();
+        let restart = Instant::now();
+        coffer.start();
+        coffer.unseal(&unseal_keys);
+        let first = ureq::get(&format!("{}/v1/secret/none", coffer.addr))
+            .set("X-Vault-Token", &coffer.token)
+            .call();
+        let restart_s = restart.elapsed().as_secs_f64();
+        let first_ok = matches!(first, Ok(_) | Err(ureq::Error::Status(404, _)));
+        let coffer_target = Target {
+            pid: coffer.pid().unwrap_or(0),
+            ..coffer_target.clone()
+        };
+        if let Some(first) = targets.first_mut() {
+            first.pid = coffer_target.pid;
+        }
+        let restart_stats = Stats {
+            seconds: restart_s,
+            ok: usize::from(first_ok),
+            ..Stats::default()
+        };
+        rows.push(Row {
+            scenario: "lease-restart".into(),
+            server: "coffer".into(),
+            concurrency: 1,
+            stats: restart_stats,
+            limit: None,
+            note: format!(
+                "{restart_s:.2} s from process start to first served request with {} leases",
+                scale.leases_live
+            ),
+        });
+        let api_revoke_rate = rows
+            .iter()
+            .filter(|r| r.scenario == "db-revoke" && r.server == "coffer")
+            .map(|r| r.stats.throughput)
+            .fold(0.0, f64::max);
+        let storm_ttl = 20u64.max((scale.leases_storm / 500) as u64 + 5);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let expire_at = now + storm_ttl;
+        let storm = load::run(
+            &coffer_target,
+            "GET",
+            32,
+            scale.leases_storm,
+            false,
+            body(move |_| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                (
+                    format!(
+                        "leasing/creds/storm?ttl={}",
+                        expire_at.saturating_sub(now).max(1)
+                    ),
+                    String::new(),
+                )
+            }),
+        )
+        .await;
+        while std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            < expire_at
         {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let drain_started = Instant::now();
+        let mut during = Stats::default();
+        let mut p99s: Vec<f64> = Vec::new();
+        loop {
+            let batch = load::run(
+                &coffer_target,
+                "GET",
+                4,
+                400,
+                false,
+                fixed("sys/health", Value::Null),
+            )
+            .await;
+            p99s.push(batch.p99_ms);
+            during.ok += batch.ok;
+            during.errors += batch.errors;
+            let remaining = ureq::request(
+                "LIST",
+                &format!("{}/v1/sys/leases/lookup/leasing/creds/storm/", coffer.addr),
+            )
+            .set("X-Vault-Token", &coffer.token)
+            .call();
+            if matches!(remaining, Err(ureq::Error::Status(404, _)))
+                || drain_started.elapsed() > Duration::from_secs(600)
+            {
+                break;
+            }
+        }
+        let drain = drain_started.elapsed().as_secs_f64();
+        during.seconds = drain;
+        during.throughput = scale.leases_storm as f64 / drain.max(1e-9);
+        during.p99_ms = p99s.iter().copied().fold(0.0, f64::max);
+        let _ = storm;
+        rows.push(Row { scenario: "lease-expiry-storm".into(), server: "coffer".into(), concurrency: 4, stats: during, limit: Some(api_revoke_rate), note: format!("{} leases expiring in one second drained in {drain:.1} s; req/s = leases revoked per second; p99 = worst batch p99 of unrelated sys/health during the drain; limit = API revoke rate (db-revoke)", scale.leases_storm) });
+    }
+
+    if want("crl-") {
+        // crl-growth: the cost of the first vs the last 1,000 revocations, then a CRL fetch.
+        let issued = load::run(
+            &coffer_target,
+            "POST",
+            32,
+            scale.crl_revocations,
+            false,
+            fixed(
+                "pki/issue/ec",
+                json!({"common_name": "crl.bench.local", "ttl": "24h"}),
+            ),
+        )
+        .await;
+        let serials: Vec<String> = list_serials(&coffer_target)
+            .into_iter()
+            .filter(|s| *s != root_serial)
+            .collect();
+        let window = 1000.min(serials.len() / 2).max(1);
+        let serials = Arc::new(serials);
+        let first_window = load::run(&coffer_target, "POST", 1, window, false, {
             let s = serials.clone();
             body(move |i| {
                 (
                     "pki/revoke".to_string(),
-                    json!({"serial_number": s[window + i]}).to_string(),
+                    json!({"serial_number": s[i]}).to_string(),
                 )
             })
-        },
-    )
-    .await;
-    let last_window = load::run(&coffer_target, "POST", 1, window, false, {
-        let s = serials.clone();
-        body(move |i| {
-            (
-                "pki/revoke".to_string(),
-                json!({"serial_number": s[middle + i]}).to_string(),
-            )
         })
-    })
-    .await;
-    let fetch_started = Instant::now();
-    let crl = ureq::get(&format!("{}/v1/pki/crl", coffer.addr))
-        .call()
-        .map(|r| r.into_string().map(|t| t.len()).unwrap_or(0))
-        .unwrap_or(0);
-    let fetch = fetch_started.elapsed().as_secs_f64();
-    let ratio = last_window.mean_ms / first_window.mean_ms.max(1e-9);
-    let _ = issued;
-    rows.push(Row {
-        scenario: "crl-revoke-first-1k".into(),
-        server: "coffer".into(),
-        concurrency: 1,
-        stats: first_window,
-        limit: None,
-        note: format!("{} revocations in total", serials.len()),
-    });
-    rows.push(Row {
-        scenario: "crl-revoke-last-1k".into(),
-        server: "coffer".into(),
-        concurrency: 1,
-        stats: last_window,
-        limit: None,
-        note: format!("last/first = {ratio:.2}; CRL fetch {fetch:.2} s ({crl} bytes)"),
-    });
+        .await;
+        let middle = serials.len().saturating_sub(window);
+        let _ = load::run(
+            &coffer_target,
+            "POST",
+            8,
+            middle.saturating_sub(window),
+            false,
+            {
+                let s = serials.clone();
+                body(move |i| {
+                    (
+                        "pki/revoke".to_string(),
+                        json!({"serial_number": s[window + i]}).to_string(),
+                    )
+                })
+            },
+        )
+        .await;
+        let last_window = load::run(&coffer_target, "POST", 1, window, false, {
+            let s = serials.clone();
+            body(move |i| {
+                (
+                    "pki/revoke".to_string(),
+                    json!({"serial_number": s[middle + i]}).to_string(),
+                )
+            })
+        })
+        .await;
+        let fetch_started = Instant::now();
+        let crl = ureq::get(&format!("{}/v1/pki/crl", coffer.addr))
+            .call()
+            .map(|r| r.into_string().map(|t| t.len()).unwrap_or(0))
+            .unwrap_or(0);
+        let fetch = fetch_started.elapsed().as_secs_f64();
+        let ratio = last_window.mean_ms / first_window.mean_ms.max(1e-9);
+        let _ = issued;
+        rows.push(Row {
+            scenario: "crl-revoke-first-1k".into(),
+            server: "coffer".into(),
+            concurrency: 1,
+            stats: first_window,
+            limit: None,
+            note: format!("{} revocations in total", serials.len()),
+        });
+        rows.push(Row {
+            scenario: "crl-revoke-last-1k".into(),
+            server: "coffer".into(),
+            concurrency: 1,
+            stats: last_window,
+            limit: None,
+            note: format!("last/first = {ratio:.2}; CRL fetch {fetch:.2} s ({crl} bytes)"),
+        });
+    }
 
     print_table(&rows, &targets);
     write_json(&out, &rows, cores, &cpu, smoke)?;

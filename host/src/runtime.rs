@@ -12,12 +12,14 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::barrier::{BarrierError, View};
@@ -52,6 +54,18 @@ pub const DEFAULT_MEMORY_BYTES: usize = 128 << 20;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Component instances per store: one engine plus the adapters inside it.
 const MAX_INSTANCES: usize = 64;
+/// Engine calls that may run at once; each holds one slot of the instance pool. Further
+/// calls wait for a free slot (they queue; they do not fail).
+pub const ENGINE_SLOTS: u32 = 128;
+/// Core instances, tables and memories per component slot: a Rust wasip2 component is a
+/// main module plus the small shim and fixup modules `wit-component` adds.
+const CORE_PER_SLOT: u32 = 4;
+/// The largest linear memory a slot can hold (the wasm32 limit); per-mount limits are
+/// enforced below it by the store's limiter.
+const SLOT_MEMORY_BYTES: usize = 4 << 30;
+/// Guest memory kept mapped when a slot is freed and zeroed with `memset` instead of
+/// `madvise`, so the next call does not page-fault its stack and first heap pages back in.
+const KEEP_RESIDENT_BYTES: usize = 256 << 10;
 
 /// Per-call limits, from the mount's config.
 #[derive(Clone, Copy, Debug)]
@@ -173,6 +187,38 @@ pub struct Runtime {
     engine: wasmtime::Engine,
     linker: Linker<CallState>,
     cache_dir: Option<PathBuf>,
+    slots: Slots,
+}
+
+/// A counting semaphore over the instance pool's slots, for the blocking threads that run
+/// engine calls: a call waits here rather than failing when every slot is busy.
+struct Slots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+/// One held slot; released on drop (after the call's `Store`, declared later, is gone).
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn acquire(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Runtime {
@@ -183,6 +229,23 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // Pooling allocator: every call instantiates afresh (isolation), so instantiation is
+        // on the hot path. Pre-reserved slots with copy-on-write memory images make it a
+        // few microseconds instead of an mmap/munmap of the whole instance per call.
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(ENGINE_SLOTS)
+            .total_core_instances(ENGINE_SLOTS * CORE_PER_SLOT)
+            .total_memories(ENGINE_SLOTS * CORE_PER_SLOT)
+            .total_tables(ENGINE_SLOTS * CORE_PER_SLOT)
+            .total_stacks(ENGINE_SLOTS)
+            .max_memory_size(SLOT_MEMORY_BYTES)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
+        if std::env::var("NOPOOL").is_err() {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        config.memory_init_cow(true);
         let engine = wasmtime::Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
@@ -209,6 +272,10 @@ impl Runtime {
             engine,
             linker,
             cache_dir,
+            slots: Slots {
+                free: Mutex::new(ENGINE_SLOTS),
+                freed: Condvar::new(),
+            },
         }))
     }
 
@@ -349,6 +416,7 @@ impl Runtime {
         body: impl FnOnce(&bindings::AllCapabilities, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, RuntimeError> {
         let limits = context.limits;
+        let _slot = self.slots.acquire();
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
