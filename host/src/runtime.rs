@@ -242,9 +242,7 @@ impl Runtime {
             .table_elements(MAX_TABLE_ELEMENTS)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(KEEP_RESIDENT_BYTES);
-        if std::env::var("NOPOOL").is_err() {
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        }
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config.memory_init_cow(true);
         let engine = wasmtime::Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
