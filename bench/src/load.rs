@@ -45,6 +45,9 @@ pub struct Stats {
     /// Load generator CPU time as a share of one core over the run (shows whether the
     /// client was the bottleneck).
     pub client_cpu: f64,
+    /// Server CPU time (user + system, all threads) per completed request, µs: what one
+    /// request costs the server, whether or not it was saturated.
+    pub server_cpu_us: f64,
     /// First error message seen, if any.
     pub first_error: Option<String>,
     /// `lease_id`s from the responses, when collected.
@@ -52,7 +55,12 @@ pub struct Stats {
 }
 
 fn process_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
+    cpu_seconds("self")
+}
+
+/// CPU time (user + system) a process has used, seconds; 0 when it cannot be read.
+fn cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|text| {
             let fields: Vec<&str> = text.rsplit(") ").next()?.split_whitespace().collect();
@@ -81,6 +89,8 @@ pub async fn run(
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let cpu_before = process_cpu_seconds();
+    let server_pid = target.pid.to_string();
+    let server_before = cpu_seconds(&server_pid);
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
         let (client, next, make, target, method) = (
@@ -174,6 +184,8 @@ pub async fn run(
     stats.client_cpu = (process_cpu_seconds() - cpu_before) / stats.seconds.max(1e-9);
     latencies.sort();
     stats.ok = latencies.len();
+    stats.server_cpu_us =
+        (cpu_seconds(&server_pid) - server_before) * 1e6 / (stats.ok + stats.errors).max(1) as f64;
     stats.throughput = stats.ok as f64 / stats.seconds.max(1e-9);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pick = |q: f64| {

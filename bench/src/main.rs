@@ -52,7 +52,10 @@ impl Scale {
                 .unwrap_or(default)
         };
         Self {
-            concurrency: vec![1, 4, 32],
+            concurrency: std::env::var("BENCH_CONCURRENCY")
+                .ok()
+                .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+                .unwrap_or_else(|| vec![1, 4, 32]),
             issue_ec: env("BENCH_ISSUE_EC", 3000),
             issue_rsa: env("BENCH_ISSUE_RSA", 60),
             sign_ec: env("BENCH_SIGN_EC", 3000),
@@ -719,9 +722,9 @@ fn list_serials(target: &Target) -> Vec<String> {
 
 fn print_table(rows: &[Row], targets: &[Target]) {
     println!(
-        "\n| scenario | server | c | ok | err | req/s | p50 ms | p99 ms | client CPU | vs OpenBao | vs limit | note |"
+        "\n| scenario | server | c | ok | err | req/s | p50 ms | p99 ms | server CPU µs/req | client CPU | vs OpenBao | vs limit | note |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let peer = rows.iter().find(|r| {
             r.scenario == row.scenario && r.concurrency == row.concurrency && r.server == "openbao"
@@ -738,7 +741,7 @@ fn print_table(rows: &[Row], targets: &[Target]) {
             .map(|l| format!("{:.2}×", row.stats.throughput / l))
             .unwrap_or_else(|| "–".to_string());
         println!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.0}% | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0}% | {} | {} | {} |",
             row.scenario,
             row.server,
             row.concurrency,
@@ -747,6 +750,7 @@ fn print_table(rows: &[Row], targets: &[Target]) {
             row.stats.throughput,
             row.stats.p50_ms,
             row.stats.p99_ms,
+            row.stats.server_cpu_us,
             row.stats.client_cpu * 100.0,
             vs_peer,
             vs_limit,
@@ -771,7 +775,7 @@ fn write_json(out: &str, rows: &[Row], cores: usize, cpu: &str, smoke: bool) -> 
         .map(|r| json!({
             "scenario": r.scenario, "server": r.server, "concurrency": r.concurrency, "ok": r.stats.ok, "errors": r.stats.errors,
             "throughput": r.stats.throughput, "p50_ms": r.stats.p50_ms, "p99_ms": r.stats.p99_ms, "mean_ms": r.stats.mean_ms,
-            "client_cpu": r.stats.client_cpu, "limit": r.limit, "note": r.note, "first_error": r.stats.first_error,
+            "client_cpu": r.stats.client_cpu, "server_cpu_us_per_request": r.stats.server_cpu_us, "limit": r.limit, "note": r.note, "first_error": r.stats.first_error,
         }))
         .collect();
     let report = json!({ "cores": cores, "cpu": cpu, "mode": if smoke { "smoke" } else { "full" }, "rows": rows });

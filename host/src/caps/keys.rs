@@ -22,6 +22,7 @@ use wasmtime::component::Resource;
 use zeroize::Zeroizing;
 
 use crate::barrier::View;
+use crate::caps::der;
 use crate::runtime::CallState;
 use crate::runtime::barrier_to_host;
 use crate::runtime::bindings::coffer::host::keys::{self, KeyKind, SignatureScheme};
@@ -80,6 +81,10 @@ fn kind_from_name(name: &str) -> Option<KeyKind> {
 
 fn crypto(error: openssl::error::ErrorStack) -> HostError {
     HostError::Internal(format!("crypto: {error}"))
+}
+
+fn encoding(error: der::DerError) -> HostError {
+    HostError::Internal(format!("key encoding: {error}"))
 }
 
 /// The named curve, built once: constructing an `EcGroup` costs as much as an EC key
@@ -163,7 +168,7 @@ fn digest(scheme: SignatureScheme) -> Option<MessageDigest> {
     }
 }
 
-fn sign_with(
+pub(super) fn sign_with(
     key: &PKey<Private>,
     scheme: SignatureScheme,
     message: &[u8],
@@ -243,7 +248,7 @@ fn public_key(spki: &[u8], scheme: SignatureScheme) -> Result<PKey<Public>, Host
 }
 
 /// Whether `signature` over `message` verifies under the SubjectPublicKeyInfo `spki`.
-fn verify_with(
+pub(super) fn verify_with(
     spki: &[u8],
     scheme: SignatureScheme,
     message: &[u8],
@@ -306,7 +311,7 @@ impl CallState {
                 "a key named {name:?} already exists"
             )));
         }
-        let der = Zeroizing::new(key.private_key_to_pkcs8().map_err(crypto)?);
+        let der = der::pkcs8(&key).map_err(encoding)?;
         let stored = StoredKey {
             kind: kind_name(kind).to_string(),
             exportable,
@@ -435,7 +440,7 @@ impl keys::HostKey for CallState {
     fn public_key_spki(&mut self, handle: Resource<Key>) -> Vec<u8> {
         self.key(&handle)
             .ok()
-            .and_then(|k| k.key.public_key_to_der().ok())
+            .and_then(|k| der::spki(&k.key).ok())
             .unwrap_or_default()
     }
 
@@ -467,7 +472,7 @@ impl keys::HostKey for CallState {
                 key.name
             )));
         }
-        key.key.private_key_to_pkcs8().map_err(crypto)
+        Ok(der::pkcs8(&key.key).map_err(encoding)?.to_vec())
     }
 
     fn drop(&mut self, handle: Resource<Key>) -> wasmtime::Result<()> {

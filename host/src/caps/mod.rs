@@ -6,6 +6,7 @@
 //! write the reserved `wal/` and `_keys/` prefixes directly, and every key and value is
 //! bounded. A call with no storage granted (such as `describe`) is refused every access.
 
+pub mod der;
 pub mod keys;
 pub mod sql;
 
