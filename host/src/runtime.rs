@@ -64,8 +64,12 @@ const CORE_PER_SLOT: u32 = 4;
 /// enforced below it by the store's limiter.
 const SLOT_MEMORY_BYTES: usize = 4 << 30;
 /// Guest memory kept mapped when a slot is freed and zeroed with `memset` instead of
-/// `madvise`, so the next call does not page-fault its stack and first heap pages back in.
-const KEEP_RESIDENT_BYTES: usize = 256 << 10;
+/// `madvise`: the next call does not page-fault it back in, and no TLB-shootdown IPIs
+/// reach the other cores. 2 MiB covers the stack, data and working heap of our engines
+/// (measured: pki/issue at c=32 ~10% faster than with 256 KiB or 8 MiB).
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+/// Freed slots kept warm (with their resident memory) beyond those in use.
+const WARM_SLOTS: u32 = 32;
 
 /// Per-call limits, from the mount's config.
 #[derive(Clone, Copy, Debug)]
@@ -241,7 +245,8 @@ impl Runtime {
             .max_memory_size(SLOT_MEMORY_BYTES)
             .table_elements(MAX_TABLE_ELEMENTS)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES);
+            .table_keep_resident(KEEP_RESIDENT_BYTES)
+            .max_unused_warm_slots(WARM_SLOTS);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config.memory_init_cow(true);
         let engine = wasmtime::Engine::new(&config).map_err(setup)?;

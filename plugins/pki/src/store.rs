@@ -268,12 +268,29 @@ pub fn scheme_for_oid(oid: &str) -> Option<SignatureScheme> {
     }
 }
 
-/// The issuer's certificate, parsed.
+/// The issuer's certificate, parsed. One issuance consults it several times (TTL cap,
+/// signing, chain); parsing is memoized by the PEM text for the rest of this call (every
+/// call runs in a fresh instance, so nothing outlives the request).
 pub fn issuer_cert(issuer: &IssuerEntry) -> Result<crate::x509::CertInfo, EngineError> {
+    thread_local! {
+        static PARSED: std::cell::RefCell<Vec<(String, crate::x509::CertInfo)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let known = PARSED.with_borrow(|parsed| {
+        parsed
+            .iter()
+            .find(|(pem, _)| *pem == issuer.certificate)
+            .map(|(_, info)| info.clone())
+    });
+    if let Some(info) = known {
+        return Ok(info);
+    }
     let der = pem_blocks(&issuer.certificate, "CERTIFICATE").map_err(EngineError::Internal)?;
-    parse_cert(
+    let info = parse_cert(
         der.first()
             .ok_or_else(|| EngineError::Internal("issuer has no certificate".to_string()))?,
     )
-    .map_err(EngineError::Internal)
+    .map_err(EngineError::Internal)?;
+    PARSED.with_borrow_mut(|parsed| parsed.push((issuer.certificate.clone(), info.clone())));
+    Ok(info)
 }
