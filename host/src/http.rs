@@ -1284,7 +1284,6 @@ async fn engine(
     mount: Arc<Mount>,
     rest: String,
 ) -> Result<Reply, ApiError> {
-    let t0 = std::time::Instant::now();
     let loaded = mount.engine.as_ref().map_err(|reason| {
         ApiError::internal(format!(
             "mount {} is unavailable: {reason}",
@@ -1322,7 +1321,6 @@ async fn engine(
     } else {
         Some(authenticate(core, call)?)
     };
-    let t_auth = t0.elapsed();
     let mut typed = Vec::with_capacity(spec.fields.len());
     for field in &spec.fields {
         let captured = captures
@@ -1369,15 +1367,7 @@ async fn engine(
     let runtime = core.runtime.clone();
     let plugin = loaded.plugin.clone();
     let context = core.context(&mount);
-    let t_pre = t0.elapsed();
-    let outcome = tokio::task::block_in_place(move || {
-        let t = std::time::Instant::now();
-        let r = runtime.handle(&plugin, context, &request);
-        (r, t.elapsed())
-    });
-    let (outcome, t_inner) = outcome;
-    let t_call = t0.elapsed();
-    timing::record(t_auth, t_pre, t_inner, t_call);
+    let outcome = tokio::task::block_in_place(move || runtime.handle(&plugin, context, &request));
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Err(engine_error(error)),
@@ -1491,30 +1481,5 @@ mod tests {
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
         assert!(glob_match("ca/*", "ca/pem"));
         assert!(!glob_match("ca", "ca/pem"));
-    }
-}
-
-mod timing {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    use std::time::Duration;
-    static N: AtomicU64 = AtomicU64::new(0);
-    static A: [AtomicU64; 4] = [
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ];
-    pub fn record(a: Duration, b: Duration, c: Duration, d: Duration) {
-        for (i, x) in [a, b, c, d].iter().enumerate() {
-            A[i].fetch_add(x.as_nanos() as u64, Relaxed);
-        }
-        let n = N.fetch_add(1, Relaxed) + 1;
-        if n % 5000 == 0 {
-            let v: Vec<u64> = A.iter().map(|x| x.swap(0, Relaxed) / 5000 / 1000).collect();
-            eprintln!(
-                "TIMING us: auth {} pre {} inner {} after-call {}",
-                v[0], v[1], v[2], v[3]
-            );
-        }
     }
 }
