@@ -348,6 +348,73 @@ fn revoke_prefix_removes_exactly_its_users() {
 }
 
 #[test]
+fn revocation_takes_back_every_kind_of_grant_then_drops_the_user() {
+    let pg = Postgres::start(false);
+    pg.admin(
+        "gradedb",
+        &format!(
+            "CREATE SCHEMA reports; CREATE TABLE reports.daily (day date); \
+             CREATE SEQUENCE reports.ticket; CREATE TABLE reports.untouched (x int); \
+             GRANT ALL ON SCHEMA reports TO {PG_ROOT_USER} WITH GRANT OPTION; \
+             GRANT ALL ON ALL TABLES IN SCHEMA reports TO {PG_ROOT_USER} WITH GRANT OPTION; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA reports TO {PG_ROOT_USER} WITH GRANT OPTION; \
+             GRANT ALL ON DATABASE gradedb TO {PG_ROOT_USER} WITH GRANT OPTION; \
+             GRANT pg_signal_backend TO {PG_ROOT_USER};"
+        ),
+    );
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    // Schema usage, a table in another schema, a sequence, one column of a public table,
+    // and the database itself: DROP ROLE fails while any of them is still granted.
+    let creation = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; \
+        GRANT USAGE ON SCHEMA reports TO \"{{name}}\"; GRANT SELECT, INSERT ON reports.daily TO \"{{name}}\"; \
+        GRANT USAGE ON SEQUENCE reports.ticket TO \"{{name}}\"; GRANT SELECT (student) ON grades TO \"{{name}}\"; \
+        GRANT CONNECT, TEMPORARY ON DATABASE gradedb TO \"{{name}}\";";
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": creation}),
+    );
+    let (lease, user, password, _) = creds(&coffer);
+    let quoted = user.replace('"', "\"\"");
+    assert_eq!(
+        pg.login(&user, &password, "SELECT count(*) FROM reports.daily"),
+        Ok("0".to_string()),
+        "the grants were not in place"
+    );
+    // A session of the user is open while it is revoked.
+    let mut session = pg.hold_session(&user, &password);
+    assert_eq!(
+        coffer
+            .call(
+                "PUT",
+                "sys/leases/revoke",
+                Some(json!({ "lease_id": lease }))
+            )
+            .status,
+        204
+    );
+    assert!(!pg.role_exists(&user), "{user} survived revocation");
+    assert!(
+        pg.login(&user, &password, "SELECT 1").is_err(),
+        "the revoked user can still log in"
+    );
+    // Its open session was ended (the root user holds pg_signal_backend here).
+    let ended = session.wait().unwrap();
+    assert!(!ended.success(), "the held session ran to completion");
+    assert_eq!(
+        pg.admin(
+            "gradedb",
+            &format!(
+                "SELECT count(*) FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid WHERE r.rolname = '{}'",
+                quoted.replace('\'', "''")
+            )
+        ),
+        "0"
+    );
+}
+
+#[test]
 fn scram_verifiers_keep_cleartext_out_of_postgres() {
     let pg = Postgres::start(false);
     let (coffer, _) = config_server("revoke_attempts = 3");

@@ -746,6 +746,40 @@ impl Postgres {
         }
     }
 
+    /// Opens a session as `user` that stays connected (running `pg_sleep`) until the child
+    /// is killed or the server ends it.
+    pub fn hold_session(&self, user: &str, password: &str) -> std::process::Child {
+        let sslmode = if self.tls { "require" } else { "disable" };
+        let child = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t"])
+            .arg(format!(
+                "host=127.0.0.1 port={} user={user} dbname=gradedb sslmode={sslmode}",
+                self.port
+            ))
+            .args(["-c", "SELECT pg_sleep(60)"])
+            .env("PGPASSWORD", password)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.admin(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}'",
+                user.replace('\'', "''")
+            ),
+        ) == "0"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the session of {user} never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
     /// The tutorial's connection URL for this cluster (`{{username}}` templates kept).
     pub fn connection_url(&self, sslmode: &str) -> String {
         format!(

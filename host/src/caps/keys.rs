@@ -110,7 +110,10 @@ pub fn generate_key(kind: KeyKind) -> Result<PKey<Private>, HostError> {
         PKey::from_ec_key(EcKey::generate(curve(nid)?).map_err(crypto)?).map_err(crypto)
     };
     let rsa = |bits: u32| -> Result<PKey<Private>, HostError> {
-        PKey::from_rsa(Rsa::generate(bits).map_err(crypto)?).map_err(crypto)
+        match super::rsa_pool::pool().take(bits) {
+            Some(key) => Ok(key),
+            None => PKey::from_rsa(Rsa::generate(bits).map_err(crypto)?).map_err(crypto),
+        }
     };
     match kind {
         KeyKind::EcdsaP256 => ec(Nid::X9_62_PRIME256V1),

@@ -1,5 +1,6 @@
 //! Host capabilities granted to engine components: `coffer:host/storage` and
-//! `coffer:host/log` here, `coffer:host/sql` in [`sql`] (and `keys` to follow the same shape).
+//! `coffer:host/log` here, `coffer:host/sql` in [`sql`], `coffer:host/keys` in [`keys`]
+//! (with its key encodings in [`der`] and pre-generated RSA keys in [`rsa_pool`]).
 //!
 //! Each capability's per-call state lives in [`State`]; nothing is ambient. Storage is the
 //! mount's barrier [`View`] and nothing else: a guest cannot name a key outside it, cannot
@@ -8,6 +9,7 @@
 
 pub mod der;
 pub mod keys;
+pub mod rsa_pool;
 pub mod sql;
 
 use base64::Engine as _;
