@@ -461,7 +461,18 @@ async fn main() -> anyhow::Result<()> {
             fixed("sys/health", Value::Null),
         )
         .await;
+        // An authenticated native handler: the token lookup every engine request also pays.
+        let authenticated = load::run(
+            &coffer_target,
+            "GET",
+            1,
+            scale.overhead,
+            false,
+            fixed("auth/token/lookup-self", Value::Null),
+        )
+        .await;
         let overhead_us = (engine.mean_ms - native.mean_ms) * 1000.0;
+        let over_authenticated = (engine.mean_ms - authenticated.mean_ms) * 1000.0;
         rows.push(Row {
             scenario: "engine-overhead".into(),
             server: "coffer".into(),
@@ -469,14 +480,25 @@ async fn main() -> anyhow::Result<()> {
             stats: engine,
             limit: None,
             note: format!(
-                "{overhead_us:.0} µs/request above native sys/health (mean {:.3} ms)",
-                native.mean_ms
+                "{overhead_us:.0} µs/request above native sys/health (mean {:.3} ms); {over_authenticated:.0} µs above authenticated native auth/token/lookup-self (mean {:.3} ms)",
+                native.mean_ms, authenticated.mean_ms
             ),
         });
     }
 
     if want("lease-") {
         // lease-scale: live leases, RSS per lease, restart to first request, expiry storm.
+        // Warm up first at the same concurrency, so the marginal RSS per lease is measured,
+        // not the instance pool's slots becoming resident.
+        let _ = load::run(
+            &coffer_target,
+            "GET",
+            32,
+            2000.min(scale.leases_live),
+            false,
+            fixed("leasing/creds/warmup?ttl=86400", Value::Null),
+        )
+        .await;
         let rss_before = load::rss(coffer_target.pid);
         let live = load::run(
             &coffer_target,
