@@ -329,9 +329,16 @@ async fn call_engine(
     let plugin = engine.plugin.clone();
     let runtime = core.runtime.clone();
     let context = core.context(mount);
-    let outcome = tokio::task::spawn_blocking(move || call(&runtime, &plugin, context))
-        .await
-        .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?;
+    let job = move || call(&runtime, &plugin, context);
+    let outcome = if crate::background::active() {
+        crate::background::run(job)
+            .await
+            .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?
+    } else {
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?
+    };
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(LeaseError::Engine(engine_message(&error))),
@@ -388,10 +395,10 @@ async fn revoke_entry(
         ))),
     };
     match outcome {
-        Ok(()) => remove(core, &entry),
+        Ok(()) => offloaded_remove(core, entry).await,
         Err(error) if force => {
             tracing::warn!(lease = %entry.id, %error, "revoke-force: engine failed, deleting the lease entry anyway");
-            remove(core, &entry)
+            offloaded_remove(core, entry).await
         }
         Err(error) => {
             if origin == Origin::Scheduler {
@@ -413,6 +420,15 @@ async fn revoke_entry(
             )))
         }
     }
+}
+
+/// Removes a revoked lease's entries; the storage commit runs off the API workers when
+/// this is background work.
+async fn offloaded_remove(core: &Arc<Core>, entry: LeaseEntry) -> Result<(), LeaseError> {
+    let core = core.clone();
+    crate::background::offload(move || remove(&core, &entry))
+        .await
+        .map_err(|e| LeaseError::Engine(e.to_string()))?
 }
 
 fn schedule_retry(core: &Core, entry: &mut LeaseEntry, error: &str) -> Result<(), LeaseError> {
@@ -625,7 +641,7 @@ impl Scheduler {
                 in_flight.insert(id.clone());
             }
             let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
-            tokio::spawn(async move {
+            tokio::spawn(crate::background::scope(async move {
                 if let Err(error) = expire(&core, &id, due, &key).await {
                     tracing::warn!(lease = %id, %error, "expiry failed");
                 }
@@ -633,7 +649,7 @@ impl Scheduler {
                     in_flight.remove(&id);
                 }
                 drop(permit);
-            });
+            }));
         }
         Ok(full)
     }
@@ -650,7 +666,7 @@ async fn run_periodic(core: &Arc<Core>) {
             engine.plugin.clone(),
             core.context(&mount),
         );
-        match tokio::task::spawn_blocking(move || runtime.periodic(&plugin, context)).await {
+        match crate::background::run(move || runtime.periodic(&plugin, context)).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => {
                 tracing::warn!(mount = %mount.entry.path, error = %engine_message(&error), "periodic failed")
@@ -704,10 +720,9 @@ async fn sweep_wal(core: &Arc<Core>, process_start: u64) {
                 core.context(&mount),
                 entry.kind.clone(),
             );
-            let outcome = tokio::task::spawn_blocking(move || {
-                runtime.rollback(&plugin, context, &kind, &data)
-            })
-            .await;
+            let outcome =
+                crate::background::run(move || runtime.rollback(&plugin, context, &kind, &data))
+                    .await;
             match outcome {
                 Ok(Ok(Ok(()))) => {
                     tracing::info!(mount = %mount.entry.path, kind = %entry.kind, "rolled back an unfinished side effect");
@@ -734,8 +749,8 @@ async fn expire(core: &Arc<Core>, id: &str, due: u64, key: &str) -> Result<(), L
     }
     match load(core, id)? {
         // A stale index key (renewed or already revoked): drop it.
-        Some(entry) if entry.due_ms != due => Ok(core.barrier.delete(key)?),
-        None => Ok(core.barrier.delete(key)?),
+        Some(entry) if entry.due_ms != due => offloaded_delete(core, key).await,
+        None => offloaded_delete(core, key).await,
         Some(entry) => {
             tracing::debug!(lease = %id, "lease due; revoking");
             match revoke_entry(core, entry, false, Origin::Scheduler).await {
@@ -745,6 +760,14 @@ async fn expire(core: &Arc<Core>, id: &str, due: u64, key: &str) -> Result<(), L
             }
         }
     }
+}
+
+async fn offloaded_delete(core: &Arc<Core>, key: &str) -> Result<(), LeaseError> {
+    let (core, key) = (core.clone(), key.to_string());
+    crate::background::offload(move || core.barrier.delete(&key))
+        .await
+        .map_err(|e| LeaseError::Engine(e.to_string()))??;
+    Ok(())
 }
 
 async fn expire_token(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError> {

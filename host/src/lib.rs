@@ -5,6 +5,7 @@
 //! The `cli` module is the `coffer` command's client side; `server` wires a process.
 
 pub mod backend;
+pub mod background;
 pub mod barrier;
 pub mod caps;
 pub mod catalog;
