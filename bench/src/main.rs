@@ -39,6 +39,7 @@ struct Scale {
     overhead: usize,
     leases_live: usize,
     leases_storm: usize,
+    token_leases: usize,
     crl_revocations: usize,
     limit_budget: Duration,
 }
@@ -63,6 +64,7 @@ impl Scale {
             overhead: env("BENCH_OVERHEAD", 5000),
             leases_live: env("BENCH_LEASES_LIVE", 100_000),
             leases_storm: env("BENCH_LEASES_STORM", 20_000),
+            token_leases: env("BENCH_TOKEN_LEASES", 100_000),
             crl_revocations: env("BENCH_CRL_REVOCATIONS", 20_000),
             limit_budget: Duration::from_secs(3),
         }
@@ -78,6 +80,7 @@ impl Scale {
             overhead: 50,
             leases_live: 200,
             leases_storm: 100,
+            token_leases: 200,
             crl_revocations: 2100,
             limit_budget: Duration::from_millis(200),
         }
@@ -154,6 +157,8 @@ fn configure(target: &Target, pg: &Postgres) -> String {
         json!({
             "plugin_name": "postgresql-database-plugin", "allowed_roles": "*",
             "connection_url": pg.connection_url("disable"), "username": PG_ROOT_USER, "password": PG_ROOT_PASSWORD,
+            // BENCH_PASSWORD_AUTH=scram-sha-256: both servers send SCRAM verifiers, not passwords.
+            "password_authentication": std::env::var("BENCH_PASSWORD_AUTH").unwrap_or_else(|_| "password".to_string()),
         }),
     );
     blocking(
@@ -165,7 +170,72 @@ fn configure(target: &Target, pg: &Postgres) -> String {
     root_serial
 }
 
-fn start_openbao(bin: &str) -> (Child, Target) {
+/// The OpenBao peer: raft storage on disk, loopback, one unseal key.
+struct Bao {
+    bin: String,
+    dir: std::path::PathBuf,
+    addr: String,
+    child: Option<Child>,
+    unseal_key: String,
+}
+
+impl Bao {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("bao.log"))
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .args(["server", "-config"])
+            .arg(self.dir.join("bao.hcl"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bao");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ureq::get(&format!("{}/v1/sys/seal-status", self.addr))
+            .call()
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao did not start; see {}",
+                self.dir.join("bao.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn unseal_and_wait(&self, token: &str) {
+        ureq::put(&format!("{}/v1/sys/unseal", self.addr))
+            .send_string(&json!({"key": self.unseal_key}).to_string())
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while ureq::get(&format!("{}/v1/auth/token/lookup-self", self.addr))
+            .set("X-Vault-Token", token)
+            .call()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "OpenBao did not become active");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+}
+
+fn start_openbao(bin: &str) -> (Bao, Target) {
     let dir = temp_dir("bao");
     let port = free_port();
     let config = format!(
@@ -175,56 +245,29 @@ fn start_openbao(bin: &str) -> (Child, Target) {
     );
     std::fs::create_dir_all(dir.join("raft")).unwrap();
     std::fs::write(dir.join("bao.hcl"), config).unwrap();
-    let log = std::fs::File::create(dir.join("bao.log")).unwrap();
-    let child = Command::new(bin)
-        .args(["server", "-config"])
-        .arg(dir.join("bao.hcl"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start bao");
-    let addr = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ureq::get(&format!("{addr}/v1/sys/seal-status"))
-        .call()
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "OpenBao did not start; see {}",
-            dir.join("bao.log").display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let init: Value = ureq::put(&format!("{addr}/v1/sys/init"))
+    let mut bao = Bao {
+        bin: bin.to_string(),
+        dir,
+        addr: format!("http://127.0.0.1:{port}"),
+        child: None,
+        unseal_key: String::new(),
+    };
+    bao.spawn();
+    let init: Value = ureq::put(&format!("{}/v1/sys/init", bao.addr))
         .send_string(&json!({"secret_shares": 1, "secret_threshold": 1}).to_string())
         .unwrap()
         .into_json()
         .unwrap();
-    let key = init["keys"][0].as_str().unwrap().to_string();
-    ureq::put(&format!("{addr}/v1/sys/unseal"))
-        .send_string(&json!({"key": key}).to_string())
-        .unwrap();
+    bao.unseal_key = init["keys"][0].as_str().unwrap().to_string();
     let token = init["root_token"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ureq::get(&format!("{addr}/v1/sys/mounts"))
-        .set("X-Vault-Token", &token)
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "OpenBao did not become active");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let pid = child.id();
-    (
-        child,
-        Target {
-            name: "openbao".to_string(),
-            addr,
-            token,
-            pid,
-        },
-    )
+    bao.unseal_and_wait(&token);
+    let target = Target {
+        name: "openbao".to_string(),
+        addr: bao.addr.clone(),
+        token,
+        pid: bao.pid(),
+    };
+    (bao, target)
 }
 
 fn body(f: impl Fn(usize) -> (String, String) + Send + Sync + 'static) -> BodyFn {
@@ -283,7 +326,7 @@ async fn main() -> anyhow::Result<()> {
         &fixtures_config().replace("revoke_attempts = 3", "revoke_attempts = 6"),
     );
     let unseal_keys = coffer.init_and_unseal(1, 1);
-    let coffer_target = Target {
+    let mut coffer_target = Target {
         name: "coffer".to_string(),
         addr: coffer.addr.clone(),
         token: coffer.token.clone(),
@@ -532,10 +575,7 @@ async fn main() -> anyhow::Result<()> {
             .call();
         let restart_s = restart.elapsed().as_secs_f64();
         let first_ok = matches!(first, Ok(_) | Err(ureq::Error::Status(404, _)));
-        let coffer_target = Target {
-            pid: coffer.pid().unwrap_or(0),
-            ..coffer_target.clone()
-        };
+        coffer_target.pid = coffer.pid().unwrap_or(0);
         if let Some(first) = targets.first_mut() {
             first.pid = coffer_target.pid;
         }
@@ -629,6 +669,78 @@ async fn main() -> anyhow::Result<()> {
         rows.push(Row { scenario: "lease-expiry-storm".into(), server: "coffer".into(), concurrency: 4, stats: during, limit: Some(api_revoke_rate), note: format!("{} leases expiring in one second drained in {drain:.1} s; req/s = leases revoked per second; p99 = worst batch p99 of unrelated sys/health during the drain; limit = API revoke rate (db-revoke)", scale.leases_storm) });
     }
 
+    // Token leases on both servers: the one cheap kind of lease OpenBao has (each token with
+    // a TTL is tracked by its expiration manager), for the lease-scale contrast.
+    if want("token-") {
+        for target in targets.clone() {
+            let create = |n: usize| {
+                load::run(
+                    &target,
+                    "POST",
+                    32,
+                    n,
+                    false,
+                    fixed("auth/token/create", json!({"ttl": "24h"})),
+                )
+            };
+            let _ = create(2000.min(scale.token_leases)).await;
+            let before = load::rss(target.pid);
+            let created = create(scale.token_leases).await;
+            let per_token = load::rss(target.pid).saturating_sub(before) as f64
+                / scale.token_leases.max(1) as f64;
+            rows.push(Row {
+                scenario: "token-lease-create".into(),
+                server: target.name.clone(),
+                concurrency: 32,
+                stats: created,
+                limit: None,
+                note: format!(
+                    "{} tokens with a 24 h TTL; RSS grew {per_token:.0} B/token",
+                    scale.token_leases
+                ),
+            });
+            let restart = Instant::now();
+            let pid = if target.name == "coffer" {
+                coffer.stop();
+                coffer.start();
+                coffer.unseal(&unseal_keys);
+                coffer.pid().unwrap_or(0)
+            } else if let Some(bao) = bao.as_mut() {
+                bao.stop();
+                bao.spawn();
+                bao.unseal_and_wait(&target.token);
+                bao.pid()
+            } else {
+                0
+            };
+            let served = ureq::get(&format!("{}/v1/auth/token/lookup-self", target.addr))
+                .set("X-Vault-Token", &target.token)
+                .call()
+                .is_ok();
+            let restart_s = restart.elapsed().as_secs_f64();
+            for t in targets.iter_mut().filter(|t| t.name == target.name) {
+                t.pid = pid;
+            }
+            if target.name == "coffer" {
+                coffer_target.pid = pid;
+            }
+            rows.push(Row {
+                scenario: "token-lease-restart".into(),
+                server: target.name.clone(),
+                concurrency: 1,
+                stats: Stats {
+                    seconds: restart_s,
+                    ok: usize::from(served),
+                    ..Stats::default()
+                },
+                limit: None,
+                note: format!(
+                    "{restart_s:.2} s from process start to the first authenticated request served, with the tokens (and every earlier lease) stored"
+                ),
+            });
+        }
+    }
+
     if want("crl-") {
         // crl-growth: the cost of the first vs the last 1,000 revocations, then a CRL fetch.
         let issued = load::run(
@@ -715,12 +827,12 @@ async fn main() -> anyhow::Result<()> {
 
     print_table(&rows, &targets);
     write_json(&out, &rows, cores, &cpu, smoke)?;
-    if let Some(mut child) = bao {
-        let _ = child.kill();
+    if let Some(mut bao) = bao {
+        bao.stop();
     }
     if rows
         .iter()
-        .any(|r| r.stats.ok == 0 && r.scenario != "lease-restart")
+        .any(|r| r.stats.ok == 0 && !r.scenario.ends_with("-restart"))
     {
         anyhow::bail!("a scenario completed no request");
     }

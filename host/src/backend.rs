@@ -171,9 +171,23 @@ impl FileBackend {
             .ok_or_else(|| BackendError::Storage("storage is closing".to_string()))?
             .send(PendingWrite { change, done })
             .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?;
-        wait.recv()
+        let outcome = wait_off_worker(|| wait.recv());
+        outcome
             .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?
             .map_err(BackendError::Storage)
+    }
+}
+
+/// Waits for a durable commit (an fsync, ~1 ms) without holding an async worker thread:
+/// on a multi-thread tokio worker the worker's other tasks move to another thread first.
+/// Anywhere else (engine calls, the background pool, plain threads) it just waits.
+fn wait_off_worker<R>(wait: impl FnOnce() -> R) -> R {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
     }
 }
 
