@@ -213,7 +213,8 @@ impl Bao {
             .send_string(&json!({"key": self.unseal_key}).to_string())
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(600);
-        while ureq::get(&format!("{}/v1/auth/token/lookup-self", self.addr))
+        // sys/mounts answers only once this node is active (lookup-self answers earlier).
+        while ureq::get(&format!("{}/v1/sys/mounts", self.addr))
             .set("X-Vault-Token", token)
             .call()
             .is_err()
