@@ -64,7 +64,12 @@ fn work(receiver: &Mutex<Receiver<Job>>) {
             .unwrap_or_else(PoisonError::into_inner)
             .recv();
         match job {
-            Ok(job) => job(),
+            // A panicking job loses its result (its caller sees `Abandoned`), not the thread.
+            Ok(job) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a background job panicked");
+                }
+            }
             Err(_) => return,
         }
     }
@@ -121,6 +126,16 @@ mod tests {
         )
         .await;
         assert_eq!(results, (0..THREADS * 2).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    #[allow(clippy::panic, reason = "the test needs a job that panics")]
+    async fn a_panicking_job_is_abandoned_and_the_pool_carries_on() {
+        for _ in 0..THREADS + 1 {
+            assert!(run(|| panic!("deliberate")).await.is_err());
+        }
+        let results = futures_join((0..THREADS).map(|i| run(move || i)).collect()).await;
+        assert_eq!(results, (0..THREADS).collect::<Vec<_>>());
     }
 
     async fn futures_join<F: Future<Output = Result<usize, Abandoned>>>(
