@@ -492,34 +492,20 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if want("engine-overhead") {
-        let engine = load::run(
-            &coffer_target,
-            "GET",
-            1,
-            scale.overhead,
-            false,
-            fixed("hostile/ok", Value::Null),
-        )
-        .await;
-        let native = load::run(
-            &coffer_target,
-            "GET",
-            1,
-            scale.overhead,
-            false,
-            fixed("sys/health", Value::Null),
-        )
-        .await;
+        let sequential = |path: &str| {
+            load::run(
+                &coffer_target,
+                "GET",
+                1,
+                scale.overhead,
+                false,
+                fixed(path, Value::Null),
+            )
+        };
+        let engine = sequential("hostile/ok").await;
+        let native = sequential("sys/health").await;
         // An authenticated native handler: the token lookup every engine request also pays.
-        let authenticated = load::run(
-            &coffer_target,
-            "GET",
-            1,
-            scale.overhead,
-            false,
-            fixed("auth/token/lookup-self", Value::Null),
-        )
-        .await;
+        let authenticated = sequential("auth/token/lookup-self").await;
         let overhead_us = (engine.mean_ms - native.mean_ms) * 1000.0;
         let over_authenticated = (engine.mean_ms - authenticated.mean_ms) * 1000.0;
         rows.push(Row {
