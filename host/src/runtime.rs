@@ -234,8 +234,9 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         // Pooling allocator: every call instantiates afresh (isolation), so instantiation is
-        // on the hot path. Pre-reserved slots with copy-on-write memory images make it a
-        // few microseconds instead of an mmap/munmap of the whole instance per call.
+        // on the hot path. Pre-reserved slots with copy-on-write memory images instead of an
+        // mmap/munmap of the whole instance per call: a no-op call costs ~26 µs instead of
+        // ~50 µs (measured in-process).
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(ENGINE_SLOTS)
             .total_core_instances(ENGINE_SLOTS * CORE_PER_SLOT)
