@@ -293,6 +293,8 @@ impl Core {
         if let Ok(mut mounts) = self.mounts.write() {
             mounts.clear();
         }
+        // A sealed server holds no key material: parsed CA keys go with the barrier key.
+        crate::caps::keys::forget_parsed_keys();
         self.barrier.seal();
     }
 

@@ -331,14 +331,13 @@ async fn call_engine(
     let context = core.context(mount);
     let job = move || call(&runtime, &plugin, context);
     let outcome = if crate::background::active() {
-        crate::background::run(job)
-            .await
-            .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?
+        crate::background::run(job).await.map_err(|e| e.to_string())
     } else {
         tokio::task::spawn_blocking(job)
             .await
-            .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?
-    };
+            .map_err(|e| e.to_string())
+    }
+    .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?;
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(LeaseError::Engine(engine_message(&error))),

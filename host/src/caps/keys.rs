@@ -218,6 +218,15 @@ impl ParsedKeys {
     }
 }
 
+/// Drops every cached parsed key (called when the server seals).
+pub fn forget_parsed_keys() {
+    parsed_keys()
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+}
+
 fn parsed_keys() -> &'static ParsedKeys {
     static KEYS: OnceLock<ParsedKeys> = OnceLock::new();
     KEYS.get_or_init(|| ParsedKeys(Mutex::new(HashMap::new())))
@@ -542,6 +551,20 @@ mod tests {
                 Err(HostError::Invalid(_))
             ));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn sealing_forgets_parsed_keys() -> Result<(), HostError> {
+        let der = generate_key(KeyKind::EcdsaP256)?
+            .private_key_to_pkcs8()
+            .map_err(crypto)?;
+        let digest: [u8; 32] = Sha256::digest(&der).into();
+        parsed_keys().decode(&der)?;
+        let cached = |d: &[u8; 32]| parsed_keys().0.lock().is_ok_and(|c| c.contains_key(d));
+        assert!(cached(&digest));
+        forget_parsed_keys();
+        assert!(!cached(&digest));
         Ok(())
     }
 
