@@ -72,17 +72,24 @@ fn memory_hog_is_stopped_at_its_limit() {
 #[test]
 fn concurrent_hostile_requests_do_not_block_healthy_ones() {
     let coffer = server();
+    // More looping guests than the server has async worker threads (one per core): each
+    // yields its thread every epoch tick, so healthy engine calls still run.
+    let looping = 2 * std::thread::available_parallelism().map_or(2, usize::from) + 2;
     std::thread::scope(|scope| {
-        let loops: Vec<_> = (0..2)
+        let loops: Vec<_> = (0..looping)
             .map(|_| scope.spawn(|| coffer.call("GET", "hostile/loop", None).status))
             .collect();
         std::thread::sleep(Duration::from_millis(100));
-        let started = Instant::now();
-        assert_eq!(coffer.call("GET", "secret/canary", None).status, 200);
-        assert!(
-            started.elapsed() < Duration::from_millis(900),
-            "a healthy request waited behind looping guests"
-        );
+        for _ in 0..5 {
+            let started = Instant::now();
+            assert_eq!(coffer.call("GET", "secret/canary", None).status, 200);
+            assert_eq!(coffer.call("GET", "hostile/ok", None).status, 200);
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "healthy requests waited {:?} behind {looping} looping guests",
+                started.elapsed()
+            );
+        }
         for handle in loops {
             assert_eq!(handle.join().unwrap(), 500);
         }

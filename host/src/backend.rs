@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::RwLock;
 
 use redb::{Database, TableDefinition};
@@ -33,6 +34,9 @@ impl BackendError {
     }
 }
 
+/// Resolves once a write is durable.
+pub type Durable = Pin<Box<dyn Future<Output = Result<(), BackendError>> + Send>>;
+
 /// An ordered key-value store.
 pub trait Backend: Send + Sync {
     /// The value at `key`.
@@ -41,6 +45,15 @@ pub trait Backend: Send + Sync {
     fn put(&self, key: &str, value: &[u8]) -> Result<(), BackendError>;
     /// Removes `key`; removing a missing key succeeds.
     fn delete(&self, key: &str) -> Result<(), BackendError>;
+    /// Stores (`Some`) or removes (`None`) `key` without blocking the calling thread while
+    /// the change is flushed: for async callers. The default writes inline.
+    fn write_async(&self, key: &str, value: Option<&[u8]>) -> Durable {
+        let outcome = match value {
+            Some(value) => self.put(key, value),
+            None => self.delete(key),
+        };
+        Box::pin(std::future::ready(outcome))
+    }
     /// Up to `limit` keys that start with `prefix` and sort strictly after `after` (or from
     /// the start of the prefix), in order.
     fn scan(
@@ -106,7 +119,8 @@ enum Change {
 
 struct PendingWrite {
     change: Change,
-    done: std::sync::mpsc::SyncSender<Result<(), String>>,
+    /// Told the commit's outcome (wakes a blocked thread or an awaiting task).
+    done: Box<dyn FnOnce(Result<(), String>) + Send>,
 }
 
 /// Crash-safe on-disk storage in one redb file.
@@ -164,30 +178,30 @@ impl FileBackend {
 
     fn write(&self, change: Change) -> Result<(), BackendError> {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(
+            change,
+            Box::new(move |outcome| {
+                let _ = done.send(outcome);
+            }),
+        )?;
+        let outcome = crate::background::blocking(|| wait.recv());
+        outcome
+            .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?
+            .map_err(BackendError::Storage)
+    }
+
+    fn enqueue(
+        &self,
+        change: Change,
+        done: Box<dyn FnOnce(Result<(), String>) + Send>,
+    ) -> Result<(), BackendError> {
         self.writes
             .lock()
             .map_err(BackendError::from_display)?
             .as_ref()
             .ok_or_else(|| BackendError::Storage("storage is closing".to_string()))?
             .send(PendingWrite { change, done })
-            .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?;
-        let outcome = wait_off_worker(|| wait.recv());
-        outcome
-            .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?
-            .map_err(BackendError::Storage)
-    }
-}
-
-/// Waits for a durable commit (an fsync, ~1 ms) without holding an async worker thread:
-/// on a multi-thread tokio worker the worker's other tasks move to another thread first.
-/// Anywhere else (engine calls, the background pool, plain threads) it just waits.
-fn wait_off_worker<R>(wait: impl FnOnce() -> R) -> R {
-    let on_worker = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if on_worker {
-        tokio::task::block_in_place(wait)
-    } else {
-        wait()
+            .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))
     }
 }
 
@@ -202,7 +216,7 @@ fn commit_loop(database: &Database, receiver: &std::sync::mpsc::Receiver<Pending
         }
         let outcome = apply(database, &batch).map_err(|e| e.to_string());
         for write in batch {
-            let _ = write.done.send(outcome.clone());
+            (write.done)(outcome.clone());
         }
     }
 }
@@ -250,6 +264,26 @@ impl Backend for FileBackend {
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.write(Change::Delete(key.to_string()))
+    }
+
+    fn write_async(&self, key: &str, value: Option<&[u8]>) -> Durable {
+        let change = match value {
+            Some(value) => Change::Put(key.to_string(), value.to_vec()),
+            None => Change::Delete(key.to_string()),
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let queued = self.enqueue(
+            change,
+            Box::new(move |outcome| {
+                let _ = done.send(outcome);
+            }),
+        );
+        Box::pin(async move {
+            queued?;
+            wait.await
+                .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))?
+                .map_err(BackendError::Storage)
+        })
     }
 
     fn scan(

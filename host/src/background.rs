@@ -91,6 +91,20 @@ pub async fn run<R: Send + 'static>(
     result.await.map_err(|_| Abandoned)
 }
 
+/// Runs blocking `work` (waiting for a durable commit, generating an RSA key) without
+/// holding an async worker thread: on a multi-thread tokio worker (an engine call's fiber
+/// included) the worker's other tasks move to another thread first. Anywhere else (the
+/// background pool, plain threads) it just runs.
+pub fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    let in_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if in_runtime {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// Runs blocking `job` (a storage commit, say) on a background thread when the current
 /// task is background work, so it never holds an API worker thread; inline otherwise.
 pub async fn offload<R: Send + 'static>(

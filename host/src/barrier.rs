@@ -254,18 +254,32 @@ impl Barrier {
 
     /// Encrypts and writes `key`.
     pub fn put(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
-        let sealed = {
-            let keyring = self.keyring.read().map_err(|_| BarrierError::Sealed)?;
-            let keyring = keyring.as_ref().ok_or(BarrierError::Sealed)?;
-            seal_with(&keyring.cipher, keyring.term, key, value)?
-        };
-        Ok(self.backend.put(key, &sealed)?)
+        Ok(self.backend.put(key, &self.seal_value(key, value)?)?)
     }
 
     /// Deletes `key`.
     pub fn delete(&self, key: &str) -> Result<(), BarrierError> {
         self.require_unsealed()?;
         Ok(self.backend.delete(key)?)
+    }
+
+    /// [`Barrier::put`] for async callers: the thread is not held while the write is
+    /// flushed.
+    pub async fn put_async(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
+        let sealed = self.seal_value(key, value)?;
+        Ok(self.backend.write_async(key, Some(&sealed)).await?)
+    }
+
+    /// [`Barrier::delete`] for async callers.
+    pub async fn delete_async(&self, key: &str) -> Result<(), BarrierError> {
+        self.require_unsealed()?;
+        Ok(self.backend.write_async(key, None).await?)
+    }
+
+    fn seal_value(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, BarrierError> {
+        let keyring = self.keyring.read().map_err(|_| BarrierError::Sealed)?;
+        let keyring = keyring.as_ref().ok_or(BarrierError::Sealed)?;
+        seal_with(&keyring.cipher, keyring.term, key, value)
     }
 
     /// Up to `limit` full keys under `prefix`, after `after`, in order.
@@ -464,6 +478,16 @@ impl View {
     /// Deletes a view-relative key.
     pub fn delete(&self, key: &str) -> Result<(), BarrierError> {
         self.barrier.delete(&self.full(key))
+    }
+
+    /// Writes a view-relative key without holding the thread while it is flushed.
+    pub async fn put_async(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
+        self.barrier.put_async(&self.full(key), value).await
+    }
+
+    /// Deletes a view-relative key without holding the thread while it is flushed.
+    pub async fn delete_async(&self, key: &str) -> Result<(), BarrierError> {
+        self.barrier.delete_async(&self.full(key)).await
     }
 
     /// Lists one level below a view-relative prefix.

@@ -321,7 +321,7 @@ impl Core {
                     sql: None,
                 };
                 self.runtime
-                    .describe(&plugin, context)
+                    .block_on(self.runtime.describe(&plugin, context))
                     .map_err(|e| e.to_string())
                     .and_then(|spec| compile_spec(plugin, spec))
             }

@@ -1367,10 +1367,8 @@ async fn engine(
     let runtime = core.runtime.clone();
     let plugin = loaded.plugin.clone();
     let context = core.context(&mount);
-    // The call blocks this thread (a guest may run up to its time limit); block_in_place
-    // hands this worker's other tasks to another thread first. Cheaper than spawn_blocking's
-    // two cross-thread wake-ups per request (engine-overhead: ~180 -> ~150 µs).
-    let outcome = tokio::task::block_in_place(move || runtime.handle(&plugin, context, &request));
+    // The guest runs on a fiber on this worker, yielding every epoch tick.
+    let outcome = runtime.handle(&plugin, context, &request).await;
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Err(engine_error(error)),

@@ -299,8 +299,8 @@ pub async fn renew(
         wanted
     };
     let lease_ref = entry.lease_ref(ttl);
-    call_engine(core, &mount, move |runtime, plugin, context| {
-        runtime.renew(plugin, context, &lease_ref)
+    call_engine(core, &mount, async move |runtime, plugin, context| {
+        runtime.renew(plugin, context, &lease_ref).await
     })
     .await?;
     let previous_due = entry.due_ms;
@@ -314,7 +314,7 @@ pub async fn renew(
 async fn call_engine(
     core: &Arc<Core>,
     mount: &Arc<Mount>,
-    call: impl FnOnce(
+    call: impl AsyncFnOnce(
         &crate::runtime::Runtime,
         &crate::runtime::Plugin,
         crate::runtime::CallContext,
@@ -329,15 +329,14 @@ async fn call_engine(
     let plugin = engine.plugin.clone();
     let runtime = core.runtime.clone();
     let context = core.context(mount);
-    let job = move || call(&runtime, &plugin, context);
     let outcome = if crate::background::active() {
-        crate::background::run(job).await.map_err(|e| e.to_string())
-    } else {
-        tokio::task::spawn_blocking(job)
+        // On a niced background thread, which drives the call itself.
+        crate::background::run(move || runtime.block_on(call(&runtime, &plugin, context)))
             .await
-            .map_err(|e| e.to_string())
-    }
-    .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?;
+            .map_err(|e| LeaseError::Engine(format!("engine call aborted: {e}")))?
+    } else {
+        call(&runtime, &plugin, context).await
+    };
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(LeaseError::Engine(engine_message(&error))),
@@ -383,8 +382,8 @@ async fn revoke_entry(
     let outcome = match core.mount_at(&entry.mount) {
         Some(mount) => {
             let lease_ref = entry.lease_ref(0);
-            call_engine(core, &mount, move |runtime, plugin, context| {
-                runtime.revoke(plugin, context, &lease_ref)
+            call_engine(core, &mount, async move |runtime, plugin, context| {
+                runtime.revoke(plugin, context, &lease_ref).await
             })
             .await
         }
@@ -665,7 +664,9 @@ async fn run_periodic(core: &Arc<Core>) {
             engine.plugin.clone(),
             core.context(&mount),
         );
-        match crate::background::run(move || runtime.periodic(&plugin, context)).await {
+        match crate::background::run(move || runtime.block_on(runtime.periodic(&plugin, context)))
+            .await
+        {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => {
                 tracing::warn!(mount = %mount.entry.path, error = %engine_message(&error), "periodic failed")
@@ -719,9 +720,10 @@ async fn sweep_wal(core: &Arc<Core>, process_start: u64) {
                 core.context(&mount),
                 entry.kind.clone(),
             );
-            let outcome =
-                crate::background::run(move || runtime.rollback(&plugin, context, &kind, &data))
-                    .await;
+            let outcome = crate::background::run(move || {
+                runtime.block_on(runtime.rollback(&plugin, context, &kind, &data))
+            })
+            .await;
             match outcome {
                 Ok(Ok(Ok(()))) => {
                     tracing::info!(mount = %mount.entry.path, kind = %entry.kind, "rolled back an unfinished side effect");

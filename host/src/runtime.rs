@@ -12,13 +12,15 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -31,6 +33,11 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/engine",
         world: "coffer:engine/all-capabilities",
+        // Engine calls run on wasmtime fibers inside the async runtime (no thread hand-off
+        // per call). SQL and storage await the database and durable commits there; the
+        // other capabilities are quick and stay synchronous.
+        imports: { "coffer:host/sql": async, "coffer:host/storage": async },
+        exports: { default: async },
         with: {
             "coffer:host/sql.connection": crate::caps::sql::Connection,
             "coffer:host/keys.key": crate::caps::keys::Key,
@@ -191,45 +198,30 @@ pub struct Runtime {
     engine: wasmtime::Engine,
     linker: Linker<CallState>,
     cache_dir: Option<PathBuf>,
-    slots: Slots,
+    /// One permit per slot of the instance pool: a call waits here for a free slot rather
+    /// than failing when every slot is busy.
+    slots: Semaphore,
+    /// The async runtime that drives engine calls made from plain threads.
+    handle: tokio::runtime::Handle,
 }
 
-/// A counting semaphore over the instance pool's slots, for the blocking threads that run
-/// engine calls: a call waits here rather than failing when every slot is busy.
-struct Slots {
-    free: Mutex<u32>,
-    freed: Condvar,
-}
-
-/// One held slot; released on drop (after the call's `Store`, declared later, is gone).
-struct Slot<'a>(&'a Slots);
-
-impl Slots {
-    fn acquire(&self) -> Slot<'_> {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
-            free = self
-                .freed
-                .wait(free)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *free -= 1;
-        Slot(self)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.0.freed.notify_one();
-    }
+/// One instantiated engine, ready for a single call.
+struct Instance<'a> {
+    // Dropped before `_slot`: the store's instance returns to the pool first.
+    store: Store<CallState>,
+    engine: bindings::AllCapabilities,
+    limits: Limits,
+    _slot: SemaphorePermit<'a>,
 }
 
 impl Runtime {
     /// Builds the engine and linker, and starts the epoch ticker. Compiled artifacts are
-    /// cached in `cache_dir` when given.
+    /// cached in `cache_dir` when given. Must be called inside a tokio runtime, which then
+    /// drives the engine calls made from plain threads.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, RuntimeError> {
         let setup = |e: wasmtime::Error| RuntimeError::Setup(e.to_string());
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|e| RuntimeError::Setup(format!("no async runtime: {e}")))?;
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -247,12 +239,13 @@ impl Runtime {
             .table_elements(MAX_TABLE_ELEMENTS)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(KEEP_RESIDENT_BYTES)
-            .max_unused_warm_slots(WARM_SLOTS);
+            .max_unused_warm_slots(WARM_SLOTS)
+            .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config.memory_init_cow(true);
         let engine = wasmtime::Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
         bindings::AllCapabilities::add_to_linker::<CallState, HasSelf<CallState>>(
             &mut linker,
             |s| s,
@@ -276,10 +269,8 @@ impl Runtime {
             engine,
             linker,
             cache_dir,
-            slots: Slots {
-                free: Mutex::new(ENGINE_SLOTS),
-                freed: Condvar::new(),
-            },
+            slots: Semaphore::new(ENGINE_SLOTS as usize),
+            handle,
         }))
     }
 
@@ -340,87 +331,121 @@ impl Runtime {
         Ok(component)
     }
 
+    /// Runs an engine call to completion from synchronous code: a plain thread, a blocking
+    /// thread, or (handing its other tasks off first) an async worker.
+    pub fn block_on<F: Future>(&self, call: F) -> F::Output {
+        crate::background::blocking(|| self.handle.block_on(call))
+    }
+
     /// Calls `schema.describe`.
-    pub fn describe(
+    pub async fn describe(
         &self,
         plugin: &Plugin,
         context: CallContext,
     ) -> Result<BackendSpec, RuntimeError> {
-        self.call(plugin, context, |engine, store| {
-            engine.coffer_engine_schema().call_describe(store)
-        })
+        let mut instance = self.instantiate(plugin, context).await?;
+        let outcome = instance
+            .engine
+            .coffer_engine_schema()
+            .call_describe(&mut instance.store)
+            .await;
+        instance.finish(outcome, plugin)
     }
 
     /// Calls `handler.handle`.
-    pub fn handle(
+    pub async fn handle(
         &self,
         plugin: &Plugin,
         context: CallContext,
         request: &Request,
     ) -> Result<Result<Response, EngineError>, RuntimeError> {
-        self.call(plugin, context, |engine, store| {
-            engine.coffer_engine_handler().call_handle(store, request)
-        })
+        let mut instance = self.instantiate(plugin, context).await?;
+        let outcome = instance
+            .engine
+            .coffer_engine_handler()
+            .call_handle(&mut instance.store, request)
+            .await;
+        instance.finish(outcome, plugin)
     }
 
     /// Calls `leases.renew`.
-    pub fn renew(
+    pub async fn renew(
         &self,
         plugin: &Plugin,
         context: CallContext,
         lease: &LeaseRef,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, |engine, store| {
-            engine.coffer_engine_leases().call_renew(store, lease)
-        })
+        let mut instance = self.instantiate(plugin, context).await?;
+        let outcome = instance
+            .engine
+            .coffer_engine_leases()
+            .call_renew(&mut instance.store, lease)
+            .await;
+        instance.finish(outcome, plugin)
     }
 
     /// Calls `leases.revoke`.
-    pub fn revoke(
+    pub async fn revoke(
         &self,
         plugin: &Plugin,
         context: CallContext,
         lease: &LeaseRef,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, |engine, store| {
-            engine.coffer_engine_leases().call_revoke(store, lease)
-        })
+        let mut instance = self.instantiate(plugin, context).await?;
+        let outcome = instance
+            .engine
+            .coffer_engine_leases()
+            .call_revoke(&mut instance.store, lease)
+            .await;
+        instance.finish(outcome, plugin)
     }
 
     /// Calls `maintenance.periodic`.
-    pub fn periodic(
+    pub async fn periodic(
         &self,
         plugin: &Plugin,
         context: CallContext,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, |engine, store| {
-            engine.coffer_engine_maintenance().call_periodic(store)
-        })
+        let mut instance = self.instantiate(plugin, context).await?;
+        let outcome = instance
+            .engine
+            .coffer_engine_maintenance()
+            .call_periodic(&mut instance.store)
+            .await;
+        instance.finish(outcome, plugin)
     }
 
     /// Calls `maintenance.rollback`.
-    pub fn rollback(
+    pub async fn rollback(
         &self,
         plugin: &Plugin,
         context: CallContext,
         kind: &str,
         data: &[u8],
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, |engine, store| {
-            engine
-                .coffer_engine_maintenance()
-                .call_rollback(store, kind, data)
-        })
+        let mut instance = self.instantiate(plugin, context).await?;
+        let outcome = instance
+            .engine
+            .coffer_engine_maintenance()
+            .call_rollback(&mut instance.store, kind, data)
+            .await;
+        instance.finish(outcome, plugin)
     }
 
-    fn call<R>(
+    /// A fresh instance of `plugin` in its own store, holding a slot of the pool. The
+    /// guest runs on a fiber: every epoch tick it yields to the async runtime, so a long
+    /// call shares its worker thread, and past its deadline it traps.
+    async fn instantiate(
         &self,
         plugin: &Plugin,
         context: CallContext,
-        body: impl FnOnce(&bindings::AllCapabilities, &mut Store<CallState>) -> wasmtime::Result<R>,
-    ) -> Result<R, RuntimeError> {
+    ) -> Result<Instance<'_>, RuntimeError> {
         let limits = context.limits;
-        let _slot = self.slots.acquire();
+        let slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
@@ -437,16 +462,44 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = limits.call_timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
-        let outcome = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|engine| body(&engine, &mut store));
+        let deadline = Instant::now() + limits.call_timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+        let instantiated = plugin.pre.instantiate_async(&mut store).await;
+        match instantiated {
+            Ok(engine) => Ok(Instance {
+                store,
+                engine,
+                limits,
+                _slot: slot,
+            }),
+            Err(error) => Err(classify(
+                error,
+                store.data().limiter.refused,
+                limits,
+                &plugin.name,
+            )),
+        }
+    }
+}
+
+impl Instance<'_> {
+    fn finish<R>(self, outcome: wasmtime::Result<R>, plugin: &Plugin) -> Result<R, RuntimeError> {
         outcome.map_err(|error| {
-            let memory_refused = store.data().limiter.refused;
-            classify(error, memory_refused, limits, &plugin.name)
+            classify(
+                error,
+                self.store.data().limiter.refused,
+                self.limits,
+                &plugin.name,
+            )
         })
     }
 }

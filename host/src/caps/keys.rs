@@ -112,7 +112,10 @@ pub fn generate_key(kind: KeyKind) -> Result<PKey<Private>, HostError> {
     let rsa = |bits: u32| -> Result<PKey<Private>, HostError> {
         match super::rsa_pool::pool().take(bits) {
             Some(key) => Ok(key),
-            None => PKey::from_rsa(Rsa::generate(bits).map_err(crypto)?).map_err(crypto),
+            // Seconds of CPU at worst: not on an async worker.
+            None => crate::background::blocking(|| {
+                PKey::from_rsa(Rsa::generate(bits).map_err(crypto)?).map_err(crypto)
+            }),
         }
     };
     match kind {

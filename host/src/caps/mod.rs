@@ -129,12 +129,12 @@ impl types::Host for CallState {}
 impl crate::runtime::bindings::coffer::engine::types::Host for CallState {}
 
 impl storage::Host for CallState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, HostError> {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, HostError> {
         check_key(&key, false)?;
         self.caps.view()?.get(&key).map_err(barrier_to_host)
     }
 
-    fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), HostError> {
+    async fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), HostError> {
         check_key(&key, false)?;
         if value.len() > MAX_VALUE_BYTES {
             return Err(HostError::Invalid(format!(
@@ -142,20 +142,28 @@ impl storage::Host for CallState {
                 value.len()
             )));
         }
-        self.caps.view()?.put(&key, &value).map_err(barrier_to_host)
+        self.caps
+            .view()?
+            .put_async(&key, &value)
+            .await
+            .map_err(barrier_to_host)
     }
 
-    fn delete(&mut self, key: String) -> Result<(), HostError> {
+    async fn delete(&mut self, key: String) -> Result<(), HostError> {
         check_key(&key, false)?;
-        self.caps.view()?.delete(&key).map_err(barrier_to_host)
+        self.caps
+            .view()?
+            .delete_async(&key)
+            .await
+            .map_err(barrier_to_host)
     }
 
-    fn list(&mut self, prefix: String) -> Result<Vec<String>, HostError> {
+    async fn list(&mut self, prefix: String) -> Result<Vec<String>, HostError> {
         check_key(&prefix, true)?;
         self.caps.view()?.list(&prefix).map_err(barrier_to_host)
     }
 
-    fn put_wal(&mut self, kind: String, data: Vec<u8>) -> Result<String, HostError> {
+    async fn put_wal(&mut self, kind: String, data: Vec<u8>) -> Result<String, HostError> {
         if data.len() > MAX_VALUE_BYTES || kind.len() > MAX_KEY_BYTES {
             return Err(HostError::Invalid(
                 "write-ahead entry too large".to_string(),
@@ -171,12 +179,13 @@ impl storage::Host for CallState {
         let bytes = serde_json::to_vec(&entry).map_err(|e| HostError::Internal(e.to_string()))?;
         self.caps
             .view()?
-            .put(&format!("{WAL_PREFIX}{id}"), &bytes)
+            .put_async(&format!("{WAL_PREFIX}{id}"), &bytes)
+            .await
             .map_err(barrier_to_host)?;
         Ok(id)
     }
 
-    fn delete_wal(&mut self, id: String) -> Result<(), HostError> {
+    async fn delete_wal(&mut self, id: String) -> Result<(), HostError> {
         if uuid::Uuid::parse_str(&id).is_err() {
             return Err(HostError::Invalid(format!(
                 "{id:?} is not a write-ahead entry id"
@@ -184,7 +193,8 @@ impl storage::Host for CallState {
         }
         self.caps
             .view()?
-            .delete(&format!("{WAL_PREFIX}{id}"))
+            .delete_async(&format!("{WAL_PREFIX}{id}"))
+            .await
             .map_err(barrier_to_host)
     }
 }

@@ -443,13 +443,12 @@ impl CallState {
             .ok_or_else(|| HostError::Denied("this mount has no SQL capability".to_string()))
     }
 
-    fn with_client<R>(
+    async fn with_client<R>(
         &mut self,
         connection: &Resource<Connection>,
         statement_for_log: &str,
         body: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<R, HostError>,
     ) -> Result<R, HostError> {
-        let runtime = self.sql_state()?.runtime.clone();
         let mount = self.caps.mount().to_string();
         tracing::debug!(mount, statement = %redact(statement_for_log), "sql");
         let entry = self
@@ -460,20 +459,16 @@ impl CallState {
             .client
             .as_mut()
             .ok_or_else(|| HostError::Unavailable("connection is gone".to_string()))?;
-        runtime.block_on(async {
-            tokio::time::timeout(STATEMENT_TIMEOUT, body(client))
-                .await
-                .map_err(|_| {
-                    HostError::Unavailable(format!(
-                        "statement timed out after {STATEMENT_TIMEOUT:?}"
-                    ))
-                })?
-        })
+        tokio::time::timeout(STATEMENT_TIMEOUT, body(client))
+            .await
+            .map_err(|_| {
+                HostError::Unavailable(format!("statement timed out after {STATEMENT_TIMEOUT:?}"))
+            })?
     }
 }
 
 impl sql::Host for CallState {
-    fn connect(
+    async fn connect(
         &mut self,
         dsn: String,
         max_connections: u32,
@@ -491,11 +486,9 @@ impl sql::Host for CallState {
             n => n.min(MAX_POOL_CONNECTIONS),
         };
         let pool = state.pools.pool(&state.mount_uuid, &dsn, size)?;
-        let runtime = state.runtime.clone();
-        let permit = runtime
-            .block_on(async {
-                tokio::time::timeout(POOL_WAIT, pool.permits.clone().acquire_owned()).await
-            })
+        let spawner = state.runtime.clone();
+        let permit = tokio::time::timeout(POOL_WAIT, pool.permits.clone().acquire_owned())
+            .await
             .map_err(|_| HostError::Unavailable(format!("all {size} pooled connections are busy")))?
             .map_err(|_| HostError::Internal("pool closed".to_string()))?;
         let reused = pool.idle.lock().ok().and_then(|mut idle| {
@@ -512,8 +505,7 @@ impl sql::Host for CallState {
                 let connector = tls_connector(parsed.mode, parsed.root_cert.as_deref())
                     .map_err(HostError::Invalid)?;
                 let config = parsed.config.clone();
-                let spawner = runtime.clone();
-                runtime.block_on(async move {
+                async move {
                     let (client, connection) =
                         tokio::time::timeout(CONNECT_TIMEOUT, config.connect(connector))
                             .await
@@ -542,7 +534,8 @@ impl sql::Host for CallState {
                         .await
                         .map_err(db_error)?;
                     Ok::<_, HostError>(client)
-                })?
+                }
+                .await?
             }
         };
         let connection = Connection {
@@ -557,7 +550,7 @@ impl sql::Host for CallState {
 }
 
 impl sql::HostConnection for CallState {
-    fn execute(
+    async fn execute(
         &mut self,
         connection: Resource<Connection>,
         statement: String,
@@ -571,9 +564,10 @@ impl sql::HostConnection for CallState {
                 .await
                 .map_err(db_error)
         })
+        .await
     }
 
-    fn query(
+    async fn query(
         &mut self,
         connection: Resource<Connection>,
         statement: String,
@@ -595,9 +589,10 @@ impl sql::HostConnection for CallState {
                 .map(|row| (0..row.len()).map(|i| column(row, i)).collect())
                 .collect()
         })
+        .await
     }
 
-    fn transaction(
+    async fn transaction(
         &mut self,
         connection: Resource<Connection>,
         statements: Vec<(String, Vec<SqlValue>)>,
@@ -635,9 +630,10 @@ impl sql::HostConnection for CallState {
             }
             transaction.commit().await.map_err(db_error)
         })
+        .await
     }
 
-    fn batch(
+    async fn batch(
         &mut self,
         connection: Resource<Connection>,
         statements: String,
@@ -645,9 +641,10 @@ impl sql::HostConnection for CallState {
         self.with_client(&connection, &statements, async |client| {
             client.batch_execute(&statements).await.map_err(db_error)
         })
+        .await
     }
 
-    fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(connection)?;
         Ok(())
     }
