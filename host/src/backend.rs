@@ -54,6 +54,9 @@ pub trait Backend: Send + Sync {
         };
         Box::pin(std::future::ready(outcome))
     }
+    /// Applies every change (`Some` stores, `None` removes) at once: after a crash either
+    /// all of them are there or none is. One durable commit.
+    fn write_batch(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), BackendError>;
     /// Up to `limit` keys that start with `prefix` and sort strictly after `after` (or from
     /// the start of the prefix), in order.
     fn scan(
@@ -88,6 +91,17 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn write_batch(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), BackendError> {
+        let mut entries = self.entries.write().map_err(BackendError::from_display)?;
+        for (key, value) in changes {
+            match value {
+                Some(value) => entries.insert(key, value),
+                None => entries.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
     fn scan(
         &self,
         prefix: &str,
@@ -117,8 +131,18 @@ enum Change {
     Delete(String),
 }
 
+impl Change {
+    fn new(key: String, value: Option<Vec<u8>>) -> Self {
+        match value {
+            Some(value) => Self::Put(key, value),
+            None => Self::Delete(key),
+        }
+    }
+}
+
 struct PendingWrite {
-    change: Change,
+    /// Applied together, in the same transaction.
+    changes: Vec<Change>,
     /// Told the commit's outcome (wakes a blocked thread or an awaiting task).
     done: Box<dyn FnOnce(Result<(), String>) + Send>,
 }
@@ -176,10 +200,10 @@ impl FileBackend {
         })
     }
 
-    fn write(&self, change: Change) -> Result<(), BackendError> {
+    fn write(&self, changes: Vec<Change>) -> Result<(), BackendError> {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.enqueue(
-            change,
+            changes,
             Box::new(move |outcome| {
                 let _ = done.send(outcome);
             }),
@@ -192,7 +216,7 @@ impl FileBackend {
 
     fn enqueue(
         &self,
-        change: Change,
+        changes: Vec<Change>,
         done: Box<dyn FnOnce(Result<(), String>) + Send>,
     ) -> Result<(), BackendError> {
         self.writes
@@ -200,7 +224,7 @@ impl FileBackend {
             .map_err(BackendError::from_display)?
             .as_ref()
             .ok_or_else(|| BackendError::Storage("storage is closing".to_string()))?
-            .send(PendingWrite { change, done })
+            .send(PendingWrite { changes, done })
             .map_err(|_| BackendError::Storage("the storage committer stopped".to_string()))
     }
 }
@@ -227,8 +251,8 @@ fn apply(database: &Database, batch: &[PendingWrite]) -> Result<(), BackendError
         let mut table = txn
             .open_table(ENTRIES)
             .map_err(BackendError::from_display)?;
-        for write in batch {
-            match &write.change {
+        for change in batch.iter().flat_map(|write| &write.changes) {
+            match change {
                 Change::Put(key, value) => {
                     table
                         .insert(key.as_str(), value.as_slice())
@@ -259,21 +283,27 @@ impl Backend for FileBackend {
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
-        self.write(Change::Put(key.to_string(), value.to_vec()))
+        self.write(vec![Change::Put(key.to_string(), value.to_vec())])
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.write(Change::Delete(key.to_string()))
+        self.write(vec![Change::Delete(key.to_string())])
+    }
+
+    fn write_batch(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), BackendError> {
+        self.write(
+            changes
+                .into_iter()
+                .map(|(key, value)| Change::new(key, value))
+                .collect(),
+        )
     }
 
     fn write_async(&self, key: &str, value: Option<&[u8]>) -> Durable {
-        let change = match value {
-            Some(value) => Change::Put(key.to_string(), value.to_vec()),
-            None => Change::Delete(key.to_string()),
-        };
+        let change = Change::new(key.to_string(), value.map(<[u8]>::to_vec));
         let (done, wait) = tokio::sync::oneshot::channel();
         let queued = self.enqueue(
-            change,
+            vec![change],
             Box::new(move |outcome| {
                 let _ = done.send(outcome);
             }),
@@ -334,6 +364,14 @@ mod tests {
         backend.delete("a/1")?;
         assert_eq!(backend.get("a/1")?, None);
         backend.delete("never-there")?;
+        backend.write_batch(vec![
+            ("c/1".to_string(), Some(b"batched".to_vec())),
+            ("a/2".to_string(), None),
+            ("c/2".to_string(), Some(Vec::new())),
+        ])?;
+        assert_eq!(backend.scan("c/", None, 10)?, vec!["c/1", "c/2"]);
+        assert_eq!(backend.get("c/1")?.as_deref(), Some(&b"batched"[..]));
+        assert_eq!(backend.get("a/2")?, None);
         Ok(())
     }
 
@@ -374,6 +412,8 @@ mod tests {
         exercise(&FileBackend::open(&path)?)?;
         let reopened = FileBackend::open(&path)?;
         assert_eq!(reopened.get("b/1")?.as_deref(), Some(&b"other"[..]));
+        assert_eq!(reopened.get("c/1")?.as_deref(), Some(&b"batched"[..]));
+        assert_eq!(reopened.get("a/2")?, None);
         std::fs::remove_dir_all(dir)?;
         Ok(())
     }

@@ -263,6 +263,20 @@ impl Barrier {
         Ok(self.backend.delete(key)?)
     }
 
+    /// Applies every write at once, in one durable commit: after a crash either all of
+    /// them are there or none is. `Some` encrypts and stores, `None` deletes.
+    pub fn write_all(&self, writes: &[(&str, Option<&[u8]>)]) -> Result<(), BarrierError> {
+        self.require_unsealed()?;
+        let changes = writes
+            .iter()
+            .map(|(key, value)| {
+                let sealed = value.map(|v| self.seal_value(key, v)).transpose()?;
+                Ok((key.to_string(), sealed))
+            })
+            .collect::<Result<Vec<_>, BarrierError>>()?;
+        Ok(self.backend.write_batch(changes)?)
+    }
+
     /// [`Barrier::put`] for async callers: the thread is not held while the write is
     /// flushed.
     pub async fn put_async(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
@@ -461,7 +475,7 @@ impl View {
     }
 
     /// The barrier key for a view-relative key.
-    fn full(&self, key: &str) -> String {
+    pub fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
@@ -564,6 +578,34 @@ mod tests {
             barrier.get("logical/x")?.as_deref(),
             Some(&b"plaintext-marker"[..])
         );
+        Ok(())
+    }
+
+    #[test]
+    fn write_all_applies_every_put_and_delete_encrypted_and_nothing_when_sealed()
+    -> Result<(), BarrierError> {
+        let (backend, barrier) = barrier();
+        let init = barrier.initialize(1, 1)?;
+        barrier.submit_share(init.shares.first().ok_or(BarrierError::NotInitialized)?)?;
+        barrier.put("old", b"x")?;
+        barrier.write_all(&[
+            ("a", Some(b"plaintext-marker-a")),
+            ("b", Some(b"")),
+            ("old", None),
+        ])?;
+        assert_eq!(
+            barrier.get("a")?.as_deref(),
+            Some(&b"plaintext-marker-a"[..])
+        );
+        assert_eq!(barrier.get("b")?.as_deref(), Some(&b""[..]));
+        assert_eq!(barrier.get("old")?, None);
+        let raw = backend.get("a")?.unwrap_or_default();
+        assert!(!raw.windows(16).any(|w| w == b"plaintext-marker"));
+        barrier.seal();
+        let sealed = barrier.write_all(&[("c", Some(b"y")), ("a", None)]);
+        assert!(matches!(sealed, Err(BarrierError::Sealed)));
+        assert_eq!(backend.get("c")?, None);
+        assert!(backend.get("a")?.is_some(), "nothing deleted while sealed");
         Ok(())
     }
 

@@ -639,7 +639,7 @@ pub fn create_root_token(core: &Core, id: Option<&str>) -> Result<String, ApiErr
         path: "auth/token/root".to_string(),
         parent: None,
     };
-    Ok(core.tokens.create(entry, id)?)
+    Ok(core.tokens.create(entry, id, &[])?)
 }
 
 async fn unseal(core: &Arc<Core>, call: &Call) -> Result<Reply, ApiError> {
@@ -1261,10 +1261,12 @@ async fn create_token(
         .to_string(),
         parent: Some(parent.accessor.clone()),
     };
-    let token = core.tokens.create(entry.clone(), id.as_deref())?;
-    if let Some(expire) = entry.expire_time {
-        lease::schedule_token_expiry(core, &entry.accessor, expire, None)?;
-    }
+    let expiry: Vec<String> = entry
+        .expire_time
+        .map(|expire| lease::token_expiry_key(&entry.accessor, expire))
+        .into_iter()
+        .collect();
+    let token = core.tokens.create(entry.clone(), id.as_deref(), &expiry)?;
     Ok(auth_reply(&token, &entry))
 }
 
@@ -1395,6 +1397,7 @@ async fn engine(
         mount_type: mount.engine_type().to_string(),
         ..Envelope::default()
     };
+    let release = wal_keys(&mount, &response.release_wal);
     if let Some(lease_request) = response.lease {
         if !loaded
             .spec
@@ -1409,19 +1412,19 @@ async fn engine(
         }
         let owner = token.as_ref().map(|(_, e)| e);
         crash_before_lease_store(&call.path);
-        let (entry, warnings) = lease::create(core, &mount, &call.path, &lease_request, owner)?;
+        // The lease takes over the side effects from their write-ahead entries, in the
+        // same commit that stores it.
+        let (entry, warnings) =
+            lease::create(core, &mount, &call.path, &lease_request, owner, &release)?;
         envelope.lease_id = entry.id.clone();
         envelope.lease_duration = entry.ttl();
         envelope.renewable = entry.renewable;
         envelope.warnings.extend(warnings);
-    }
-    // The lease (if any) is durable now: the side effects are owned by it, not by the WAL.
-    for id in &response.release_wal {
-        if let Err(error) = mount
-            .view
-            .delete(&format!("{}{id}", crate::caps::WAL_PREFIX))
-        {
-            tracing::warn!(mount = %mount.entry.path, %error, "could not release a write-ahead entry; it will be rolled back later");
+    } else {
+        for key in &release {
+            if let Err(error) = core.barrier.delete(key) {
+                tracing::warn!(mount = %mount.entry.path, %error, "could not release a write-ahead entry; it will be rolled back later");
+            }
         }
     }
     if envelope.data.is_none() && envelope.warnings.is_empty() && envelope.lease_id.is_empty() {
@@ -1431,6 +1434,15 @@ async fn engine(
         };
     }
     Ok(Reply::Envelope(envelope))
+}
+
+/// The barrier keys of the write-ahead entries an engine asked to release; ids that are
+/// not ones the host issued (UUIDs) are ignored.
+fn wal_keys(mount: &Mount, ids: &[String]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .map(|id| mount.view.full(&format!("{}{id}", crate::caps::WAL_PREFIX)))
+        .collect()
 }
 
 /// Fault injection for crash-safety tests, compiled into debug builds only: when

@@ -152,36 +152,53 @@ fn load(core: &Core, id: &str) -> Result<Option<LeaseEntry>, LeaseError> {
     }
 }
 
-/// Writes the entry and moves its due-index key to `entry.due_ms`.
+/// Writes the entry and moves its due-index key to `entry.due_ms`, in one commit.
 fn store(core: &Core, entry: &LeaseEntry, previous_due: Option<u64>) -> Result<(), LeaseError> {
-    core.barrier
-        .put(&format!("{ID_PREFIX}{}", entry.id), &encode(entry)?)?;
-    core.barrier.put(&due_key(entry.due_ms, &entry.id), b"")?;
-    if let Some(previous) = previous_due.filter(|p| *p != entry.due_ms) {
-        core.barrier.delete(&due_key(previous, &entry.id))?;
+    let (id_key, due) = (
+        format!("{ID_PREFIX}{}", entry.id),
+        due_key(entry.due_ms, &entry.id),
+    );
+    let encoded = encode(entry)?;
+    let stale_due = previous_due
+        .filter(|p| *p != entry.due_ms)
+        .map(|previous| due_key(previous, &entry.id));
+    let mut writes = vec![
+        (id_key.as_str(), Some(encoded.as_slice())),
+        (&due, Some(&[])),
+    ];
+    if let Some(stale) = &stale_due {
+        writes.push((stale, None));
     }
+    core.barrier.write_all(&writes)?;
     Ok(())
 }
 
+/// Deletes the entry and every index key naming it, in one commit.
 fn remove(core: &Core, entry: &LeaseEntry) -> Result<(), LeaseError> {
-    core.barrier.delete(&due_key(entry.due_ms, &entry.id))?;
+    let mut keys = vec![
+        due_key(entry.due_ms, &entry.id),
+        format!("{IRREVOCABLE_PREFIX}{}", entry.id),
+        format!("{ID_PREFIX}{}", entry.id),
+    ];
     if let Some(accessor) = &entry.token_accessor {
-        core.barrier
-            .delete(&format!("{TOKEN_PREFIX}{accessor}/{}", entry.id))?;
+        keys.push(format!("{TOKEN_PREFIX}{accessor}/{}", entry.id));
     }
-    core.barrier
-        .delete(&format!("{IRREVOCABLE_PREFIX}{}", entry.id))?;
-    core.barrier.delete(&format!("{ID_PREFIX}{}", entry.id))?;
+    let writes: Vec<(&str, Option<&[u8]>)> = keys.iter().map(|k| (k.as_str(), None)).collect();
+    core.barrier.write_all(&writes)?;
     Ok(())
 }
 
-/// Registers a lease for a response; returns the entry and any capping warning.
+/// Registers a lease for a response; returns the entry and any capping warning. The
+/// entry, its index keys and the deletion of `release` (the write-ahead entries the lease
+/// now stands for, as barrier keys) are one commit: a crash leaves either the lease or
+/// the write-ahead entries that roll its side effect back, never both or neither.
 pub fn create(
     core: &Core,
     mount: &Mount,
     request_path: &str,
     request: &LeaseRequest,
     token: Option<&TokenEntry>,
+    release: &[String],
 ) -> Result<(LeaseEntry, Vec<String>), LeaseError> {
     let (mount_default, mount_max) = mount.ttls();
     let max = if request.max_ttl > 0 {
@@ -229,11 +246,24 @@ pub fn create(
         last_error: None,
         due_ms: expire_ms,
     };
-    store(core, &entry, None)?;
-    if let Some(accessor) = &entry.token_accessor {
-        core.barrier
-            .put(&format!("{TOKEN_PREFIX}{accessor}/{}", entry.id), b"")?;
+    let (id_key, due) = (
+        format!("{ID_PREFIX}{}", entry.id),
+        due_key(entry.due_ms, &entry.id),
+    );
+    let encoded = encode(&entry)?;
+    let token_key = entry
+        .token_accessor
+        .as_ref()
+        .map(|accessor| format!("{TOKEN_PREFIX}{accessor}/{}", entry.id));
+    let mut writes = vec![
+        (id_key.as_str(), Some(encoded.as_slice())),
+        (&due, Some(&[])),
+    ];
+    if let Some(token_key) = &token_key {
+        writes.push((token_key, Some(&[])));
     }
+    writes.extend(release.iter().map(|key| (key.as_str(), None)));
+    core.barrier.write_all(&writes)?;
     Ok((entry, warnings))
 }
 
@@ -527,20 +557,28 @@ pub async fn revoke_token_leases(core: &Arc<Core>, accessor: &str) -> Result<(),
     }
 }
 
-/// Registers a token's expiry in the due index.
+/// The due-index key of a token's expiry at `expire_unix` (seconds).
+pub fn token_expiry_key(accessor: &str, expire_unix: u64) -> String {
+    due_key(
+        expire_unix.saturating_mul(1000),
+        &format!("{TOKEN_EXPIRY_PREFIX}{accessor}"),
+    )
+}
+
+/// Moves a token's expiry in the due index (after a renewal), in one commit.
 pub fn schedule_token_expiry(
     core: &Core,
     accessor: &str,
     expire_unix: u64,
     previous_unix: Option<u64>,
 ) -> Result<(), LeaseError> {
-    let id = format!("{TOKEN_EXPIRY_PREFIX}{accessor}");
-    core.barrier
-        .put(&due_key(expire_unix.saturating_mul(1000), &id), b"")?;
-    if let Some(previous) = previous_unix.filter(|p| *p != expire_unix) {
-        core.barrier
-            .delete(&due_key(previous.saturating_mul(1000), &id))?;
-    }
+    let key = token_expiry_key(accessor, expire_unix);
+    let stale = previous_unix
+        .filter(|p| *p != expire_unix)
+        .map(|previous| token_expiry_key(accessor, previous));
+    let mut writes = vec![(key.as_str(), Some(&[][..]))];
+    writes.extend(stale.as_deref().map(|k| (k, None)));
+    core.barrier.write_all(&writes)?;
     Ok(())
 }
 

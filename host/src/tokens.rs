@@ -121,7 +121,14 @@ impl TokenStore {
     }
 
     /// Stores a new token; `id` is used when given (dev root token, `id` on create).
-    pub fn create(&self, entry: TokenEntry, id: Option<&str>) -> Result<String, TokenError> {
+    /// `index` keys (its expiry in the lease scheduler's due index) are written, empty, in
+    /// the same commit.
+    pub fn create(
+        &self,
+        entry: TokenEntry,
+        id: Option<&str>,
+        index: &[String],
+    ) -> Result<String, TokenError> {
         let token = match id {
             Some(id)
                 if id.is_empty()
@@ -140,9 +147,14 @@ impl TokenStore {
                 "a token with that id already exists".to_string(),
             ));
         }
-        self.write(&token, &entry)?;
-        self.barrier
-            .put(&accessor_key(&entry.accessor), hash(&token).as_bytes())?;
+        let bytes = serde_json::to_vec(&entry).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let (id, accessor, hashed) = (id_key(&token), accessor_key(&entry.accessor), hash(&token));
+        let mut writes = vec![
+            (id.as_str(), Some(bytes.as_slice())),
+            (&accessor, Some(hashed.as_bytes())),
+        ];
+        writes.extend(index.iter().map(|key| (key.as_str(), Some(&[][..]))));
+        self.barrier.write_all(&writes)?;
         Ok(token)
     }
 
@@ -172,10 +184,10 @@ impl TokenStore {
             Some(bytes) => serde_json::from_slice::<TokenEntry>(&bytes).ok(),
             None => None,
         };
-        if let Some(entry) = &entry {
-            self.barrier.delete(&accessor_key(&entry.accessor))?;
-        }
-        self.barrier.delete(&key)?;
+        let accessor = entry.as_ref().map(|e| accessor_key(&e.accessor));
+        let mut deletes = vec![(key.as_str(), None)];
+        deletes.extend(accessor.as_deref().map(|a| (a, None)));
+        self.barrier.write_all(&deletes)?;
         Ok(entry)
     }
 
@@ -244,7 +256,7 @@ mod tests {
     #[test]
     fn tokens_are_stored_hashed_and_revocable() -> Result<(), Box<dyn std::error::Error>> {
         let (barrier, store) = store()?;
-        let token = store.create(entry(60), None)?;
+        let token = store.create(entry(60), None, &[])?;
         assert!(token.starts_with(TOKEN_PREFIX));
         assert!(
             barrier
@@ -263,7 +275,7 @@ mod tests {
         let (_, store) = store()?;
         let mut expired = entry(60);
         expired.expire_time = Some(unix_now() - 1);
-        let token = store.create(expired, None)?;
+        let token = store.create(expired, None, &[])?;
         assert!(store.lookup(&token)?.is_none());
         Ok(())
     }
