@@ -343,13 +343,10 @@ impl Runtime {
         plugin: &Plugin,
         context: CallContext,
     ) -> Result<BackendSpec, RuntimeError> {
-        let mut instance = self.instantiate(plugin, context).await?;
-        let outcome = instance
-            .engine
-            .coffer_engine_schema()
-            .call_describe(&mut instance.store)
-            .await;
-        instance.finish(outcome, plugin)
+        self.call(plugin, context, async |engine, store| {
+            engine.coffer_engine_schema().call_describe(store).await
+        })
+        .await
     }
 
     /// Calls `handler.handle`.
@@ -359,13 +356,13 @@ impl Runtime {
         context: CallContext,
         request: &Request,
     ) -> Result<Result<Response, EngineError>, RuntimeError> {
-        let mut instance = self.instantiate(plugin, context).await?;
-        let outcome = instance
-            .engine
-            .coffer_engine_handler()
-            .call_handle(&mut instance.store, request)
-            .await;
-        instance.finish(outcome, plugin)
+        self.call(plugin, context, async |engine, store| {
+            engine
+                .coffer_engine_handler()
+                .call_handle(store, request)
+                .await
+        })
+        .await
     }
 
     /// Calls `leases.renew`.
@@ -375,13 +372,10 @@ impl Runtime {
         context: CallContext,
         lease: &LeaseRef,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        let mut instance = self.instantiate(plugin, context).await?;
-        let outcome = instance
-            .engine
-            .coffer_engine_leases()
-            .call_renew(&mut instance.store, lease)
-            .await;
-        instance.finish(outcome, plugin)
+        self.call(plugin, context, async |engine, store| {
+            engine.coffer_engine_leases().call_renew(store, lease).await
+        })
+        .await
     }
 
     /// Calls `leases.revoke`.
@@ -391,13 +385,13 @@ impl Runtime {
         context: CallContext,
         lease: &LeaseRef,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        let mut instance = self.instantiate(plugin, context).await?;
-        let outcome = instance
-            .engine
-            .coffer_engine_leases()
-            .call_revoke(&mut instance.store, lease)
-            .await;
-        instance.finish(outcome, plugin)
+        self.call(plugin, context, async |engine, store| {
+            engine
+                .coffer_engine_leases()
+                .call_revoke(store, lease)
+                .await
+        })
+        .await
     }
 
     /// Calls `maintenance.periodic`.
@@ -406,13 +400,13 @@ impl Runtime {
         plugin: &Plugin,
         context: CallContext,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        let mut instance = self.instantiate(plugin, context).await?;
-        let outcome = instance
-            .engine
-            .coffer_engine_maintenance()
-            .call_periodic(&mut instance.store)
-            .await;
-        instance.finish(outcome, plugin)
+        self.call(plugin, context, async |engine, store| {
+            engine
+                .coffer_engine_maintenance()
+                .call_periodic(store)
+                .await
+        })
+        .await
     }
 
     /// Calls `maintenance.rollback`.
@@ -423,13 +417,33 @@ impl Runtime {
         kind: &str,
         data: &[u8],
     ) -> Result<Result<(), EngineError>, RuntimeError> {
+        self.call(plugin, context, async |engine, store| {
+            engine
+                .coffer_engine_maintenance()
+                .call_rollback(store, kind, data)
+                .await
+        })
+        .await
+    }
+
+    /// Instantiates `plugin` and runs `body` against it; a trap, timeout or memory refusal
+    /// in either becomes a [`RuntimeError`].
+    async fn call<R>(
+        &self,
+        plugin: &Plugin,
+        context: CallContext,
+        body: impl AsyncFnOnce(&bindings::AllCapabilities, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, RuntimeError> {
         let mut instance = self.instantiate(plugin, context).await?;
-        let outcome = instance
-            .engine
-            .coffer_engine_maintenance()
-            .call_rollback(&mut instance.store, kind, data)
-            .await;
-        instance.finish(outcome, plugin)
+        let outcome = body(&instance.engine, &mut instance.store).await;
+        outcome.map_err(|error| {
+            classify(
+                error,
+                instance.store.data().limiter.refused,
+                instance.limits,
+                &plugin.name,
+            )
+        })
     }
 
     /// A fresh instance of `plugin` in its own store, holding a slot of the pool. The
@@ -488,19 +502,6 @@ impl Runtime {
                 &plugin.name,
             )),
         }
-    }
-}
-
-impl Instance<'_> {
-    fn finish<R>(self, outcome: wasmtime::Result<R>, plugin: &Plugin) -> Result<R, RuntimeError> {
-        outcome.map_err(|error| {
-            classify(
-                error,
-                self.store.data().limiter.refused,
-                self.limits,
-                &plugin.name,
-            )
-        })
     }
 }
 
