@@ -58,7 +58,7 @@ impl Scale {
                 .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
                 .unwrap_or_else(|| vec![1, 4, 32]),
             issue_ec: env("BENCH_ISSUE_EC", 3000),
-            issue_rsa: env("BENCH_ISSUE_RSA", 60),
+            issue_rsa: env("BENCH_ISSUE_RSA", 200),
             sign_ec: env("BENCH_SIGN_EC", 3000),
             db_creds: env("BENCH_DB_CREDS", 400),
             overhead: env("BENCH_OVERHEAD", 5000),
