@@ -57,6 +57,21 @@ fn looping_guest_is_stopped_at_its_deadline() {
 }
 
 #[test]
+fn a_response_releasing_too_many_write_ahead_entries_fails_alone() {
+    let coffer = server();
+    let reply = coffer.call("GET", "hostile/flood", None);
+    assert_eq!(reply.status, 500, "{}", reply.text);
+    assert!(
+        reply
+            .errors()
+            .contains("released 257 write-ahead entries in one response; the limit is 256"),
+        "{}",
+        reply.text
+    );
+    assert_still_serving(&coffer);
+}
+
+#[test]
 fn memory_hog_is_stopped_at_its_limit() {
     let coffer = server();
     let reply = coffer.call("GET", "hostile/grow", None);

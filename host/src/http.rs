@@ -1397,6 +1397,14 @@ async fn engine(
         mount_type: mount.engine_type().to_string(),
         ..Envelope::default()
     };
+    if response.release_wal.len() > MAX_RELEASED_WAL {
+        // Its side effects stay covered by their write-ahead entries and are rolled back.
+        return Err(ApiError::internal(format!(
+            "engine at {} released {} write-ahead entries in one response; the limit is {MAX_RELEASED_WAL}",
+            mount.entry.path,
+            response.release_wal.len()
+        )));
+    }
     let release = wal_keys(&mount, &response.release_wal);
     if let Some(lease_request) = response.lease {
         if !loaded
@@ -1435,6 +1443,9 @@ async fn engine(
     }
     Ok(Reply::Envelope(envelope))
 }
+
+/// Write-ahead entries one response may hand over to its lease (one commit).
+const MAX_RELEASED_WAL: usize = 256;
 
 /// The barrier keys of the write-ahead entries an engine asked to release; ids that are
 /// not ones the host issued (UUIDs) are ignored.
