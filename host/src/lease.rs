@@ -154,6 +154,16 @@ fn load(core: &Core, id: &str) -> Result<Option<LeaseEntry>, LeaseError> {
 
 /// Writes the entry and moves its due-index key to `entry.due_ms`, in one commit.
 fn store(core: &Core, entry: &LeaseEntry, previous_due: Option<u64>) -> Result<(), LeaseError> {
+    store_with(core, entry, previous_due, &[])
+}
+
+/// [`store`], with `extra` writes in the same commit.
+fn store_with(
+    core: &Core,
+    entry: &LeaseEntry,
+    previous_due: Option<u64>,
+    extra: &[(&str, Option<&[u8]>)],
+) -> Result<(), LeaseError> {
     let (id_key, due) = (
         format!("{ID_PREFIX}{}", entry.id),
         due_key(entry.due_ms, &entry.id),
@@ -169,6 +179,7 @@ fn store(core: &Core, entry: &LeaseEntry, previous_due: Option<u64>) -> Result<(
     if let Some(stale) = &stale_due {
         writes.push((stale, None));
     }
+    writes.extend_from_slice(extra);
     core.barrier.write_all(&writes)?;
     Ok(())
 }
@@ -246,24 +257,16 @@ pub fn create(
         last_error: None,
         due_ms: expire_ms,
     };
-    let (id_key, due) = (
-        format!("{ID_PREFIX}{}", entry.id),
-        due_key(entry.due_ms, &entry.id),
-    );
-    let encoded = encode(&entry)?;
     let token_key = entry
         .token_accessor
         .as_ref()
         .map(|accessor| format!("{TOKEN_PREFIX}{accessor}/{}", entry.id));
-    let mut writes = vec![
-        (id_key.as_str(), Some(encoded.as_slice())),
-        (&due, Some(&[])),
-    ];
+    let mut extra: Vec<(&str, Option<&[u8]>)> =
+        release.iter().map(|key| (key.as_str(), None)).collect();
     if let Some(token_key) = &token_key {
-        writes.push((token_key, Some(&[])));
+        extra.push((token_key, Some(&[])));
     }
-    writes.extend(release.iter().map(|key| (key.as_str(), None)));
-    core.barrier.write_all(&writes)?;
+    store_with(core, &entry, None, &extra)?;
     Ok((entry, warnings))
 }
 
