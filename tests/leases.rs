@@ -366,6 +366,44 @@ fn expiring_tokens_take_their_leases_with_them() {
 }
 
 #[test]
+fn a_renewed_token_keeps_its_leases_until_its_new_expiry() {
+    let (coffer, _) = server();
+    let child = coffer.call("POST", "auth/token/create", Some(json!({"ttl": "2s"})));
+    let token = child.json["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = coffer.raw("GET", "leasing/creds/tokenbound", Some(&token), None, &[]);
+    let user = reply.data()["username"].as_str().unwrap().to_string();
+    let renewed = coffer.raw(
+        "PUT",
+        "auth/token/renew-self",
+        Some(&token),
+        Some(&json!({"increment": "6s"}).to_string()),
+        &[],
+    );
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    // Past the original expiry: the token and its lease are still there.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        coffer
+            .raw("GET", "auth/token/lookup-self", Some(&token), None, &[])
+            .status,
+        200
+    );
+    assert!(
+        keys(&coffer, "leasing/revoked/").is_empty(),
+        "revoked at the old expiry"
+    );
+    // At the new expiry the scheduler takes both.
+    assert!(
+        eventually(Duration::from_secs(6), || keys(&coffer, "leasing/revoked/")
+            == vec![user.clone()]),
+        "the renewed token's lease outlived the token"
+    );
+}
+
+#[test]
 fn leases_survive_restart_and_expired_ones_are_revoked_after_start() {
     let (mut coffer, unseal_keys) = server();
     let (_, short) = issue(&coffer, "short", "?ttl=1");

@@ -1140,11 +1140,9 @@ async fn token_api(core: &Arc<Core>, call: &Call, rest: &str) -> Result<Reply, A
                     fields::duration(value).map_err(|e| ApiError::bad(format!("increment: {e}")))?
                 }
             };
-            let before = core.tokens.lookup(&target)?.and_then(|e| e.expire_time);
-            let renewed = core.tokens.renew(&target, increment)?;
-            if let Some(expire) = renewed.expire_time {
-                lease::schedule_token_expiry(core, &renewed.accessor, expire, before)?;
-            }
+            let renewed = core
+                .tokens
+                .renew(&target, increment, lease::token_expiry_key)?;
             Ok(auth_reply(&target, &renewed))
         }
         (Op::Write, "revoke-self") => {

@@ -568,23 +568,6 @@ pub fn token_expiry_key(accessor: &str, expire_unix: u64) -> String {
     )
 }
 
-/// Moves a token's expiry in the due index (after a renewal), in one commit.
-pub fn schedule_token_expiry(
-    core: &Core,
-    accessor: &str,
-    expire_unix: u64,
-    previous_unix: Option<u64>,
-) -> Result<(), LeaseError> {
-    let key = token_expiry_key(accessor, expire_unix);
-    let stale = previous_unix
-        .filter(|p| *p != expire_unix)
-        .map(|previous| token_expiry_key(accessor, previous));
-    let mut writes = vec![(key.as_str(), Some(&[][..]))];
-    writes.extend(stale.as_deref().map(|k| (k, None)));
-    core.barrier.write_all(&writes)?;
-    Ok(())
-}
-
 /// Irrevocable leases, at most `limit`.
 pub fn irrevocable(core: &Core, limit: usize) -> Result<Vec<LeaseEntry>, LeaseError> {
     let keys = core.barrier.scan(IRREVOCABLE_PREFIX, None, limit)?;

@@ -158,11 +158,6 @@ impl TokenStore {
         Ok(token)
     }
 
-    fn write(&self, token: &str, entry: &TokenEntry) -> Result<(), TokenError> {
-        let bytes = serde_json::to_vec(entry).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        Ok(self.barrier.put(&id_key(token), &bytes)?)
-    }
-
     /// The live entry for `token`; expired tokens are deleted and reported as absent.
     pub fn lookup(&self, token: &str) -> Result<Option<TokenEntry>, TokenError> {
         let Some(bytes) = self.barrier.get(&id_key(token))? else {
@@ -193,7 +188,14 @@ impl TokenStore {
 
     /// Extends `token` by `increment` seconds from now (or its creation TTL), capped by
     /// its explicit max TTL and the system max measured from creation.
-    pub fn renew(&self, token: &str, increment: u64) -> Result<TokenEntry, TokenError> {
+    /// The entry and its expiry-index key (`expiry_key(accessor, unix expiry)`, moved from
+    /// the old expiry to the new one) change in one commit.
+    pub fn renew(
+        &self,
+        token: &str,
+        increment: u64,
+        expiry_key: impl Fn(&str, u64) -> String,
+    ) -> Result<TokenEntry, TokenError> {
         let mut entry = self
             .lookup(token)?
             .ok_or_else(|| TokenError::Invalid("token not found".to_string()))?;
@@ -217,8 +219,17 @@ impl TokenStore {
             SYSTEM_MAX_TTL
         };
         let limit = entry.creation_time.saturating_add(max);
-        entry.expire_time = Some(now.saturating_add(wanted).min(limit));
-        self.write(token, &entry)?;
+        let previous = entry.expire_time;
+        let expire = now.saturating_add(wanted).min(limit);
+        entry.expire_time = Some(expire);
+        let bytes = serde_json::to_vec(&entry).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let (id, index) = (id_key(token), expiry_key(&entry.accessor, expire));
+        let stale = previous
+            .filter(|p| *p != expire)
+            .map(|p| expiry_key(&entry.accessor, p));
+        let mut writes = vec![(id.as_str(), Some(bytes.as_slice())), (&index, Some(&[]))];
+        writes.extend(stale.as_deref().map(|key| (key, None)));
+        self.barrier.write_all(&writes)?;
         Ok(entry)
     }
 }
