@@ -342,16 +342,24 @@ fn revoking_a_token_revokes_its_leases() {
     assert_eq!(keys(&coffer, "leasing/issued/"), vec![root_user]);
 }
 
-#[test]
-fn expiring_tokens_take_their_leases_with_them() {
-    let (coffer, _) = server();
-    let child = coffer.call("POST", "auth/token/create", Some(json!({"ttl": "2s"})));
+/// A child token with `ttl` and the user of a lease created with it.
+fn token_with_lease(coffer: &Coffer, ttl: &str) -> (String, String) {
+    let child = coffer.call("POST", "auth/token/create", Some(json!({ "ttl": ttl })));
+    assert_eq!(child.status, 200, "{}", child.text);
     let token = child.json["auth"]["client_token"]
         .as_str()
         .unwrap()
         .to_string();
     let reply = coffer.raw("GET", "leasing/creds/tokenbound", Some(&token), None, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text);
     let user = reply.data()["username"].as_str().unwrap().to_string();
+    (token, user)
+}
+
+#[test]
+fn expiring_tokens_take_their_leases_with_them() {
+    let (coffer, _) = server();
+    let (token, user) = token_with_lease(&coffer, "2s");
     assert!(
         eventually(Duration::from_secs(5), || keys(&coffer, "leasing/revoked/")
             == vec![user.clone()]),
@@ -368,13 +376,7 @@ fn expiring_tokens_take_their_leases_with_them() {
 #[test]
 fn a_renewed_token_keeps_its_leases_until_its_new_expiry() {
     let (coffer, _) = server();
-    let child = coffer.call("POST", "auth/token/create", Some(json!({"ttl": "2s"})));
-    let token = child.json["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let reply = coffer.raw("GET", "leasing/creds/tokenbound", Some(&token), None, &[]);
-    let user = reply.data()["username"].as_str().unwrap().to_string();
+    let (token, user) = token_with_lease(&coffer, "2s");
     let renewed = coffer.raw(
         "PUT",
         "auth/token/renew-self",

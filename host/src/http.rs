@@ -1449,8 +1449,8 @@ const MAX_RELEASED_WAL: usize = 256;
 /// not ones the host issued (UUIDs) are ignored.
 fn wal_keys(mount: &Mount, ids: &[String]) -> Vec<String> {
     ids.iter()
-        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
-        .map(|id| mount.view.full(&format!("{}{id}", crate::caps::WAL_PREFIX)))
+        .filter_map(|id| crate::caps::wal_key(id))
+        .map(|key| mount.view.full(&key))
         .collect()
 }
 

@@ -36,6 +36,13 @@ const RESERVED_PREFIXES: [&str; 2] = ["wal/", "_keys/"];
 /// Where write-ahead entries live inside a mount's view.
 pub const WAL_PREFIX: &str = "wal/";
 
+/// The view-relative key of write-ahead entry `id`, if `id` is one the host issues (a UUID).
+pub fn wal_key(id: &str) -> Option<String> {
+    uuid::Uuid::parse_str(id)
+        .is_ok()
+        .then(|| format!("{WAL_PREFIX}{id}"))
+}
+
 /// A write-ahead entry as stored in the mount's view.
 #[derive(Serialize, Deserialize)]
 pub struct WalEntry {
@@ -186,14 +193,14 @@ impl storage::Host for CallState {
     }
 
     async fn delete_wal(&mut self, id: String) -> Result<(), HostError> {
-        if uuid::Uuid::parse_str(&id).is_err() {
+        let Some(key) = wal_key(&id) else {
             return Err(HostError::Invalid(format!(
                 "{id:?} is not a write-ahead entry id"
             )));
-        }
+        };
         self.caps
             .view()?
-            .delete_async(&format!("{WAL_PREFIX}{id}"))
+            .delete_async(&key)
             .await
             .map_err(barrier_to_host)
     }
