@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     Trap, UpdateDeadline,
@@ -48,6 +48,7 @@ pub mod bindings {
 pub use bindings::coffer::engine::types::{
     BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, Operation, Request, Response,
 };
+use bindings::exports::coffer::engine::{handler, leases, maintenance, schema};
 
 /// How often the epoch advances; the granularity of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -128,7 +129,13 @@ pub struct Plugin {
     pub name: String,
     /// Hex SHA-256 of the component bytes.
     pub sha256: String,
-    pre: bindings::AllCapabilitiesPre<CallState>,
+    pre: InstancePre<CallState>,
+    // Where each exported interface's functions are, looked up once at load. A call loads
+    // (and type-checks) only the interface it calls: a request needs `handler` alone.
+    schema: schema::GuestIndices,
+    handler: handler::GuestIndices,
+    leases: leases::GuestIndices,
+    maintenance: maintenance::GuestIndices,
 }
 
 /// What one call may touch.
@@ -209,7 +216,7 @@ pub struct Runtime {
 struct Instance<'a> {
     // Dropped before `_slot`: the store's instance returns to the pool first.
     store: Store<CallState>,
-    engine: bindings::AllCapabilities,
+    instance: wasmtime::component::Instance,
     limits: Limits,
     _slot: SemaphorePermit<'a>,
 }
@@ -288,15 +295,19 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load(format!("it imports something Coffer does not provide: {e}")))?;
-        let pre = bindings::AllCapabilitiesPre::new(instance_pre).map_err(|e| {
+        let missing = |e: wasmtime::Error| {
             load(format!(
                 "it does not export the coffer:engine interfaces: {e}"
             ))
-        })?;
+        };
         Ok(Plugin {
             name: name.to_string(),
             sha256,
-            pre,
+            schema: schema::GuestIndices::new(&instance_pre).map_err(missing)?,
+            handler: handler::GuestIndices::new(&instance_pre).map_err(missing)?,
+            leases: leases::GuestIndices::new(&instance_pre).map_err(missing)?,
+            maintenance: maintenance::GuestIndices::new(&instance_pre).map_err(missing)?,
+            pre: instance_pre,
         })
     }
 
@@ -343,8 +354,14 @@ impl Runtime {
         plugin: &Plugin,
         context: CallContext,
     ) -> Result<BackendSpec, RuntimeError> {
-        self.call(plugin, context, async |engine, store| {
-            engine.coffer_engine_schema().call_describe(store).await
+        self.call(plugin, context, async |instance, store| {
+            // Describe runs once when a mount loads: type-check every export here, so a
+            // component built against another WIT fails to mount instead of per request.
+            plugin.handler.load(&mut *store, instance)?;
+            plugin.leases.load(&mut *store, instance)?;
+            plugin.maintenance.load(&mut *store, instance)?;
+            let schema = plugin.schema.load(&mut *store, instance)?;
+            schema.call_describe(store).await
         })
         .await
     }
@@ -356,11 +373,9 @@ impl Runtime {
         context: CallContext,
         request: &Request,
     ) -> Result<Result<Response, EngineError>, RuntimeError> {
-        self.call(plugin, context, async |engine, store| {
-            engine
-                .coffer_engine_handler()
-                .call_handle(store, request)
-                .await
+        self.call(plugin, context, async |instance, store| {
+            let handler = plugin.handler.load(&mut *store, instance)?;
+            handler.call_handle(store, request).await
         })
         .await
     }
@@ -372,8 +387,9 @@ impl Runtime {
         context: CallContext,
         lease: &LeaseRef,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, async |engine, store| {
-            engine.coffer_engine_leases().call_renew(store, lease).await
+        self.call(plugin, context, async |instance, store| {
+            let leases = plugin.leases.load(&mut *store, instance)?;
+            leases.call_renew(store, lease).await
         })
         .await
     }
@@ -385,11 +401,9 @@ impl Runtime {
         context: CallContext,
         lease: &LeaseRef,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, async |engine, store| {
-            engine
-                .coffer_engine_leases()
-                .call_revoke(store, lease)
-                .await
+        self.call(plugin, context, async |instance, store| {
+            let leases = plugin.leases.load(&mut *store, instance)?;
+            leases.call_revoke(store, lease).await
         })
         .await
     }
@@ -400,11 +414,9 @@ impl Runtime {
         plugin: &Plugin,
         context: CallContext,
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, async |engine, store| {
-            engine
-                .coffer_engine_maintenance()
-                .call_periodic(store)
-                .await
+        self.call(plugin, context, async |instance, store| {
+            let maintenance = plugin.maintenance.load(&mut *store, instance)?;
+            maintenance.call_periodic(store).await
         })
         .await
     }
@@ -417,11 +429,9 @@ impl Runtime {
         kind: &str,
         data: &[u8],
     ) -> Result<Result<(), EngineError>, RuntimeError> {
-        self.call(plugin, context, async |engine, store| {
-            engine
-                .coffer_engine_maintenance()
-                .call_rollback(store, kind, data)
-                .await
+        self.call(plugin, context, async |instance, store| {
+            let maintenance = plugin.maintenance.load(&mut *store, instance)?;
+            maintenance.call_rollback(store, kind, data).await
         })
         .await
     }
@@ -432,10 +442,13 @@ impl Runtime {
         &self,
         plugin: &Plugin,
         context: CallContext,
-        body: impl AsyncFnOnce(&bindings::AllCapabilities, &mut Store<CallState>) -> wasmtime::Result<R>,
+        body: impl AsyncFnOnce(
+            &wasmtime::component::Instance,
+            &mut Store<CallState>,
+        ) -> wasmtime::Result<R>,
     ) -> Result<R, RuntimeError> {
         let mut instance = self.instantiate(plugin, context).await?;
-        let outcome = body(&instance.engine, &mut instance.store).await;
+        let outcome = body(&instance.instance, &mut instance.store).await;
         outcome.map_err(|error| {
             classify(
                 error,
@@ -489,9 +502,9 @@ impl Runtime {
         });
         let instantiated = plugin.pre.instantiate_async(&mut store).await;
         match instantiated {
-            Ok(engine) => Ok(Instance {
+            Ok(instance) => Ok(Instance {
                 store,
-                engine,
+                instance,
                 limits,
                 _slot: slot,
             }),
