@@ -271,12 +271,10 @@ impl Core {
     /// the SQL endpoints its operator granted.
     pub fn context(&self, mount: &Mount) -> CallContext {
         let sql = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            let allowed =
-                crate::caps::sql::granted(&self.barrier, &mount.entry.uuid).unwrap_or_default();
             SqlState::new(
                 self.sql_pools.clone(),
+                self.barrier.clone(),
                 mount.entry.uuid.clone(),
-                allowed,
                 runtime,
             )
         });

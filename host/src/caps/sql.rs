@@ -265,26 +265,27 @@ impl SqlPools {
     }
 }
 
-/// Per-call SQL state: what this mount may reach, and where to run async I/O.
+/// Per-call SQL state: where this mount's grants are kept, and where to run async I/O.
 pub struct SqlState {
     pools: Arc<SqlPools>,
+    barrier: Arc<Barrier>,
     mount_uuid: String,
-    allowed: Vec<Endpoint>,
     runtime: tokio::runtime::Handle,
 }
 
 impl SqlState {
-    /// State for one call of the mount `mount_uuid` with its granted endpoints.
+    /// State for one call of the mount `mount_uuid`. Its granted endpoints are read when
+    /// the guest connects, so calls that use no SQL pay nothing for them.
     pub fn new(
         pools: Arc<SqlPools>,
+        barrier: Arc<Barrier>,
         mount_uuid: String,
-        allowed: Vec<Endpoint>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
             pools,
+            barrier,
             mount_uuid,
-            allowed,
             runtime,
         }
     }
@@ -475,7 +476,9 @@ impl sql::Host for CallState {
     ) -> Result<Resource<Connection>, HostError> {
         let state = self.sql_state()?;
         let parsed = parse_dsn(&dsn).map_err(HostError::Invalid)?;
-        if let Some(refused) = parsed.endpoints.iter().find(|e| !state.allowed.contains(e)) {
+        let allowed =
+            granted(&state.barrier, &state.mount_uuid).map_err(crate::runtime::barrier_to_host)?;
+        if let Some(refused) = parsed.endpoints.iter().find(|e| !allowed.contains(e)) {
             tracing::warn!(mount = %state.mount_uuid, endpoint = %refused, "sql connect refused: endpoint not granted");
             return Err(HostError::Denied(format!(
                 "endpoint {refused} is not configured for this mount; an operator must write a connection_url naming it"
