@@ -83,8 +83,10 @@ pub fn ecdsa_sign(budget: Duration) -> anyhow::Result<f64> {
 }
 
 /// The database engine's statements over one persistent connection, no server: returns
-/// (creations per second, revocations per second) for `count` users.
-pub async fn sql(dsn: &str, count: usize) -> anyhow::Result<(f64, f64)> {
+/// (creations per second, revocations per second) for `count` users. `password` is what
+/// the statements carry: a password, or a SCRAM verifier as the servers send with
+/// `password_authentication=scram-sha-256` (computed once, outside the timing).
+pub async fn sql(dsn: &str, count: usize, password: &str) -> anyhow::Result<(f64, f64)> {
     let (mut client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let started = Instant::now();
@@ -92,7 +94,7 @@ pub async fn sql(dsn: &str, count: usize) -> anyhow::Result<(f64, f64)> {
         let name = format!("raw-{i}-{}", std::process::id());
         let tx = client.transaction().await?;
         tx.batch_execute(&format!(
-            "CREATE ROLE \"{name}\" WITH LOGIN PASSWORD 'Raw-password-123' VALID UNTIL '2099-01-01 00:00:00+0000'; \
+            "CREATE ROLE \"{name}\" WITH LOGIN PASSWORD '{password}' VALID UNTIL '2099-01-01 00:00:00+0000'; \
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{name}\";"
         ))
         .await?;

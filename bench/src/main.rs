@@ -157,8 +157,7 @@ fn configure(target: &Target, pg: &Postgres) -> String {
         json!({
             "plugin_name": "postgresql-database-plugin", "allowed_roles": "*",
             "connection_url": pg.connection_url("disable"), "username": PG_ROOT_USER, "password": PG_ROOT_PASSWORD,
-            // BENCH_PASSWORD_AUTH=scram-sha-256: both servers send SCRAM verifiers, not passwords.
-            "password_authentication": std::env::var("BENCH_PASSWORD_AUTH").unwrap_or_else(|_| "password".to_string()),
+            "password_authentication": password_authentication(),
         }),
     );
     blocking(
@@ -280,6 +279,12 @@ fn fixed(path: &str, value: Value) -> BodyFn {
     body(move |_| (path.clone(), text.clone()))
 }
 
+/// How both servers send database passwords (`BENCH_PASSWORD_AUTH`): `password`, or
+/// `scram-sha-256` for SCRAM verifiers computed by the server instead of PostgreSQL.
+fn password_authentication() -> String {
+    std::env::var("BENCH_PASSWORD_AUTH").unwrap_or_else(|_| "password".to_string())
+}
+
 /// Alternating rounds of the engine-overhead scenario.
 const OVERHEAD_ROUNDS: usize = 5;
 
@@ -374,7 +379,14 @@ async fn main() -> anyhow::Result<()> {
         "host=127.0.0.1 port={} user={PG_ROOT_USER} password={PG_ROOT_PASSWORD} dbname=gradedb",
         pg.port
     );
-    let (limit_create, limit_revoke) = limits::sql(&dsn, scale.db_creds.min(300)).await?;
+    let raw_password = match password_authentication().as_str() {
+        "scram-sha-256" => {
+            coffer_host::caps::sql::scram_sha256_verifier(b"Raw-password-123", b"raw-limit-salt16")
+        }
+        _ => "Raw-password-123".to_string(),
+    };
+    let (limit_create, limit_revoke) =
+        limits::sql(&dsn, scale.db_creds.min(300), &raw_password).await?;
     println!(
         "limits (one core): ec issue {limit_ec:.0}/s, rsa keygen {limit_rsa:.1}/s, ecdsa sign {limit_sign:.0}/s, sql create {limit_create:.0}/s, sql revoke {limit_revoke:.0}/s"
     );

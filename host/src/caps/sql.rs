@@ -468,7 +468,61 @@ impl CallState {
     }
 }
 
+/// PostgreSQL's default `scram_iterations`.
+const SCRAM_ITERATIONS: std::num::NonZeroU32 = match std::num::NonZeroU32::new(4096) {
+    Some(n) => n,
+    None => std::num::NonZeroU32::MIN,
+};
+/// Longest password `scram-sha256-verifier` accepts (PostgreSQL's own limit is 1000).
+const MAX_SCRAM_PASSWORD: usize = 1024;
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` with `salt`:
+/// `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>` (RFC 5802 section 3, RFC 7677).
+/// Public for the benchmark's raw-SQL baseline, which sends the same statements.
+pub fn scram_sha256_verifier(password: &[u8], salt: &[u8]) -> String {
+    use aws_lc_rs::{digest, hmac, pbkdf2};
+    use base64::Engine as _;
+    let mut salted = zeroize::Zeroizing::new([0u8; 32]);
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        SCRAM_ITERATIONS,
+        salt,
+        password,
+        salted.as_mut_slice(),
+    );
+    let key = hmac::Key::new(hmac::HMAC_SHA256, salted.as_slice());
+    let client_key = hmac::sign(&key, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    let server_key = hmac::sign(&key, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${SCRAM_ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key.as_ref()),
+        b64.encode(server_key.as_ref())
+    )
+}
+
+/// A verifier for `password` with a fresh random salt; `invalid` past the length limit.
+fn new_scram_verifier(password: &str) -> Result<String, HostError> {
+    if password.len() > MAX_SCRAM_PASSWORD {
+        return Err(HostError::Invalid(format!(
+            "password is {} bytes; at most {MAX_SCRAM_PASSWORD} are accepted",
+            password.len()
+        )));
+    }
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt)
+        .map_err(|_| HostError::Internal("no randomness for the salt".to_string()))?;
+    Ok(scram_sha256_verifier(password.as_bytes(), &salt))
+}
+
 impl sql::Host for CallState {
+    async fn scram_sha256_verifier(&mut self, password: String) -> Result<String, HostError> {
+        let password = zeroize::Zeroizing::new(password);
+        new_scram_verifier(&password)
+    }
+
     async fn connect(
         &mut self,
         dsn: String,
@@ -684,6 +738,54 @@ mod tests {
             endpoints_of_template("dbname=x").is_err(),
             "a DSN must name a TCP host"
         );
+    }
+
+    #[test]
+    fn scram_verifier_matches_an_independent_openssl_computation()
+    -> Result<(), openssl::error::ErrorStack> {
+        use openssl::hash::MessageDigest;
+        let (password, salt) = (b"pencil", b"0123456789abcdef");
+        let verifier = scram_sha256_verifier(password, salt);
+        // RFC 5802: SaltedPassword = Hi(password, salt, i); ClientKey = HMAC(SaltedPassword,
+        // "Client Key"); StoredKey = H(ClientKey); ServerKey = HMAC(SaltedPassword, "Server Key").
+        let mut salted = [0u8; 32];
+        openssl::pkcs5::pbkdf2_hmac(password, salt, 4096, MessageDigest::sha256(), &mut salted)?;
+        let key = openssl::pkey::PKey::hmac(&salted)?;
+        let hmac = |message: &[u8]| {
+            openssl::sign::Signer::new(MessageDigest::sha256(), &key)?.sign_oneshot_to_vec(message)
+        };
+        let stored = openssl::sha::sha256(&hmac(b"Client Key")?);
+        let b64 = |bytes: &[u8]| openssl::base64::encode_block(bytes);
+        assert_eq!(
+            verifier,
+            format!(
+                "SCRAM-SHA-256$4096:{}${}:{}",
+                b64(salt),
+                b64(&stored),
+                b64(&hmac(b"Server Key")?)
+            )
+        );
+        assert_ne!(
+            scram_sha256_verifier(b"pencil2", salt),
+            verifier,
+            "another password, another verifier"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn scram_verifiers_get_fresh_salts_and_refuse_overlong_passwords() -> Result<(), HostError> {
+        let first = new_scram_verifier("pencil")?;
+        let second = new_scram_verifier("pencil")?;
+        assert!(first.starts_with("SCRAM-SHA-256$4096:"), "{first}");
+        assert_ne!(first, second, "each verifier has its own salt");
+        assert!(new_scram_verifier(&"x".repeat(MAX_SCRAM_PASSWORD)).is_ok());
+        let refused = new_scram_verifier(&"x".repeat(MAX_SCRAM_PASSWORD + 1));
+        assert!(
+            matches!(&refused, Err(HostError::Invalid(m)) if m.contains("at most 1024")),
+            "{refused:?}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::postgres::{DEFAULT_RENEW, DEFAULT_ROTATION, Database, sql_error};
 use crate::template::{
     USERNAME_RANDOM_CHARS, base62_from, check_username_template, default_username,
     escape_url_component, is_sql_safe_name, password_from, pg_timestamp, render_username,
-    role_allowed, scram_verifier,
+    role_allowed,
 };
 
 /// The only plugin this engine implements.
@@ -180,10 +180,10 @@ fn open(db_name: &str, config: &mut DbConfig) -> Result<Database, EngineError> {
     }
 }
 
-/// What `{{password}}` becomes: the password, or its SCRAM verifier.
+/// What `{{password}}` becomes: the password, or its SCRAM verifier (computed by the host).
 fn password_for_statements(config: &DbConfig, password: &str) -> Result<String, EngineError> {
     if config.password_authentication == "scram-sha-256" {
-        Ok(scram_verifier(password, &random_bytes(16)?))
+        coffer_sdk::sql::scram_sha256_verifier(password).map_err(sql_error)
     } else {
         Ok(password.to_string())
     }

@@ -1,11 +1,9 @@
 //! Pure functions behind the database engine: SQL statement lists and placeholders,
 //! usernames (Vault's default template and a checked subset of custom templates),
-//! passwords (Vault's default policy), SCRAM-SHA-256 verifiers, and small SQL helpers.
+//! passwords (Vault's default policy), and small SQL helpers.
 //! Nothing here touches the host; everything is unit-tested natively.
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -13,8 +11,6 @@ pub const MAX_IDENTIFIER_BYTES: usize = 63;
 pub const PASSWORD_LENGTH: usize = 20;
 /// Random characters in a default username; they come before anything that may be cut.
 pub const USERNAME_RANDOM_CHARS: usize = 20;
-/// SCRAM iteration count (PostgreSQL's default).
-pub const SCRAM_ITERATIONS: u32 = 4096;
 /// Base62 alphabet for random name parts.
 pub const BASE62: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// Vault's default password alphabet: letters, digits and `-`.
@@ -305,34 +301,6 @@ pub fn base62_from(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802 / 7677):
-/// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`. Sending this instead of the
-/// password keeps the cleartext out of PostgreSQL and its logs.
-pub fn scram_verifier(password: &str, salt: &[u8]) -> String {
-    let mut salted = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, SCRAM_ITERATIONS, &mut salted);
-    #[allow(
-        clippy::expect_used,
-        reason = "HMAC accepts keys of any length; this cannot fail"
-    )]
-    let hmac = |key: &[u8], message: &[u8]| -> Vec<u8> {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(message);
-        mac.finalize().into_bytes().to_vec()
-    };
-    let client_key = hmac(&salted, b"Client Key");
-    let stored_key = Sha256::digest(&client_key);
-    let server_key = hmac(&salted, b"Server Key");
-    let b64 = base64::engine::general_purpose::STANDARD;
-    format!(
-        "SCRAM-SHA-256${SCRAM_ITERATIONS}:{}${}:{}",
-        b64.encode(salt),
-        b64.encode(stored_key),
-        b64.encode(server_key)
-    )
-}
-
 /// Percent-escapes a DSN component (user or password inside a URL).
 pub fn escape_url_component(text: &str) -> String {
     let mut out = String::new();
@@ -421,20 +389,6 @@ mod tests {
             "{password:?}"
         );
         assert_eq!(password_from(&[0u8; 20]), None, "all one class is rejected");
-    }
-
-    #[test]
-    fn scram_verifier_has_postgres_shape() {
-        // Shape only; tests/database_postgres.rs proves PostgreSQL accepts it by logging in.
-        let salt = base64::engine::general_purpose::STANDARD
-            .decode("QSXCR+Q6sek8bf92")
-            .unwrap_or_default();
-        let verifier = scram_verifier("pencil", &salt);
-        assert!(
-            verifier.starts_with("SCRAM-SHA-256$4096:QSXCR+Q6sek8bf92$"),
-            "{verifier}"
-        );
-        assert_eq!(verifier.matches(':').count(), 2);
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub mod bindings {
 /// SQL connections to operator-granted endpoints (the `sql` feature).
 #[cfg(feature = "sql")]
 pub mod sql {
-    pub use crate::bindings::coffer::host::sql::{Connection, SqlValue, connect};
+    pub use crate::bindings::coffer::host::sql::{
+        Connection, SqlValue, connect, scram_sha256_verifier,
+    };
     pub use crate::bindings::coffer::host::types::HostError;
 }
 
