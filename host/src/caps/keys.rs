@@ -44,6 +44,29 @@ pub struct Key {
     kind: KeyKind,
     exportable: bool,
     key: PKey<Private>,
+    /// The public key as SPKI DER, encoded once: `issue` asks for it and for the PKCS#8,
+    /// and each EC encoding would otherwise repeat a field inversion.
+    spki: OnceLock<Vec<u8>>,
+}
+
+impl Key {
+    fn new(name: String, kind: KeyKind, exportable: bool, key: PKey<Private>) -> Self {
+        Self {
+            name,
+            kind,
+            exportable,
+            key,
+            spki: OnceLock::new(),
+        }
+    }
+
+    fn spki(&self) -> Result<&[u8], der::DerError> {
+        if let Some(spki) = self.spki.get() {
+            return Ok(spki);
+        }
+        let spki = der::spki(&self.key)?;
+        Ok(self.spki.get_or_init(|| spki))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -357,12 +380,7 @@ impl CallState {
             serde_json::to_vec(&stored).map_err(|e| HostError::Internal(e.to_string()))?,
         );
         view.put(&path, &bytes).map_err(barrier_to_host)?;
-        self.push_key(Key {
-            name: name.to_string(),
-            kind,
-            exportable,
-            key,
-        })
+        self.push_key(Key::new(name.to_string(), kind, exportable, key))
     }
 
     fn push_key(&mut self, key: Key) -> Result<Resource<Key>, HostError> {
@@ -391,12 +409,7 @@ impl keys::Host for CallState {
 
     fn generate_transient(&mut self, kind: KeyKind) -> Result<Resource<Key>, HostError> {
         let key = generate_key(kind)?;
-        self.push_key(Key {
-            name: String::new(),
-            kind,
-            exportable: true,
-            key,
-        })
+        self.push_key(Key::new(String::new(), kind, true, key))
     }
 
     fn verify(
@@ -444,12 +457,7 @@ impl keys::Host for CallState {
         let key = parsed_keys().decode(&der)?;
         let kind = kind_from_name(&stored.kind)
             .ok_or_else(|| HostError::Internal(format!("corrupt key {name}")))?;
-        self.push_key(Key {
-            name,
-            kind,
-            exportable: stored.exportable,
-            key,
-        })
+        self.push_key(Key::new(name, kind, stored.exportable, key))
     }
 
     fn delete(&mut self, name: String) -> Result<(), HostError> {
@@ -476,7 +484,7 @@ impl keys::HostKey for CallState {
     fn public_key_spki(&mut self, handle: Resource<Key>) -> Vec<u8> {
         self.key(&handle)
             .ok()
-            .and_then(|k| der::spki(&k.key).ok())
+            .and_then(|k| k.spki().ok().map(<[u8]>::to_vec))
             .unwrap_or_default()
     }
 
@@ -508,7 +516,10 @@ impl keys::HostKey for CallState {
                 key.name
             )));
         }
-        Ok(der::pkcs8(&key.key).map_err(encoding)?.to_vec())
+        let spki = key.spki().map_err(encoding)?;
+        Ok(der::pkcs8_with_spki(&key.key, spki)
+            .map_err(encoding)?
+            .to_vec())
     }
 
     fn drop(&mut self, handle: Resource<Key>) -> wasmtime::Result<()> {
