@@ -72,6 +72,35 @@ fn a_response_releasing_too_many_write_ahead_entries_fails_alone() {
 }
 
 #[test]
+fn a_guest_batch_write_is_all_or_nothing_and_bounded() {
+    let coffer = server();
+    let stored = |coffer: &Coffer| {
+        let reply = coffer.call("GET", "hostile/batch", None);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json["data"]["stored"].as_u64()
+    };
+    // One refused change refuses the whole commit: nothing of it is stored.
+    let forged = coffer.call(
+        "POST",
+        "hostile/batch",
+        Some(json!({"count": 5, "bad": true})),
+    );
+    assert_eq!(forged.status, 403, "{}", forged.text);
+    assert!(forged.text.contains("reserved"), "{}", forged.text);
+    assert_eq!(stored(&coffer), Some(0));
+    // Past the bound: refused with the limit named, nothing stored.
+    let flood = coffer.call("POST", "hostile/batch", Some(json!({"count": 257})));
+    assert_eq!(flood.status, 400, "{}", flood.text);
+    assert!(flood.text.contains("the limit is 256"), "{}", flood.text);
+    assert_eq!(stored(&coffer), Some(0));
+    // Within the bound every change lands.
+    let fine = coffer.call("POST", "hostile/batch", Some(json!({"count": 256})));
+    assert_eq!(fine.status, 204, "{}", fine.text);
+    assert_eq!(stored(&coffer), Some(256));
+    assert_still_serving(&coffer);
+}
+
+#[test]
 fn memory_hog_is_stopped_at_its_limit() {
     let coffer = server();
     let reply = coffer.call("GET", "hostile/grow", None);

@@ -34,6 +34,9 @@ impl BackendError {
     }
 }
 
+/// Keys with their new values (`Some` stores, `None` removes), applied in one commit.
+pub type Changes = Vec<(String, Option<Vec<u8>>)>;
+
 /// Resolves once a write is durable.
 pub type Durable = Pin<Box<dyn Future<Output = Result<(), BackendError>> + Send>>;
 
@@ -45,18 +48,14 @@ pub trait Backend: Send + Sync {
     fn put(&self, key: &str, value: &[u8]) -> Result<(), BackendError>;
     /// Removes `key`; removing a missing key succeeds.
     fn delete(&self, key: &str) -> Result<(), BackendError>;
-    /// Stores (`Some`) or removes (`None`) `key` without blocking the calling thread while
-    /// the change is flushed: for async callers. The default writes inline.
-    fn write_async(&self, key: &str, value: Option<&[u8]>) -> Durable {
-        let outcome = match value {
-            Some(value) => self.put(key, value),
-            None => self.delete(key),
-        };
-        Box::pin(std::future::ready(outcome))
+    /// [`Backend::write_batch`] without blocking the calling thread while the changes are
+    /// flushed: for async callers. The default writes inline.
+    fn write_batch_async(&self, changes: Changes) -> Durable {
+        Box::pin(std::future::ready(self.write_batch(changes)))
     }
     /// Applies every change (`Some` stores, `None` removes) at once: after a crash either
     /// all of them are there or none is. One durable commit.
-    fn write_batch(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), BackendError>;
+    fn write_batch(&self, changes: Changes) -> Result<(), BackendError>;
     /// Up to `limit` keys that start with `prefix` and sort strictly after `after` (or from
     /// the start of the prefix), in order.
     fn scan(
@@ -91,7 +90,7 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn write_batch(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), BackendError> {
+    fn write_batch(&self, changes: Changes) -> Result<(), BackendError> {
         let mut entries = self.entries.write().map_err(BackendError::from_display)?;
         for (key, value) in changes {
             match value {
@@ -290,7 +289,7 @@ impl Backend for FileBackend {
         self.write(vec![Change::Delete(key.to_string())])
     }
 
-    fn write_batch(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), BackendError> {
+    fn write_batch(&self, changes: Changes) -> Result<(), BackendError> {
         self.write(
             changes
                 .into_iter()
@@ -299,11 +298,14 @@ impl Backend for FileBackend {
         )
     }
 
-    fn write_async(&self, key: &str, value: Option<&[u8]>) -> Durable {
-        let change = Change::new(key.to_string(), value.map(<[u8]>::to_vec));
+    fn write_batch_async(&self, changes: Changes) -> Durable {
+        let changes = changes
+            .into_iter()
+            .map(|(key, value)| Change::new(key, value))
+            .collect();
         let (done, wait) = tokio::sync::oneshot::channel();
         let queued = self.enqueue(
-            vec![change],
+            changes,
             Box::new(move |outcome| {
                 let _ = done.send(outcome);
             }),

@@ -266,28 +266,42 @@ impl Barrier {
     /// Applies every write at once, in one durable commit: after a crash either all of
     /// them are there or none is. `Some` encrypts and stores, `None` deletes.
     pub fn write_all(&self, writes: &[(&str, Option<&[u8]>)]) -> Result<(), BarrierError> {
+        Ok(self.backend.write_batch(self.seal_changes(writes)?)?)
+    }
+
+    /// [`Barrier::write_all`] for async callers: the thread is not held while the commit
+    /// is flushed.
+    pub async fn write_all_async(
+        &self,
+        writes: &[(&str, Option<&[u8]>)],
+    ) -> Result<(), BarrierError> {
+        let changes = self.seal_changes(writes)?;
+        Ok(self.backend.write_batch_async(changes).await?)
+    }
+
+    /// [`Barrier::put`] for async callers.
+    pub async fn put_async(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
+        self.write_all_async(&[(key, Some(value))]).await
+    }
+
+    /// [`Barrier::delete`] for async callers.
+    pub async fn delete_async(&self, key: &str) -> Result<(), BarrierError> {
+        self.write_all_async(&[(key, None)]).await
+    }
+
+    /// Encrypts the values of `writes` (deletes stay `None`); refuses while sealed.
+    fn seal_changes(
+        &self,
+        writes: &[(&str, Option<&[u8]>)],
+    ) -> Result<crate::backend::Changes, BarrierError> {
         self.require_unsealed()?;
-        let changes = writes
+        writes
             .iter()
             .map(|(key, value)| {
                 let sealed = value.map(|v| self.seal_value(key, v)).transpose()?;
                 Ok((key.to_string(), sealed))
             })
-            .collect::<Result<Vec<_>, BarrierError>>()?;
-        Ok(self.backend.write_batch(changes)?)
-    }
-
-    /// [`Barrier::put`] for async callers: the thread is not held while the write is
-    /// flushed.
-    pub async fn put_async(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
-        let sealed = self.seal_value(key, value)?;
-        Ok(self.backend.write_async(key, Some(&sealed)).await?)
-    }
-
-    /// [`Barrier::delete`] for async callers.
-    pub async fn delete_async(&self, key: &str) -> Result<(), BarrierError> {
-        self.require_unsealed()?;
-        Ok(self.backend.write_async(key, None).await?)
+            .collect()
     }
 
     fn seal_value(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, BarrierError> {
@@ -502,6 +516,21 @@ impl View {
     /// Deletes a view-relative key without holding the thread while it is flushed.
     pub async fn delete_async(&self, key: &str) -> Result<(), BarrierError> {
         self.barrier.delete_async(&self.full(key)).await
+    }
+
+    /// Applies view-relative writes in one durable commit (see [`Barrier::write_all`])
+    /// without holding the thread while it is flushed.
+    pub async fn write_all_async(
+        &self,
+        writes: &[(&str, Option<&[u8]>)],
+    ) -> Result<(), BarrierError> {
+        let keys: Vec<String> = writes.iter().map(|(key, _)| self.full(key)).collect();
+        let full: Vec<(&str, Option<&[u8]>)> = keys
+            .iter()
+            .zip(writes)
+            .map(|(key, (_, value))| (key.as_str(), *value))
+            .collect();
+        self.barrier.write_all_async(&full).await
     }
 
     /// Lists one level below a view-relative prefix.

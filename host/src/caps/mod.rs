@@ -27,6 +27,10 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Largest value a guest may store in one key (keeps entries well below page and CRL
 /// pathologies seen elsewhere; engines shard larger data).
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Most changes in one `storage.write-all`.
+pub const MAX_BATCH_CHANGES: usize = 256;
+/// Most value bytes in one `storage.write-all`.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Log bytes one call may emit; the rest is dropped with a note.
 pub const MAX_LOG_BYTES_PER_CALL: usize = 64 * 1024;
 /// Longest single log line.
@@ -93,6 +97,16 @@ impl State {
     }
 }
 
+fn check_value(value: &[u8]) -> Result<(), HostError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(HostError::Invalid(format!(
+            "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 fn check_key(key: &str, allow_empty: bool) -> Result<(), HostError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(HostError::Invalid(format!(
@@ -143,12 +157,7 @@ impl storage::Host for CallState {
 
     async fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), HostError> {
         check_key(&key, false)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(HostError::Invalid(format!(
-                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
-                value.len()
-            )));
-        }
+        check_value(&value)?;
         self.caps
             .view()?
             .put_async(&key, &value)
@@ -161,6 +170,37 @@ impl storage::Host for CallState {
         self.caps
             .view()?
             .delete_async(&key)
+            .await
+            .map_err(barrier_to_host)
+    }
+
+    async fn write_all(&mut self, changes: Vec<storage::Change>) -> Result<(), HostError> {
+        if changes.len() > MAX_BATCH_CHANGES {
+            return Err(HostError::Invalid(format!(
+                "{} changes in one write-all; the limit is {MAX_BATCH_CHANGES}",
+                changes.len()
+            )));
+        }
+        let mut total = 0usize;
+        for change in &changes {
+            check_key(&change.key, false)?;
+            if let Some(value) = &change.value {
+                check_value(value)?;
+                total = total.saturating_add(value.len());
+            }
+        }
+        if total > MAX_BATCH_BYTES {
+            return Err(HostError::Invalid(format!(
+                "{total} bytes of values in one write-all; the limit is {MAX_BATCH_BYTES}"
+            )));
+        }
+        let writes: Vec<(&str, Option<&[u8]>)> = changes
+            .iter()
+            .map(|change| (change.key.as_str(), change.value.as_deref()))
+            .collect();
+        self.caps
+            .view()?
+            .write_all_async(&writes)
             .await
             .map_err(barrier_to_host)
     }

@@ -468,21 +468,25 @@ fn store_key(signer: &HostSigner, key_id: &str, name: &str) -> Result<KeyEntry, 
         bits: signer.public.family.bits(),
         spki: base64::engine::general_purpose::STANDARD.encode(&signer.public.spki),
     };
-    storage::put_json(&format!("key/{key_id}"), &entry)?;
+    let mut batch = storage::Batch::new();
+    batch.put_json(&format!("key/{key_id}"), &entry)?;
     if !name.is_empty() {
-        storage::put(&format!("key-name/{name}"), key_id.as_bytes())?;
+        batch.put(&format!("key-name/{name}"), key_id.as_bytes());
     }
+    batch.commit()?;
     Ok(entry)
 }
 
 fn store_issuer(issuer: &IssuerEntry) -> Result<(), EngineError> {
-    storage::put_json(&format!("issuer/{}", issuer.id), issuer)?;
+    let mut batch = storage::Batch::new();
+    batch.put_json(&format!("issuer/{}", issuer.id), issuer)?;
     if !issuer.name.is_empty() {
-        storage::put(
+        batch.put(
             &format!("issuer-name/{}", issuer.name),
             issuer.id.as_bytes(),
-        )?;
+        );
     }
+    batch.commit()?;
     if default_issuer_id()?.is_none() {
         set_default_issuer(&issuer.id)?;
     }
@@ -903,13 +907,15 @@ fn delete_issuer(reference: &str) -> Result<Response, EngineError> {
         Ok(issuer) => issuer,
         Err(_) => return Ok(respond::empty()),
     };
-    storage::delete(&format!("issuer/{}", issuer.id))?;
+    let mut batch = storage::Batch::new();
+    batch.delete(&format!("issuer/{}", issuer.id));
     if !issuer.name.is_empty() {
-        storage::delete(&format!("issuer-name/{}", issuer.name))?;
+        batch.delete(&format!("issuer-name/{}", issuer.name));
     }
     if default_issuer_id()?.as_deref() == Some(issuer.id.as_str()) {
-        storage::delete("config/issuers")?;
+        batch.delete("config/issuers");
     }
+    batch.commit()?;
     Ok(respond::empty())
 }
 
@@ -921,14 +927,16 @@ fn rename_key(reference: &str, name: &str) -> Result<Response, EngineError> {
             return Err(invalid(format!("key name {name:?} is already in use")));
         }
     }
+    let mut batch = storage::Batch::new();
     if !key.name.is_empty() {
-        storage::delete(&format!("key-name/{}", key.name))?;
+        batch.delete(&format!("key-name/{}", key.name));
     }
     key.name = name.to_string();
-    storage::put_json(&format!("key/{}", key.id), &key)?;
+    batch.put_json(&format!("key/{}", key.id), &key)?;
     if !name.is_empty() {
-        storage::put(&format!("key-name/{name}"), key.id.as_bytes())?;
+        batch.put(&format!("key-name/{name}"), key.id.as_bytes());
     }
+    batch.commit()?;
     Ok(respond::data(
         json!({ "key_id": key.id, "key_name": key.name, "key_type": key.key_type }),
     ))
@@ -1059,9 +1067,13 @@ fn revoke(serial: &str, certificate: &str) -> Result<Response, EngineError> {
         None => {
             let time = coffer_sdk::time::unix_now();
             entry.revoked_at = Some(time);
-            storage::put_json(&format!("certs/{key}"), &entry)?;
-            storage::put_json(&format!("revoked/{}/{key}", entry.issuer_id), &time)?;
-            storage::put(&format!("crl/{}/stale", entry.issuer_id), b"1")?;
+            // One commit: a revoked certificate is never missing from the CRL's index.
+            let mut batch = storage::Batch::new();
+            batch
+                .put_json(&format!("certs/{key}"), &entry)?
+                .put_json(&format!("revoked/{}/{key}", entry.issuer_id), &time)?
+                .put(&format!("crl/{}/stale", entry.issuer_id), b"1");
+            batch.commit()?;
             time
         }
     };
@@ -1142,9 +1154,14 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
     for (index, chunk) in chunks.iter().enumerate() {
         storage::put(&format!("crl/{issuer_id}/chunk/{index}"), chunk)?;
     }
-    storage::put_json(&format!("crl/{issuer_id}/chunks"), &(chunks.len() as u64))?;
-    storage::put_json(&format!("crl/{issuer_id}/number"), &number)?;
-    storage::delete(&format!("crl/{issuer_id}/stale"))?;
+    // The chunks above may exceed one commit's bound; until this commit clears `stale`,
+    // a reader (or the next fetch after a crash) rebuilds instead of trusting them.
+    let mut batch = storage::Batch::new();
+    batch
+        .put_json(&format!("crl/{issuer_id}/chunks"), &(chunks.len() as u64))?
+        .put_json(&format!("crl/{issuer_id}/number"), &number)?
+        .delete(&format!("crl/{issuer_id}/stale"));
+    batch.commit()?;
     Ok(der)
 }
 
@@ -1183,11 +1200,14 @@ fn tidy(req: &Request) -> Result<Response, EngineError> {
             {
                 continue;
             }
-            storage::delete(&format!("certs/{key}"))?;
+            let mut batch = storage::Batch::new();
+            batch.delete(&format!("certs/{key}"));
             if entry.revoked_at.is_some() {
-                storage::delete(&format!("revoked/{}/{key}", entry.issuer_id))?;
-                storage::put(&format!("crl/{}/stale", entry.issuer_id), b"1")?;
+                batch
+                    .delete(&format!("revoked/{}/{key}", entry.issuer_id))
+                    .put(&format!("crl/{}/stale", entry.issuer_id), b"1");
             }
+            batch.commit()?;
             removed += 1;
         }
     }

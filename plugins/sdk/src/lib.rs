@@ -532,6 +532,51 @@ pub mod storage {
         let bytes = serde_json::to_vec(value).map_err(|e| EngineError::Internal(e.to_string()))?;
         put(key, &bytes)
     }
+    /// Changes applied together by [`Batch::commit`]: one durable commit, after which
+    /// either all of them are stored or none is (the host's `write-all`; at most 256
+    /// changes and 16 MiB of values).
+    #[derive(Default)]
+    pub struct Batch {
+        changes: Vec<host::Change>,
+    }
+
+    impl Batch {
+        /// An empty batch.
+        pub fn new() -> Self {
+            Self::default()
+        }
+        /// Stores raw bytes at `key`.
+        pub fn put(&mut self, key: &str, value: &[u8]) -> &mut Self {
+            self.changes.push(host::Change {
+                key: key.to_string(),
+                value: Some(value.to_vec()),
+            });
+            self
+        }
+        /// Encodes and stores a JSON value at `key`.
+        pub fn put_json<T: Serialize>(
+            &mut self,
+            key: &str,
+            value: &T,
+        ) -> Result<&mut Self, EngineError> {
+            let bytes =
+                serde_json::to_vec(value).map_err(|e| EngineError::Internal(e.to_string()))?;
+            Ok(self.put(key, &bytes))
+        }
+        /// Deletes `key`.
+        pub fn delete(&mut self, key: &str) -> &mut Self {
+            self.changes.push(host::Change {
+                key: key.to_string(),
+                value: None,
+            });
+            self
+        }
+        /// Applies every change in one commit.
+        pub fn commit(self) -> Result<(), EngineError> {
+            host::write_all(&self.changes).map_err(host_error)
+        }
+    }
+
     /// Records a write-ahead entry; returns its id.
     pub fn put_wal(kind: &str, data: &[u8]) -> Result<String, EngineError> {
         host::put_wal(kind, data).map_err(host_error)
