@@ -593,6 +593,104 @@ fn revoked_certificates_appear_in_the_crl_and_fail_crl_checks() {
     assert_eq!(count, 21);
 }
 
+/// The CRL's text dump (`openssl crl -text`) as served now.
+fn crl_text(coffer: &Coffer, dir: &Path) -> String {
+    let crl = coffer.raw("GET", "pki_int/crl/pem", None, None, &[]);
+    assert_eq!(crl.status, 200, "{}", crl.text);
+    std::fs::write(dir.join("current.crl.pem"), &crl.text).unwrap();
+    openssl_ok(dir, &["crl", "-in", "current.crl.pem", "-noout", "-text"])
+}
+
+fn crl_number(text: &str) -> String {
+    let at = text.find("CRL Number:").expect("CRL Number extension");
+    text[at..]
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn revocations_racing_crl_fetches_all_reach_the_crl() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("pki-crl-race");
+    tutorial_ca(&coffer, &dir);
+    // More revocations than one storage commit can clear, so the rebuild's cleanup spans
+    // several commits.
+    let serials: Vec<String> = (0..300)
+        .map(|i| {
+            let leaf = issue(
+                &coffer,
+                json!({"common_name": format!("r{i}.grade-api.svc.cluster.local"), "ttl": "1h"}),
+            );
+            leaf["data"]["serial_number"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let fetcher = scope.spawn(|| {
+            let mut fetches = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let crl = coffer.raw("GET", "pki_int/crl", None, None, &[]);
+                assert_eq!(crl.status, 200, "{}", crl.text);
+                fetches += 1;
+            }
+            fetches
+        });
+        let revokers: Vec<_> = serials
+            .chunks(75)
+            .map(|group| {
+                let coffer = &coffer;
+                scope.spawn(move || {
+                    for serial in group {
+                        let reply = coffer.call(
+                            "POST",
+                            "pki_int/revoke",
+                            Some(json!({"serial_number": serial})),
+                        );
+                        assert_eq!(reply.status, 200, "{}", reply.text);
+                    }
+                })
+            })
+            .collect();
+        for revoker in revokers {
+            revoker.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(fetcher.join().unwrap() > 0, "the CRL was fetched meanwhile");
+    });
+    let text = crl_text(&coffer, &dir);
+    for serial in &serials {
+        let hex = serial.replace(':', "").to_uppercase();
+        assert!(
+            text.contains(&hex),
+            "revoked serial {hex} missing from the CRL"
+        );
+    }
+    // Nothing revoked since: the next fetch serves the same CRL instead of rebuilding.
+    let number = crl_number(&text);
+    assert_eq!(crl_number(&crl_text(&coffer, &dir)), number);
+    let another = issue(
+        &coffer,
+        json!({"common_name": "late.grade-api.svc.cluster.local", "ttl": "1h"}),
+    );
+    let late = another["data"]["serial_number"].as_str().unwrap();
+    let reply = coffer.call(
+        "POST",
+        "pki_int/revoke",
+        Some(json!({"serial_number": late})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let after = crl_text(&coffer, &dir);
+    assert_ne!(
+        crl_number(&after),
+        number,
+        "a new revocation rebuilds the CRL"
+    );
+    assert!(after.contains(&late.replace(':', "").to_uppercase()));
+}
+
 #[test]
 fn internal_ca_keys_are_never_returned() {
     let coffer = Coffer::dev();

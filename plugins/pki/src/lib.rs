@@ -5,9 +5,10 @@
 //! CSRs and CRLs with rcgen and asks the host to sign them. Keys made by
 //! `.../generate/internal` are non-exportable: no path here can return them.
 //!
-//! Revocation costs O(1): it records the serial under `revoked/<issuer>/` and marks that
-//! issuer's CRL stale. The CRL is rebuilt when fetched or rotated, and stored in chunks of
-//! at most [`CRL_CHUNK`] bytes, so no storage entry grows with the number of revocations.
+//! Revocation costs O(1): one commit records the serial under `revoked/<issuer>/` and a
+//! marker saying that issuer's CRL is out of date. The CRL is rebuilt when fetched or
+//! rotated, and stored in chunks of at most [`CRL_CHUNK`] bytes, so no storage entry grows
+//! with the number of revocations (layout and races: [`CrlPointer`]).
 
 pub mod issue;
 pub mod policy;
@@ -43,6 +44,8 @@ use crate::x509::{
 pub const CERT_SECRET: &str = "cert";
 /// Largest storage entry a CRL chunk may take.
 pub const CRL_CHUNK: usize = 512 * 1024;
+/// Changes per storage commit (the host's `write-all` bound).
+const CRL_BATCH: usize = 256;
 /// Lifetime of a generated CRL (Vault's default 72h).
 const CRL_LIFETIME: i64 = 72 * 3600;
 /// Default tidy safety buffer (72h).
@@ -1072,7 +1075,7 @@ fn revoke(serial: &str, certificate: &str) -> Result<Response, EngineError> {
             batch
                 .put_json(&format!("certs/{key}"), &entry)?
                 .put_json(&format!("revoked/{}/{key}", entry.issuer_id), &time)?
-                .put(&format!("crl/{}/stale", entry.issuer_id), b"1");
+                .put(&crl_pending_key(&entry.issuer_id, &key), b"");
             batch.commit()?;
             time
         }
@@ -1084,21 +1087,49 @@ fn revoke(serial: &str, certificate: &str) -> Result<Response, EngineError> {
     Ok(response)
 }
 
+/// Where an issuer's CRL lives: `crl/<issuer>/current` names the latest build and its
+/// chunk count; each build's DER is in 512 KiB chunks under `crl/<issuer>/<build>/`, so two
+/// rebuilds racing (or one cut short by a crash) never mix their chunks. A revocation
+/// commits a marker under `crl/<issuer>/pending/` together with its index entry; a fetch
+/// that finds markers rebuilds, and a rebuild deletes only the markers it saw before it
+/// listed the revocations — one made meanwhile keeps its marker for the next fetch.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CrlPointer {
+    number: u64,
+    build: String,
+    chunks: u64,
+}
+
+fn crl_pending_key(issuer_id: &str, serial_key: &str) -> String {
+    format!("crl/{issuer_id}/pending/{serial_key}")
+}
+
 /// The issuer's current CRL, rebuilt first if revocations happened since.
 fn crl_der(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
-    let chunks: Option<u64> = load(&format!("crl/{issuer_id}/chunks"))?;
-    if storage::get(&format!("crl/{issuer_id}/stale"))?.is_some() || chunks.is_none() {
+    let pointer: Option<CrlPointer> = load(&format!("crl/{issuer_id}/current"))?;
+    let Some(pointer) = pointer else {
+        return rebuild_crl(issuer_id);
+    };
+    if !storage::list(&format!("crl/{issuer_id}/pending/"))?.is_empty() {
         return rebuild_crl(issuer_id);
     }
     let mut der = Vec::new();
-    for index in 0..chunks.unwrap_or(0) {
-        der.extend(storage::get(&format!("crl/{issuer_id}/chunk/{index}"))?.unwrap_or_default());
+    for index in 0..pointer.chunks {
+        match storage::get(&format!("crl/{issuer_id}/{}/{index}", pointer.build))? {
+            Some(chunk) => der.extend(chunk),
+            // A concurrent rebuild replaced this build while it was read.
+            None => return rebuild_crl(issuer_id),
+        }
     }
     Ok(der)
 }
 
-/// Rebuilds and stores an issuer's CRL (in bounded chunks).
+/// Rebuilds and stores an issuer's CRL (see [`CrlPointer`]).
 fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
+    // Markers first: each one's revocation is committed with it, so the listing below
+    // includes every revocation whose marker this rebuild will delete.
+    let pending = storage::list(&format!("crl/{issuer_id}/pending/"))?;
+    let previous: Option<CrlPointer> = load(&format!("crl/{issuer_id}/current"))?;
     let issuer: IssuerEntry = load(&format!("issuer/{issuer_id}"))?.ok_or(EngineError::NotFound)?;
     let info = issuer_cert(&issuer)?;
     let mut revoked = Vec::new();
@@ -1118,7 +1149,15 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
             invalidity_date: None,
         });
     }
-    let number: u64 = load::<u64>(&format!("crl/{issuer_id}/number"))?.unwrap_or(0) + 1;
+    // Before CrlPointer, the number lived at crl/<issuer>/number.
+    let legacy_number: Option<u64> = load(&format!("crl/{issuer_id}/number"))?;
+    let number = previous
+        .as_ref()
+        .map(|p| p.number)
+        .or(legacy_number)
+        .unwrap_or(0)
+        + 1;
+
     let params = CertificateRevocationListParams {
         this_update: time::OffsetDateTime::from_unix_timestamp(now())
             .map_err(|e| EngineError::Internal(e.to_string()))?,
@@ -1150,18 +1189,48 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
         .signed_by(&signer)
         .map_err(|e| EngineError::Internal(format!("CRL signing failed: {e}")))?;
     let der = crl.der().to_vec();
+    let build = crate::store::new_id()?;
     let chunks: Vec<&[u8]> = der.chunks(CRL_CHUNK).collect();
     for (index, chunk) in chunks.iter().enumerate() {
-        storage::put(&format!("crl/{issuer_id}/chunk/{index}"), chunk)?;
+        storage::put(&format!("crl/{issuer_id}/{build}/{index}"), chunk)?;
     }
-    // The chunks above may exceed one commit's bound; until this commit clears `stale`,
-    // a reader (or the next fetch after a crash) rebuilds instead of trusting them.
+    // The switch to the new build, and as many markers as fit, in one commit.
+    let mut markers = pending.iter().map(|key| crl_pending_key(issuer_id, key));
     let mut batch = storage::Batch::new();
-    batch
-        .put_json(&format!("crl/{issuer_id}/chunks"), &(chunks.len() as u64))?
-        .put_json(&format!("crl/{issuer_id}/number"), &number)?
-        .delete(&format!("crl/{issuer_id}/stale"));
+    batch.put_json(
+        &format!("crl/{issuer_id}/current"),
+        &CrlPointer {
+            number,
+            build,
+            chunks: chunks.len() as u64,
+        },
+    )?;
+    for marker in markers.by_ref().take(CRL_BATCH - 1) {
+        batch.delete(&marker);
+    }
     batch.commit()?;
+    let mut leftovers: Vec<String> = markers.collect();
+    match &previous {
+        Some(old) => {
+            leftovers.extend((0..old.chunks).map(|i| format!("crl/{issuer_id}/{}/{i}", old.build)))
+        }
+        None => {
+            // Keys of the layout before CrlPointer.
+            leftovers.extend(["chunks", "number", "stale"].map(|k| format!("crl/{issuer_id}/{k}")));
+            leftovers.extend(
+                storage::list(&format!("crl/{issuer_id}/chunk/"))?
+                    .iter()
+                    .map(|i| format!("crl/{issuer_id}/chunk/{i}")),
+            );
+        }
+    }
+    for group in leftovers.chunks(CRL_BATCH) {
+        let mut batch = storage::Batch::new();
+        for key in group {
+            batch.delete(key);
+        }
+        batch.commit()?;
+    }
     Ok(der)
 }
 
@@ -1205,7 +1274,7 @@ fn tidy(req: &Request) -> Result<Response, EngineError> {
             if entry.revoked_at.is_some() {
                 batch
                     .delete(&format!("revoked/{}/{key}", entry.issuer_id))
-                    .put(&format!("crl/{}/stale", entry.issuer_id), b"1");
+                    .put(&crl_pending_key(&entry.issuer_id, &key), b"");
             }
             batch.commit()?;
             removed += 1;
