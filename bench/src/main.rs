@@ -114,14 +114,39 @@ fn blocking(target: &Target, method: &str, path: &str, body: Value) -> Value {
     }
 }
 
+/// Mounts `kind` at `path`, retrying while the server is still settling: OpenBao can
+/// answer `sys/mounts` before a new mount sticks (seen once as "no mount entry found" on
+/// the tune right after). A mount that already exists counts as done.
+fn mount(target: &Target, path: &str, kind: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let outcome = ureq::request("POST", &format!("{}/v1/sys/mounts/{path}", target.addr))
+            .set("X-Vault-Token", &target.token)
+            .send_string(&json!({"type": kind}).to_string());
+        let error = match outcome {
+            Ok(_) => return,
+            Err(ureq::Error::Status(code, response)) => {
+                let text = response.into_string().unwrap_or_default();
+                if text.contains("existing mount") || text.contains("already in use") {
+                    return;
+                }
+                format!("{code} {text}")
+            }
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{} could not mount {path}: {error}",
+            target.name
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Same mounts on both servers, over the same Vault API.
 fn configure(target: &Target, pg: &Postgres) -> String {
-    let _ = ureq::request("POST", &format!("{}/v1/sys/mounts/pki", target.addr))
-        .set("X-Vault-Token", &target.token)
-        .send_string(&json!({"type": "pki"}).to_string());
-    let _ = ureq::request("POST", &format!("{}/v1/sys/mounts/database", target.addr))
-        .set("X-Vault-Token", &target.token)
-        .send_string(&json!({"type": "database"}).to_string());
+    mount(target, "pki", "pki");
+    mount(target, "database", "database");
     blocking(
         target,
         "POST",
