@@ -82,6 +82,16 @@ fn issue(coffer: &Coffer, body: Value) -> Value {
     reply.json
 }
 
+fn revoke(coffer: &Coffer, serial: &str) -> Value {
+    let reply = coffer.call(
+        "POST",
+        "pki_int/revoke",
+        Some(json!({"serial_number": serial})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json
+}
+
 fn write_leaf(dir: &Path, name: &str, issued: &Value) {
     std::fs::write(
         dir.join(format!("{name}.pem")),
@@ -486,13 +496,7 @@ fn revoked_certificates_appear_in_the_crl_and_fail_crl_checks() {
     write_leaf(&dir, "gone", &leaf);
     write_leaf(&dir, "kept", &kept);
     let serial = leaf["data"]["serial_number"].as_str().unwrap();
-    let revoked = coffer.call(
-        "POST",
-        "pki_int/revoke",
-        Some(json!({"serial_number": serial})),
-    );
-    assert_eq!(revoked.status, 200, "{}", revoked.text);
-    assert_eq!(revoked.data()["state"], json!("revoked"));
+    assert_eq!(revoke(&coffer, serial)["data"]["state"], json!("revoked"));
     assert_eq!(
         coffer
             .call(
@@ -644,12 +648,7 @@ fn revocations_racing_crl_fetches_all_reach_the_crl() {
                 let coffer = &coffer;
                 scope.spawn(move || {
                     for serial in group {
-                        let reply = coffer.call(
-                            "POST",
-                            "pki_int/revoke",
-                            Some(json!({"serial_number": serial})),
-                        );
-                        assert_eq!(reply.status, 200, "{}", reply.text);
+                        revoke(coffer, serial);
                     }
                 })
             })
@@ -676,12 +675,7 @@ fn revocations_racing_crl_fetches_all_reach_the_crl() {
         json!({"common_name": "late.grade-api.svc.cluster.local", "ttl": "1h"}),
     );
     let late = another["data"]["serial_number"].as_str().unwrap();
-    let reply = coffer.call(
-        "POST",
-        "pki_int/revoke",
-        Some(json!({"serial_number": late})),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    revoke(&coffer, late);
     let after = crl_text(&coffer, &dir);
     assert_ne!(
         crl_number(&after),
