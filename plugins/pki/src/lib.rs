@@ -1089,7 +1089,8 @@ fn revoke(serial: &str, certificate: &str) -> Result<Response, EngineError> {
 
 /// Where an issuer's CRL lives: `crl/<issuer>/current` names the latest build and its
 /// chunk count; each build's DER is in 512 KiB chunks under `crl/<issuer>/<build>/`, so two
-/// rebuilds racing (or one cut short by a crash) never mix their chunks. A revocation
+/// rebuilds racing (or one cut short by a crash) never mix their chunks, and each rebuild
+/// removes every other build once it has switched `current` to its own. A revocation
 /// commits a marker under `crl/<issuer>/pending/` together with its index entry; a fetch
 /// that finds markers rebuilds, and a rebuild deletes only the markers it saw before it
 /// listed the revocations — one made meanwhile keeps its marker for the next fetch.
@@ -1190,6 +1191,7 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
         .map_err(|e| EngineError::Internal(format!("CRL signing failed: {e}")))?;
     let der = crl.der().to_vec();
     let build = crate::store::new_id()?;
+    let own_folder = format!("{build}/");
     let chunks: Vec<&[u8]> = der.chunks(CRL_CHUNK).collect();
     for (index, chunk) in chunks.iter().enumerate() {
         storage::put(&format!("crl/{issuer_id}/{build}/{index}"), chunk)?;
@@ -1209,19 +1211,21 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
         batch.delete(&marker);
     }
     batch.commit()?;
+    // Everything else under crl/<issuer>/ is stale: earlier builds (also one a racing
+    // rebuild switched to and lost; a reader that finds its chunks gone rebuilds) and the
+    // keys of the layout before CrlPointer (chunks, number, stale, chunk/<i>).
     let mut leftovers: Vec<String> = markers.collect();
-    match &previous {
-        Some(old) => {
-            leftovers.extend((0..old.chunks).map(|i| format!("crl/{issuer_id}/{}/{i}", old.build)))
+    for entry in storage::list(&format!("crl/{issuer_id}/"))? {
+        if entry == "current" || entry == "pending/" || entry == own_folder {
+            continue;
         }
-        None => {
-            // Keys of the layout before CrlPointer.
-            leftovers.extend(["chunks", "number", "stale"].map(|k| format!("crl/{issuer_id}/{k}")));
-            leftovers.extend(
-                storage::list(&format!("crl/{issuer_id}/chunk/"))?
+        match entry.strip_suffix('/') {
+            Some(folder) => leftovers.extend(
+                storage::list(&format!("crl/{issuer_id}/{folder}/"))?
                     .iter()
-                    .map(|i| format!("crl/{issuer_id}/chunk/{i}")),
-            );
+                    .map(|key| format!("crl/{issuer_id}/{folder}/{key}")),
+            ),
+            None => leftovers.push(format!("crl/{issuer_id}/{entry}")),
         }
     }
     for group in leftovers.chunks(CRL_BATCH) {
