@@ -1190,6 +1190,18 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
         .signed_by(&signer)
         .map_err(|e| EngineError::Internal(format!("CRL signing failed: {e}")))?;
     let der = crl.der().to_vec();
+    store_crl_build(issuer_id, number, &der, &pending)?;
+    Ok(der)
+}
+
+/// Stores a signed CRL as a new build, switches `current` to it (clearing the `pending`
+/// markers the rebuild saw) and removes every other build (see [`CrlPointer`]).
+fn store_crl_build(
+    issuer_id: &str,
+    number: u64,
+    der: &[u8],
+    pending: &[String],
+) -> Result<(), EngineError> {
     let build = crate::store::new_id()?;
     let own_folder = format!("{build}/");
     let chunks: Vec<&[u8]> = der.chunks(CRL_CHUNK).collect();
@@ -1235,7 +1247,7 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
         }
         batch.commit()?;
     }
-    Ok(der)
+    Ok(())
 }
 
 fn raw_crl(as_pem: bool) -> Result<Response, EngineError> {
