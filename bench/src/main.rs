@@ -203,6 +203,13 @@ struct Bao {
     unseal_key: String,
 }
 
+/// A panicking run (a failed setup call) must not leave OpenBao running.
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Bao {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
