@@ -525,6 +525,8 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
                 ("explicit-max-ttl", "explicit_max_ttl"),
                 ("display-name", "display_name"),
                 ("id", "id"),
+                ("period", "period"),
+                ("use-limit", "num_uses"),
             ] {
                 if let Some(value) = args.flag(flag) {
                     body.insert(key.to_string(), json!(value));

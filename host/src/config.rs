@@ -44,6 +44,60 @@ pub struct ListenerConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key.
     pub tls_key_file: Option<PathBuf>,
+    /// Largest request body in bytes (default 32 MiB, as Vault).
+    pub max_request_size: Option<usize>,
+    /// Most client connections served at once (default 768).
+    pub max_connections: Option<usize>,
+    /// Time to send request headers, and longest idle keep-alive (default "10s").
+    pub http_read_header_timeout: Option<String>,
+    /// Time to send a request body (default "30s").
+    pub http_read_timeout: Option<String>,
+    /// Time to finish a TLS handshake (default "10s").
+    pub tls_handshake_timeout: Option<String>,
+}
+
+impl ListenerConfig {
+    /// The HTTP edge's limits: the defaults, with what this section sets.
+    pub fn edge_limits(&self) -> Result<crate::http::EdgeLimits, String> {
+        let mut limits = crate::http::EdgeLimits::default();
+        let duration =
+            |name: &str, value: &Option<String>, default: std::time::Duration| match value
+                .as_deref()
+            {
+                None => Ok(default),
+                Some(text) => match fields::parse_duration(text) {
+                    Ok(0) => Err(format!("listener {name} must be at least one second")),
+                    Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+                    Err(e) => Err(format!("listener {name}: {e}")),
+                },
+            };
+        limits.header_timeout = duration(
+            "http_read_header_timeout",
+            &self.http_read_header_timeout,
+            limits.header_timeout,
+        )?;
+        limits.body_timeout = duration(
+            "http_read_timeout",
+            &self.http_read_timeout,
+            limits.body_timeout,
+        )?;
+        limits.tls_handshake_timeout = duration(
+            "tls_handshake_timeout",
+            &self.tls_handshake_timeout,
+            limits.tls_handshake_timeout,
+        )?;
+        match self.max_request_size {
+            Some(0) => return Err("listener max_request_size must be positive".to_string()),
+            Some(size) => limits.max_request_size = size,
+            None => {}
+        }
+        match self.max_connections {
+            Some(0) => return Err("listener max_connections must be positive".to_string()),
+            Some(count) => limits.max_connections = count,
+            None => {}
+        }
+        Ok(limits)
+    }
 }
 
 /// `[storage]`.
@@ -122,6 +176,7 @@ impl ServerConfig {
         for mount in &config.mounts {
             mount.request().map_err(error)?;
         }
+        config.listener.edge_limits().map_err(error)?;
         Ok(config)
     }
 }

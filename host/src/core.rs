@@ -536,6 +536,14 @@ fn compile_spec(plugin: Arc<Plugin>, spec: BackendSpec) -> Result<LoadedEngine, 
             index: u32::try_from(index).map_err(|e| e.to_string())?,
         });
     }
+    for pattern in &spec.unauthenticated {
+        let misplaced_star = pattern.find('*').is_some_and(|at| at + 1 != pattern.len());
+        if pattern.is_empty() || pattern.len() > MAX_PATTERN_BYTES || misplaced_star {
+            return Err(format!(
+                "unauthenticated path {pattern:?} is invalid: use segments, `+` for one segment, and `*` only as the last character"
+            ));
+        }
+    }
     Ok(LoadedEngine {
         plugin,
         unauthenticated: spec.unauthenticated.clone(),

@@ -74,21 +74,34 @@ pub fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
+/// The longest duration accepted, in seconds: Go's `time.Duration` limit (about 292
+/// years), so every value Vault accepts is accepted and sums of durations cannot overflow.
+pub const MAX_DURATION_SECS: u64 = 9_223_372_036;
+
 /// Seconds from an integer, numeric string, `"<n>d"`, or a Go duration string.
 pub fn duration(value: &Value) -> Result<u64, String> {
-    match value {
+    let secs = match value {
         Value::Number(n) => match n.as_i64() {
-            Some(secs) if secs >= 0 => Ok(secs.unsigned_abs()),
-            Some(_) => Err("a duration cannot be negative".to_string()),
-            None => n
-                .as_f64()
-                .filter(|f| *f >= 0.0 && f.is_finite())
-                .map(|f| f as u64)
-                .ok_or_else(|| format!("expected a duration, got {n}")),
+            Some(secs) if secs >= 0 => secs.unsigned_abs(),
+            Some(_) => return Err("a duration cannot be negative".to_string()),
+            None => match n.as_f64() {
+                Some(f) if f < 0.0 => return Err("a duration cannot be negative".to_string()),
+                Some(f) if f.is_finite() && f <= MAX_DURATION_SECS as f64 => f as u64,
+                Some(f) if f.is_finite() => return Err(too_long()),
+                _ => return Err(format!("expected a duration, got {n}")),
+            },
         },
-        Value::String(s) => parse_duration(s),
-        other => Err(format!("expected a duration, got {}", kind_name(other))),
+        Value::String(s) => parse_duration(s)?,
+        other => return Err(format!("expected a duration, got {}", kind_name(other))),
+    };
+    if secs > MAX_DURATION_SECS {
+        return Err(too_long());
     }
+    Ok(secs)
+}
+
+fn too_long() -> String {
+    format!("a duration can be at most {MAX_DURATION_SECS} seconds (about 292 years)")
 }
 
 /// Parses a duration string: seconds, `"7d"`, or Go `time.ParseDuration` syntax.
@@ -98,7 +111,12 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         return Ok(0);
     }
     if let Ok(secs) = text.parse::<i64>() {
-        return u64::try_from(secs).map_err(|_| "a duration cannot be negative".to_string());
+        let secs = u64::try_from(secs).map_err(|_| "a duration cannot be negative".to_string())?;
+        return if secs > MAX_DURATION_SECS {
+            Err(too_long())
+        } else {
+            Ok(secs)
+        };
     }
     let bad = || {
         format!(
@@ -107,7 +125,10 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     };
     if let Some(days) = text.strip_suffix('d') {
         let days: u64 = days.parse().map_err(|_| bad())?;
-        return days.checked_mul(86_400).ok_or_else(bad);
+        return days
+            .checked_mul(86_400)
+            .filter(|secs| *secs <= MAX_DURATION_SECS)
+            .ok_or_else(too_long);
     }
     if text.starts_with('-') {
         return Err("a duration cannot be negative".to_string());
@@ -137,8 +158,11 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         rest = tail;
     }
     let secs = (total_nanos / 1e9).floor();
-    if !secs.is_finite() || secs > u64::MAX as f64 {
+    if !secs.is_finite() {
         return Err(bad());
+    }
+    if secs > MAX_DURATION_SECS as f64 {
+        return Err(too_long());
     }
     Ok(secs as u64)
 }
@@ -228,6 +252,25 @@ mod tests {
         assert!(duration(&json!("banana")).is_err());
         assert!(duration(&json!("5 parsecs")).is_err());
         assert!(duration(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn durations_that_would_overflow_are_refused_everywhere() {
+        assert_eq!(duration(&json!(MAX_DURATION_SECS)), Ok(MAX_DURATION_SECS));
+        for huge in [
+            json!(1e20),
+            json!(MAX_DURATION_SECS + 1),
+            json!(u64::MAX),
+            json!("1e20"),
+            json!("99999999999"),
+            json!("9999999999999d"),
+            json!("999999999999h"),
+            json!(format!("{}h", "9".repeat(400))),
+        ] {
+            let refused = duration(&huge);
+            assert!(refused.is_err(), "{huge} was accepted as {refused:?}");
+        }
+        assert!(duration(&json!(-1e20)).is_err_and(|e| e.contains("negative")));
     }
 
     #[test]

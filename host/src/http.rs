@@ -22,6 +22,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+mod edge;
+mod openapi;
+
+use edge::{Charge, Refusal};
+pub use edge::{Edge, EdgeLimits};
+
 use crate::core::{Core, CoreError, Mount, MountRequest, MountTune};
 use crate::fields;
 use crate::lease::{self, LeaseError};
@@ -30,11 +36,6 @@ use crate::runtime::{
 };
 use crate::tokens::{SYSTEM_MAX_TTL, TokenEntry, random_base62, unix_now};
 
-/// Largest request body accepted (Vault's default limit): 413 beyond.
-pub const MAX_REQUEST_BODY: usize = 32 << 20;
-/// How much of an oversized body is read and discarded so the client, still sending,
-/// receives the 413 instead of a reset connection. Beyond this the connection is cut.
-const MAX_DISCARDED_BODY: usize = 2 * MAX_REQUEST_BODY;
 /// Most leases listed by one irrevocable-lease query.
 const MAX_IRREVOCABLE_LISTED: usize = 10_000;
 /// Version reported by health and seal status.
@@ -172,12 +173,29 @@ struct Call {
     path: String,
     query: Vec<(String, String)>,
     input: Map<String, Value>,
+    /// The caller's token, resolved once at admission; `None` when none was sent, or when
+    /// an invalid one was sent to a public path.
+    caller: Option<(String, TokenEntry)>,
+}
+
+/// A request as admission sees it: the request line and headers, before any body.
+struct Head {
+    op: Op,
+    path: String,
+    query: Vec<(String, String)>,
     token: Option<String>,
+    /// Served without a token (its body is bounded by [`edge::MAX_PUBLIC_BODY`]).
+    public: bool,
+    caller: Option<(String, TokenEntry)>,
+    /// The caller's token has no uses left after this request: revoke it once it is done.
+    last_use: bool,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; over TLS when `tls` is given.
+/// Every connection holds one of the edge's connection slots until it closes.
 pub async fn serve(
     core: Arc<Core>,
+    edge: Arc<Edge>,
     listener: TcpListener,
     tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -185,6 +203,11 @@ pub async fn serve(
     let tls = tls.map(Arc::new);
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = edge.connection_slot() => slot,
+            () = &mut shutdown => return,
+        };
+        let Some(slot) = slot else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => return,
@@ -192,14 +215,23 @@ pub async fn serve(
         let (stream, _) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
+                // EMFILE and its kin persist until something closes: wait, don't spin.
                 tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(edge::ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        let (core, tls) = (core.clone(), tls.clone());
+        let (core, edge, tls) = (core.clone(), edge.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| handle(core.clone(), request));
-            let builder = hyper::server::conn::http1::Builder::new();
+            let _slot = slot;
+            let limits = edge.limits.clone();
+            let service = hyper::service::service_fn(move |request| {
+                handle(core.clone(), edge.clone(), request)
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
             let outcome = match tls {
                 None => {
                     builder
@@ -213,9 +245,17 @@ pub async fn serve(
                     let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream) else {
                         return;
                     };
-                    if let Err(error) = std::pin::Pin::new(&mut stream).accept().await {
-                        tracing::debug!(%error, "TLS handshake failed");
-                        return;
+                    let handshake = std::pin::Pin::new(&mut stream).accept();
+                    match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
                     }
                     builder
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -229,69 +269,94 @@ pub async fn serve(
     }
 }
 
-/// Reads the body (bounded) and routes the request.
+/// Admits the request from its head alone, then reads its body (bounded and charged to the
+/// edge's budget) and routes it. A refused request's body is never buffered.
 pub async fn handle(
     core: Arc<Core>,
+    edge: Arc<Edge>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = request.into_parts();
     let started = std::time::Instant::now();
-    let bytes = match read_body(body).await {
-        Ok(bytes) => bytes,
-        Err(error) => return Ok(error_response(&error)),
+    let response = match admit(&core, &parts) {
+        Err(error) => {
+            discard_body(body).await;
+            error_response(&error)
+        }
+        Ok(head) => {
+            let limit = body_limit(&edge, &head);
+            let mut charge = Charge::default();
+            match read_body(&edge, &mut charge, body, limit).await {
+                Ok(bytes) => respond(&core, &edge, &mut charge, head, &bytes).await,
+                Err(error) => error_response(&error),
+            }
+        }
     };
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_string();
-    let response = route(&core, Request::from_parts(parts, bytes)).await;
-    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
 }
 
-/// Collects a body of at most [`MAX_REQUEST_BODY`] bytes; an oversized one is drained
-/// (bounded, not kept) and answered with 413.
-async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
-    let mut collected = bytes::BytesMut::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::bad("could not read the request body"))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen = seen.saturating_add(data.len());
-        if seen <= MAX_REQUEST_BODY {
-            collected.extend_from_slice(&data);
-        } else {
-            collected.clear();
-            if seen > MAX_DISCARDED_BODY {
-                break;
-            }
+/// The whole API for a request whose body is already collected (tests drive it without a
+/// socket): the same admission, size limit and budget as [`handle`].
+pub async fn route(core: &Arc<Core>, edge: &Edge, request: Request<Bytes>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let head = match admit(core, &parts) {
+        Ok(head) => head,
+        Err(error) => return error_response(&error),
+    };
+    if body.len() > body_limit(edge, &head) {
+        return error_response(&too_large(body_limit(edge, &head)));
+    }
+    let mut charge = Charge::default();
+    if let Err(refusal) = edge.charge_body(&mut charge, 0, body.len()) {
+        return error_response(&ApiError::from(refusal));
+    }
+    respond(core, edge, &mut charge, head, &body).await
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::TooLarge(message) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+            Refusal::Busy => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is holding as many request bodies as it may; retry shortly",
+            ),
         }
     }
-    if seen > MAX_REQUEST_BODY {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the {MAX_REQUEST_BODY}-byte limit"),
-        ));
-    }
-    Ok(collected.freeze())
 }
 
-/// The whole API: a request with its body collected, to a response.
-pub async fn route(core: &Arc<Core>, request: Request<Bytes>) -> Response<Body> {
-    match dispatch(core, request).await {
-        Ok(reply) => render(reply),
-        Err(error) => error_response(&error),
+fn body_limit(edge: &Edge, head: &Head) -> usize {
+    if head.public {
+        edge::MAX_PUBLIC_BODY.min(edge.limits.max_request_size)
+    } else {
+        edge.limits.max_request_size
     }
 }
 
-async fn dispatch(core: &Arc<Core>, request: Request<Bytes>) -> Result<Reply, ApiError> {
-    let call = parse(&request)?;
-    match call.path.as_str() {
-        "sys/health" => return Ok(health(core, &call)),
-        "sys/seal-status" => return Ok(Reply::Bare(StatusCode::OK, seal_status(core)?)),
-        "sys/init" => return init(core, &call),
-        "sys/unseal" => return unseal(core, &call).await,
-        _ => {}
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the {limit}-byte limit"),
+    )
+}
+
+/// The paths served before the barrier is unsealed, without a token.
+fn always_public(path: &str) -> bool {
+    matches!(
+        path,
+        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal"
+    )
+}
+
+/// Decides from the request line and headers whether the caller may go on: a public path
+/// (read-only unless it is one of the seal endpoints) or a valid token. Each use of a
+/// token is counted here, once per request.
+fn admit(core: &Core, parts: &hyper::http::request::Parts) -> Result<Head, ApiError> {
+    let mut head = parse_head(parts)?;
+    if always_public(&head.path) {
+        head.public = true;
+        return Ok(head);
     }
     if core.barrier.is_sealed() {
         return Err(ApiError::new(
@@ -299,10 +364,209 @@ async fn dispatch(core: &Arc<Core>, request: Request<Bytes>) -> Result<Reply, Ap
             "Vault is sealed",
         ));
     }
+    head.public =
+        matches!(head.op, Op::Read | Op::List | Op::Head) && engine_public(core, &head.path);
+    head.caller = match (head.token.as_deref(), head.public) {
+        (None, true) => None,
+        (None, false) => return Err(ApiError::forbidden()),
+        // An invalid token on a public path is ignored, as Vault does.
+        (Some(token), true) => match core.tokens.use_token(token).ok().flatten() {
+            Some(used) => {
+                head.last_use = used.last;
+                Some((token.to_string(), used.entry))
+            }
+            None => None,
+        },
+        (Some(token), false) => match core.tokens.use_token(token)? {
+            Some(used) => {
+                head.last_use = used.last;
+                Some((token.to_string(), used.entry))
+            }
+            None => {
+                return Err(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    errors: vec!["permission denied".to_string(), "invalid token".to_string()],
+                });
+            }
+        },
+    };
+    Ok(head)
+}
+
+/// Whether `path` falls under one of its engine's public patterns.
+fn engine_public(core: &Core, path: &str) -> bool {
+    let Some((mount, rest)) = core.route(path) else {
+        return false;
+    };
+    mount.engine.as_ref().is_ok_and(|loaded| {
+        loaded
+            .unauthenticated
+            .iter()
+            .any(|p| public_match(p, &rest))
+    })
+}
+
+/// Vault's matching of an engine's unauthenticated paths: segments compare exactly, `+`
+/// stands for any one segment, and a `*` (only ever the last character) makes the rest a
+/// prefix match. A trailing `/` on the path (a LIST) is ignored.
+pub fn public_match(pattern: &str, path: &str) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let (stem, prefix) = match pattern.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (pattern, false),
+    };
+    let wanted: Vec<&str> = stem.split('/').collect();
+    // The last piece holds the rest of the path, slashes included.
+    let given: Vec<&str> = path.splitn(wanted.len(), '/').collect();
+    if given.len() != wanted.len() {
+        return false;
+    }
+    let last = wanted.len().saturating_sub(1);
+    wanted
+        .iter()
+        .zip(&given)
+        .enumerate()
+        .all(|(index, (want, segment))| match (index == last, *want) {
+            (true, want) if prefix => segment.starts_with(want),
+            (true, "+") => !segment.is_empty() && !segment.contains('/'),
+            (false, "+") => !segment.is_empty(),
+            (_, want) => *segment == want,
+        })
+}
+
+/// Reads a body of at most `limit` bytes within the body timeout, charging what it keeps
+/// to the edge's budget. An oversized body is discarded (bounded, not kept) so the client
+/// reads the 413 instead of a reset.
+async fn read_body(
+    edge: &Edge,
+    charge: &mut Charge,
+    mut body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared =
+        usize::try_from(hyper::body::Body::size_hint(&body).lower()).unwrap_or(usize::MAX);
+    let read = async {
+        let mut collected = bytes::BytesMut::with_capacity(declared.min(limit));
+        let mut charged = collected.capacity();
+        edge.charge_body(charge, 0, charged)?;
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ApiError::bad("could not read the request body"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen > limit {
+                collected = bytes::BytesMut::new();
+                if seen > limit.saturating_mul(2) {
+                    break;
+                }
+                continue;
+            }
+            let held = collected.len() + data.len();
+            if held > charged {
+                // A growing buffer may hold up to twice its contents: charge for that.
+                let target = held.saturating_mul(2).min(limit);
+                edge.charge_body(charge, charged, target)?;
+                charged = target;
+            }
+            collected.extend_from_slice(&data);
+        }
+        if seen > limit {
+            return Err(too_large(limit));
+        }
+        Ok(collected.freeze())
+    };
+    match tokio::time::timeout(edge.limits.body_timeout, read).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} seconds",
+                edge.limits.body_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// How much of a refused request's body is read and dropped so that a client still
+/// sending it can read the refusal, and for how long.
+const DISCARDED_ON_REFUSAL: usize = edge::MAX_PUBLIC_BODY;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn discard_body(mut body: Incoming) {
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+            if seen > DISCARDED_ON_REFUSAL {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, discard).await;
+}
+
+/// Parses the admitted request's body (after charging what its JSON will take) and routes it.
+async fn respond(
+    core: &Arc<Core>,
+    edge: &Edge,
+    charge: &mut Charge,
+    head: Head,
+    body: &[u8],
+) -> Response<Body> {
+    if let Err(refusal) = edge.charge_parse(charge, body) {
+        return error_response(&ApiError::from(refusal));
+    }
+    let mut input = match parse_body(body) {
+        Ok(input) => input,
+        Err(error) => return error_response(&error),
+    };
+    if matches!(head.op, Op::Read | Op::List) {
+        for (key, value) in &head.query {
+            if key != "list" {
+                input
+                    .entry(key.clone())
+                    .or_insert(Value::String(value.clone()));
+            }
+        }
+    }
+    let spent = head
+        .caller
+        .as_ref()
+        .filter(|_| head.last_use)
+        .map(|(token, _)| token.clone());
+    let call = Call {
+        op: head.op,
+        path: head.path,
+        query: head.query,
+        input,
+        caller: head.caller,
+    };
+    let response = match dispatch(core, call).await {
+        Ok(reply) => render(reply),
+        Err(error) => error_response(&error),
+    };
+    if let Some(token) = spent
+        && let Err(error) = revoke_token(core, &token, false).await
+    {
+        tracing::warn!(error = ?error.errors, "revoking a used-up token failed; the scheduler retries");
+    }
+    response
+}
+
+async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
+    match call.path.as_str() {
+        "sys/health" => return Ok(health(core, &call)),
+        "sys/seal-status" => return Ok(Reply::Bare(StatusCode::OK, seal_status(core)?)),
+        "sys/init" => return init(core, &call),
+        "sys/unseal" => return unseal(core, &call).await,
+        _ => {}
+    }
     let path = call.path.clone();
     if path == "sys" || path.starts_with("sys/") {
-        let token = authenticate(core, &call)?;
-        return system(core, &call, &token).await;
+        let token = authenticate(&call)?;
+        return system(core, &call, token).await;
     }
     if let Some(rest) = path.strip_prefix("auth/token/") {
         return token_api(core, &call, rest).await;
@@ -316,8 +580,8 @@ async fn dispatch(core: &Arc<Core>, request: Request<Bytes>) -> Result<Reply, Ap
     engine(core, &call, mount, rest).await
 }
 
-fn parse(request: &Request<Bytes>) -> Result<Call, ApiError> {
-    let raw_path = request.uri().path();
+fn parse_head(parts: &hyper::http::request::Parts) -> Result<Head, ApiError> {
+    let raw_path = parts.uri.path();
     let Some(rest) = raw_path.strip_prefix("/v1/") else {
         return Err(ApiError::not_found());
     };
@@ -330,8 +594,8 @@ fn parse(request: &Request<Bytes>) -> Result<Call, ApiError> {
     }
     let path = segments.join("/");
     let trailing_slash = rest.ends_with('/');
-    let query: Vec<(String, String)> = request
-        .uri()
+    let query: Vec<(String, String)> = parts
+        .uri
         .query()
         .unwrap_or_default()
         .split('&')
@@ -347,7 +611,7 @@ fn parse(request: &Request<Bytes>) -> Result<Call, ApiError> {
     let list_query = query
         .iter()
         .any(|(k, v)| k == "list" && fields::parse_bool(v).unwrap_or(false));
-    let op = match *request.method() {
+    let op = match parts.method {
         Method::GET if list_query => Op::List,
         Method::GET => Op::Read,
         Method::POST | Method::PUT => Op::Write,
@@ -357,8 +621,8 @@ fn parse(request: &Request<Bytes>) -> Result<Call, ApiError> {
         _ => return Err(ApiError::unsupported_operation()),
     };
     let header = |name: &str| {
-        request
-            .headers()
+        parts
+            .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
@@ -375,39 +639,31 @@ fn parse(request: &Request<Bytes>) -> Result<Call, ApiError> {
         ));
     }
     let token = header("x-vault-token").map(str::to_string).or_else(|| {
-        request
-            .headers()
+        parts
+            .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
     });
-    let mut input = parse_body(request.body())?;
-    if matches!(op, Op::Read | Op::List) {
-        for (key, value) in &query {
-            if key != "list" {
-                input
-                    .entry(key.clone())
-                    .or_insert(Value::String(value.clone()));
-            }
-        }
-    }
     let path = if op == Op::List && trailing_slash && !path.is_empty() {
         format!("{path}/")
     } else {
         path
     };
-    Ok(Call {
+    Ok(Head {
         op,
         path,
         query,
-        input,
         token,
+        public: false,
+        caller: None,
+        last_use: false,
     })
 }
 
-fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -638,6 +894,9 @@ pub fn create_root_token(core: &Core, id: Option<&str>) -> Result<String, ApiErr
         orphan: true,
         path: "auth/token/root".to_string(),
         parent: None,
+        num_uses: 0,
+        uses_spent: false,
+        period: 0,
     };
     Ok(core.tokens.create(entry, id, &[])?)
 }
@@ -677,17 +936,10 @@ async fn unseal(core: &Arc<Core>, call: &Call) -> Result<Reply, ApiError> {
 // ---------------------------------------------------------------------------------------
 // Authentication.
 
-fn authenticate(core: &Core, call: &Call) -> Result<(String, TokenEntry), ApiError> {
-    let Some(token) = call.token.clone() else {
-        return Err(ApiError::forbidden());
-    };
-    match core.tokens.lookup(&token)? {
-        Some(entry) => Ok((token, entry)),
-        None => Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            errors: vec!["permission denied".to_string(), "invalid token".to_string()],
-        }),
-    }
+/// The caller admission resolved, or 403 (admission already refused a missing or invalid
+/// token everywhere but on public paths).
+fn authenticate(call: &Call) -> Result<&(String, TokenEntry), ApiError> {
+    call.caller.as_ref().ok_or_else(ApiError::forbidden)
 }
 
 fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
@@ -736,6 +988,9 @@ async fn system(
                 object.insert("path".to_string(), json!(mount.entry.path));
             }
             Ok(Reply::Envelope(Envelope::sys(data)))
+        }
+        (Op::Read, "internal/specs/openapi") => {
+            Ok(Reply::Bare(StatusCode::OK, openapi::document(core)))
         }
         (Op::Read, "plugins/catalog") => {
             let names: Vec<&str> = core.catalog.entries().map(|(n, _)| n).collect();
@@ -1061,7 +1316,7 @@ fn auth_json(token: &str, entry: &TokenEntry) -> Value {
         "token_type": "service",
         "orphan": entry.orphan,
         "mfa_requirement": null,
-        "num_uses": 0,
+        "num_uses": entry.num_uses,
     })
 }
 
@@ -1078,7 +1333,8 @@ fn token_data(token: &str, entry: &TokenEntry) -> Value {
         "id": token,
         "issue_time": rfc3339(entry.creation_time),
         "meta": if entry.meta.is_empty() { Value::Null } else { json!(entry.meta) },
-        "num_uses": 0,
+        "num_uses": entry.num_uses,
+        "period": (entry.period > 0).then_some(entry.period),
         "orphan": entry.orphan,
         "path": entry.path,
         "policies": entry.policies,
@@ -1089,15 +1345,20 @@ fn token_data(token: &str, entry: &TokenEntry) -> Value {
 }
 
 fn auth_reply(token: &str, entry: &TokenEntry) -> Reply {
-    Reply::Envelope(Envelope {
+    Reply::Envelope(auth_envelope(token, entry))
+}
+
+fn auth_envelope(token: &str, entry: &TokenEntry) -> Envelope {
+    Envelope {
         auth: Some(auth_json(token, entry)),
         mount_type: "token".to_string(),
         ..Envelope::default()
-    })
+    }
 }
 
 async fn token_api(core: &Arc<Core>, call: &Call, rest: &str) -> Result<Reply, ApiError> {
-    let (token, entry) = authenticate(core, call)?;
+    let (token, entry) = authenticate(call)?;
+    let (token, entry) = (token.clone(), entry.clone());
     let input = &call.input;
     let string_field = |name: &str| -> Result<Option<String>, ApiError> {
         match input.get(name) {
@@ -1146,22 +1407,46 @@ async fn token_api(core: &Arc<Core>, call: &Call, rest: &str) -> Result<Reply, A
             Ok(auth_reply(&target, &renewed))
         }
         (Op::Write, "revoke-self") => {
-            revoke_token(core, &token).await?;
+            revoke_token(core, &token, false).await?;
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         (Op::Write, "revoke") => {
             let target = string_field("token")?.ok_or_else(|| ApiError::bad("missing token"))?;
-            revoke_token(core, &target).await?;
+            revoke_token(core, &target, false).await?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        (Op::Write, "revoke-orphan") => {
+            require_root(&entry)?;
+            let target = string_field("token")?.ok_or_else(|| ApiError::bad("missing token"))?;
+            revoke_token(core, &target, true).await?;
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
     }
 }
 
-async fn revoke_token(core: &Arc<Core>, token: &str) -> Result<(), ApiError> {
-    if let Some(entry) = core.tokens.revoke(token)? {
-        lease::revoke_token_leases(core, &entry.accessor).await?;
-    }
+/// Revokes `token` and (unless `orphan_children`) its whole subtree, with their leases. The
+/// work runs as its own task, so a client that goes away does not cut it short.
+async fn revoke_token(
+    core: &Arc<Core>,
+    token: &str,
+    orphan_children: bool,
+) -> Result<(), ApiError> {
+    let Some(accessor) = core.tokens.accessor_of(token)? else {
+        return Ok(());
+    };
+    let core = core.clone();
+    let task = tokio::spawn(async move {
+        if orphan_children {
+            core.tokens
+                .remove_orphaning(&accessor, lease::token_expiry_key)?;
+            lease::finish_token_revocations(&core, &[accessor]).await
+        } else {
+            lease::revoke_token_tree(&core, &accessor).await
+        }
+    });
+    task.await
+        .map_err(|e| ApiError::internal(format!("token revocation failed: {e}")))??;
     Ok(())
 }
 
@@ -1215,18 +1500,36 @@ async fn create_token(
     {
         return Err(ApiError::bad("child policies must be subset of parent"));
     }
-    let ttl = duration("ttl")?;
-    let explicit_max_ttl = duration("explicit_max_ttl")?;
-    let ttl = match (ttl, policies.iter().any(|p| p == "root")) {
-        (0, true) => 0,
-        (0, false) => SYSTEM_MAX_TTL,
-        (ttl, _) => ttl,
+    let no_parent = orphan || flag("no_parent", false)?;
+    let period = duration("period")?;
+    if no_parent || period > 0 {
+        // Tokens outside the tree, or renewable forever, are an operator's to make.
+        require_root(parent)?;
+    }
+    if let Some(kind) = input.get("type").and_then(Value::as_str)
+        && kind != "service"
+        && kind != "default"
+    {
+        return Err(ApiError::bad(format!(
+            "token type {kind:?} is not supported; Coffer issues service tokens"
+        )));
+    }
+    let num_uses = match input.get("num_uses") {
+        None | Some(Value::Null) => 0,
+        Some(value) => {
+            let uses = fields::int(value).map_err(|e| ApiError::bad(format!("num_uses: {e}")))?;
+            u64::try_from(uses).map_err(|_| ApiError::bad("num_uses cannot be negative"))?
+        }
     };
-    let ttl = if explicit_max_ttl > 0 {
-        ttl.min(explicit_max_ttl)
-    } else {
-        ttl.min(SYSTEM_MAX_TTL)
+    let now = unix_now();
+    let limits = TokenLimits {
+        ttl: duration("ttl")?,
+        explicit_max_ttl: duration("explicit_max_ttl")?,
+        period,
+        root: policies.iter().any(|p| p == "root"),
+        parent_deadline: if no_parent { None } else { parent.deadline() },
     };
+    let (ttl, explicit_max_ttl, warnings) = limits.resolve(now)?;
     let display_name = match input.get("display_name") {
         Some(Value::String(name)) if !name.is_empty() && name != "token" => format!("token-{name}"),
         _ => "token".to_string(),
@@ -1239,7 +1542,6 @@ async fn create_token(
         }
         _ => None,
     };
-    let now = unix_now();
     let entry = TokenEntry {
         accessor: random_base62(24),
         policies,
@@ -1247,17 +1549,20 @@ async fn create_token(
         display_name,
         creation_time: now,
         creation_ttl: ttl,
-        expire_time: (ttl > 0).then_some(now + ttl),
+        expire_time: (ttl > 0).then(|| now.saturating_add(ttl)),
         explicit_max_ttl,
         renewable: flag("renewable", true)?,
-        orphan: orphan || flag("no_parent", false)?,
+        orphan: no_parent,
         path: if orphan {
             "auth/token/create-orphan"
         } else {
             "auth/token/create"
         }
         .to_string(),
-        parent: Some(parent.accessor.clone()),
+        parent: (!no_parent).then(|| parent.accessor.clone()),
+        num_uses,
+        uses_spent: false,
+        period,
     };
     let expiry: Vec<String> = entry
         .expire_time
@@ -1265,18 +1570,78 @@ async fn create_token(
         .into_iter()
         .collect();
     let token = core.tokens.create(entry.clone(), id.as_deref(), &expiry)?;
-    Ok(auth_reply(&token, &entry))
+    let mut reply = auth_envelope(&token, &entry);
+    reply.warnings = warnings;
+    Ok(Reply::Envelope(reply))
+}
+
+/// What bounds a new token's lifetime.
+struct TokenLimits {
+    ttl: u64,
+    explicit_max_ttl: u64,
+    period: u64,
+    root: bool,
+    /// Unix time the parent can live to at most (none: an orphan, or an immortal parent).
+    parent_deadline: Option<u64>,
+}
+
+impl TokenLimits {
+    /// The (TTL, explicit max TTL) to store, and warnings for every cap applied: the
+    /// system max bounds all but periodic tokens, an explicit max bounds the TTL, and a
+    /// child's whole life fits inside its parent's.
+    fn resolve(self, now: u64) -> Result<(u64, u64, Vec<String>), ApiError> {
+        let mut warnings = Vec::new();
+        let mut capped = |what: &str, value: u64, cap: u64, why: &str| {
+            if value > cap {
+                warnings.push(format!(
+                    "{what} of {value}s is above {why}; capped to {cap}s"
+                ));
+                cap
+            } else {
+                value
+            }
+        };
+        let mut explicit = capped(
+            "explicit_max_ttl",
+            self.explicit_max_ttl,
+            SYSTEM_MAX_TTL,
+            "the system max TTL",
+        );
+        let mut ttl = match (self.ttl, self.period, self.root) {
+            (_, period, _) if period > 0 => period,
+            (0, _, true) => 0,
+            (0, _, false) => SYSTEM_MAX_TTL,
+            (ttl, _, _) => capped("ttl", ttl, SYSTEM_MAX_TTL, "the system max TTL"),
+        };
+        if explicit > 0 {
+            ttl = if ttl == 0 {
+                explicit
+            } else {
+                capped("ttl", ttl, explicit, "explicit_max_ttl")
+            };
+        }
+        if let Some(deadline) = self.parent_deadline {
+            let left = deadline.saturating_sub(now);
+            if left == 0 {
+                return Err(ApiError::bad("the parent token is at the end of its life"));
+            }
+            ttl = if ttl == 0 {
+                left
+            } else {
+                capped("ttl", ttl, left, "the parent token's remaining life")
+            };
+            explicit = if explicit == 0 {
+                left
+            } else {
+                explicit.min(left)
+            };
+        }
+        Ok((ttl, explicit, warnings))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Engines.
-
-fn glob_match(pattern: &str, path: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix),
-        None => pattern == path,
-    }
-}
 
 async fn engine(
     core: &Arc<Core>,
@@ -1312,14 +1677,15 @@ async fn engine(
     if !supports(operation) {
         return Err(ApiError::unsupported_operation());
     }
-    let unauthenticated = loaded.unauthenticated.iter().any(|p| glob_match(p, &rest));
-    let token = if unauthenticated {
-        match call.token {
-            Some(_) => authenticate(core, call).ok(),
-            None => None,
-        }
-    } else {
-        Some(authenticate(core, call)?)
+    let public = matches!(call.op, Op::Read | Op::List)
+        && loaded
+            .unauthenticated
+            .iter()
+            .any(|p| public_match(p, &rest));
+    let token = match (call.caller.as_ref(), public) {
+        (Some(caller), _) => Some(caller),
+        (None, true) => None,
+        (None, false) => return Err(ApiError::forbidden()),
     };
     let mut typed = Vec::with_capacity(spec.fields.len());
     for field in &spec.fields {
@@ -1501,7 +1867,30 @@ mod tests {
     fn percent_decoding_and_globs() {
         assert_eq!(percent_decode("a%2Fb%20c"), "a/b c");
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
-        assert!(glob_match("ca/*", "ca/pem"));
-        assert!(!glob_match("ca", "ca/pem"));
+    }
+
+    #[test]
+    fn public_patterns_match_as_vaults_do() {
+        let cases = [
+            ("ca", "ca", true),
+            ("ca", "ca/pem", false),
+            ("ca", "cab", false),
+            ("issuers", "issuers/", true),
+            ("cert/+", "cert/ab:cd", true),
+            ("cert/+", "cert/", false),
+            ("cert/+", "cert/a/b", false),
+            ("issuer/+/pem", "issuer/root/pem", true),
+            ("issuer/+/pem", "issuer/root/sign-intermediate", false),
+            ("issuer/+/pem", "issuer//pem", false),
+            ("issuer/+/crl*", "issuer/root/crl", true),
+            ("issuer/+/crl*", "issuer/root/crl/delta/pem", true),
+            ("issuer/+/crl*", "issuer/root/json", false),
+            ("issuer/*", "issuer/r2/sign-intermediate", true),
+            ("+", "anything", true),
+            ("+", "", false),
+        ];
+        for (pattern, path, expected) in cases {
+            assert_eq!(public_match(pattern, path), expected, "{pattern} vs {path}");
+        }
     }
 }

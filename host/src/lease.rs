@@ -127,6 +127,15 @@ pub enum LeaseError {
     Barrier(#[from] BarrierError),
 }
 
+impl From<crate::tokens::TokenError> for LeaseError {
+    fn from(error: crate::tokens::TokenError) -> Self {
+        match error {
+            crate::tokens::TokenError::Barrier(e) => Self::Barrier(e),
+            crate::tokens::TokenError::Invalid(m) => Self::Invalid(m),
+        }
+    }
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -621,6 +630,7 @@ impl Scheduler {
                 if last_sweep.is_none_or(|at| at.elapsed() >= WAL_SWEEP_INTERVAL) {
                     last_sweep = Some(std::time::Instant::now());
                     sweep_wal(&core, started).await;
+                    resume_token_revocations(&core).await;
                     run_periodic(&core).await;
                 }
             }
@@ -796,24 +806,49 @@ async fn offloaded_delete(core: &Arc<Core>, key: &str) -> Result<(), LeaseError>
 }
 
 async fn expire_token(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError> {
-    if let Some(hash) = core
-        .barrier
-        .get(&format!("sys/token/accessor/{accessor}"))?
+    if let Some((_, entry)) = core.tokens.by_accessor(accessor)?
+        && entry.expire_time.is_some_and(|e| e > unix_now())
     {
-        let hash = String::from_utf8_lossy(&hash).to_string();
-        if let Some(bytes) = core.barrier.get(&format!("sys/token/id/{hash}"))? {
-            let entry: Option<TokenEntry> = serde_json::from_slice(&bytes).ok();
-            if entry
-                .as_ref()
-                .and_then(|e| e.expire_time)
-                .is_some_and(|e| e > unix_now())
-            {
-                return Ok(()); // renewed since; its new expiry is indexed separately
-            }
-            core.barrier.delete(&format!("sys/token/id/{hash}"))?;
-        }
-        core.barrier
-            .delete(&format!("sys/token/accessor/{accessor}"))?;
+        return Ok(()); // renewed since; its new expiry is indexed separately
     }
-    revoke_token_leases(core, accessor).await
+    revoke_token_tree(core, accessor).await
+}
+
+/// Revokes the token with `accessor` and every token below it: their entries first (so
+/// none of them works any more), then each one's leases, then each one's marker.
+pub async fn revoke_token_tree(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError> {
+    let removed = core.tokens.remove_tree(accessor, token_expiry_key)?;
+    finish_token_revocations(core, &removed).await
+}
+
+/// Revokes the leases of tokens already removed, clearing each one's marker after.
+pub async fn finish_token_revocations(
+    core: &Arc<Core>,
+    accessors: &[String],
+) -> Result<(), LeaseError> {
+    for accessor in accessors {
+        revoke_token_leases(core, accessor).await?;
+        core.tokens.finish_revocation(accessor)?;
+    }
+    Ok(())
+}
+
+/// Token revocations resumed per scheduler sweep (after a crash, or a failed pass).
+const REVOCATIONS_PER_SWEEP: usize = 64;
+
+/// Finishes token revocations a crash (or a failed pass) left behind: the rest of each
+/// subtree, then the leases.
+async fn resume_token_revocations(core: &Arc<Core>) {
+    let pending = match core.tokens.pending_revocations(REVOCATIONS_PER_SWEEP) {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list unfinished token revocations");
+            return;
+        }
+    };
+    for accessor in pending {
+        if let Err(error) = revoke_token_tree(core, &accessor).await {
+            tracing::warn!(%error, "finishing a token revocation failed; will retry");
+        }
+    }
 }

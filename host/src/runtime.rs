@@ -258,9 +258,15 @@ impl Runtime {
             |s| s,
         )
         .map_err(setup)?;
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        }
+        // Cached artifacts are native code this process will run: only a directory no
+        // one else can write to is trusted with them.
+        let cache_dir = cache_dir.filter(|dir| match private_directory(dir) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), %reason, "not caching compiled components");
+                false
+            }
+        });
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("coffer-epoch".to_string())
@@ -551,5 +557,60 @@ pub(crate) fn barrier_to_host(error: BarrierError) -> bindings::coffer::host::ty
             HostError::Internal(format!("integrity check failed for {key}"))
         }
         other => HostError::Unavailable(other.to_string()),
+    }
+}
+
+/// Creates `dir` (mode 0700) if needed and checks that it is this user's alone: owned by
+/// the process's user and writable by no one else.
+fn private_directory(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())?;
+    let metadata = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !metadata.is_dir() {
+        return Err("it is not a directory".to_string());
+    }
+    if metadata.uid() != rustix::process::getuid().as_raw() {
+        return Err("it belongs to another user".to_string());
+    }
+    if metadata.mode() & 0o022 != 0 {
+        return Err("others can write to it (chmod go-w)".to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compile_cache_lives_only_in_a_private_directory() -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("coffer-cache-{}", uuid::Uuid::new_v4()));
+        let fresh = base.join("a/b");
+        private_directory(&fresh)?;
+        let mode = std::fs::metadata(&fresh)
+            .map_err(|e| e.to_string())?
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let shared = base.join("shared");
+        std::fs::create_dir(&shared).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
+        let refused = private_directory(&shared);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|r| r.contains("others can write")),
+            "{refused:?}"
+        );
+        let file = base.join("file");
+        std::fs::write(&file, b"x").map_err(|e| e.to_string())?;
+        assert!(private_directory(&file).is_err());
+        std::fs::remove_dir_all(&base).map_err(|e| e.to_string())
     }
 }

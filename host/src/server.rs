@@ -14,6 +14,7 @@ use crate::catalog::{BUILTINS, Catalog};
 use crate::config::ServerConfig;
 use crate::core::{Core, CoreOptions, MountRequest};
 use crate::fields;
+use crate::http::EdgeLimits;
 use crate::lease::Scheduler;
 use crate::runtime::Runtime;
 
@@ -60,18 +61,18 @@ fn dev_plugin_dir(args: &ServerArgs) -> Option<PathBuf> {
     candidate.is_dir().then_some(candidate)
 }
 
-fn cache_dir_for_dev() -> PathBuf {
+/// The dev server's compile cache: `COFFER_CACHE_DIR`, else `~/.cache/coffer`; without
+/// `HOME` none (never a shared directory such as `/tmp`).
+fn cache_dir_for_dev() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("COFFER_CACHE_DIR") {
-        return PathBuf::from(dir);
+        return Some(PathBuf::from(dir));
     }
-    std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache").join("coffer"))
-        .unwrap_or_else(|| std::env::temp_dir().join("coffer-cache"))
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("coffer"))
 }
 
 async fn run_dev(args: &ServerArgs) -> anyhow::Result<()> {
     let plugin_dir = dev_plugin_dir(args);
-    let runtime = Runtime::new(Some(cache_dir_for_dev()))?;
+    let runtime = Runtime::new(cache_dir_for_dev())?;
     let catalog = load_catalog(runtime.clone(), plugin_dir.clone(), Vec::new()).await?;
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
     let barrier = Arc::new(Barrier::new(backend));
@@ -140,7 +141,7 @@ async fn run_dev(args: &ServerArgs) -> anyhow::Result<()> {
     println!("Unseal Key: {unseal_key}");
     println!("Root Token: {root}");
     println!();
-    serve(core, listener, None).await
+    serve(core, EdgeLimits::default(), listener, None).await
 }
 
 async fn load_catalog(
@@ -212,6 +213,10 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
     if let Some(name) = &config.cluster_name {
         options.cluster_name = name.clone();
     }
+    let limits = config
+        .listener
+        .edge_limits()
+        .map_err(|reason| anyhow::anyhow!("config file {}: {reason}", path.display()))?;
     let core = Core::new(barrier.clone(), runtime, catalog, options);
     let listener = tokio::net::TcpListener::bind(&config.listener.address)
         .await
@@ -226,11 +231,12 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
         "==> Coffer server started on {scheme}://{} ({status})",
         listener.local_addr()?
     );
-    serve(core, listener, tls).await
+    serve(core, limits, listener, tls).await
 }
 
 async fn serve(
     core: Arc<Core>,
+    limits: EdgeLimits,
     listener: tokio::net::TcpListener,
     tls: Option<openssl::ssl::SslAcceptor>,
 ) -> anyhow::Result<()> {
@@ -244,9 +250,34 @@ async fn serve(
         }
         tracing::info!("shutting down");
     };
-    crate::http::serve(core, listener, tls, shutdown).await;
+    raise_open_file_limit(limits.max_connections);
+    let edge = Arc::new(crate::http::Edge::new(limits));
+    crate::http::serve(core, edge, listener, tls, shutdown).await;
     scheduler.abort();
     Ok(())
+}
+
+/// Open files kept for everything but client connections (storage, components, SQL).
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the soft open-file limit toward the hard one so that `max_connections` clients
+/// do not run the process out of descriptors; a failure only means a lower ceiling.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(RESERVED_FILES);
+    let raised = match limit.maximum {
+        Some(hard) => wanted.min(hard),
+        None => wanted,
+    };
+    if limit.current.is_some_and(|soft| soft < raised) {
+        limit.current = Some(raised);
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%error, "could not raise the open-file limit");
+        }
+    }
 }
 
 /// A TLS acceptor from a PEM certificate chain and private key (Mozilla "intermediate").

@@ -3,6 +3,12 @@
 //! A token is looked up by the SHA-256 of its id, so the storage file (even after the
 //! barrier) never holds a usable token. Accessors are the only handle to a token that may
 //! be shown to others. Policies are recorded now and enforced by the ACL layer later.
+//!
+//! Tokens form a tree: a child's accessor is indexed under its parent's
+//! (`sys/token/parent/<parent>/<child>`), and revoking a token removes its whole subtree.
+//! Removal writes a marker per removed token (`sys/token/revoking/<accessor>`) in the same
+//! commit; the lease scheduler revokes that token's leases and then clears the marker, so a
+//! crash midway is finished after the restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +29,14 @@ pub const SYSTEM_MAX_TTL: u64 = 768 * 3600;
 const MAX_CUSTOM_ID: usize = 256;
 /// Most policies one token may carry.
 pub const MAX_POLICIES: usize = 256;
+/// Children (or markers) read per page while walking a token tree.
+const TREE_PAGE: usize = 256;
+
+const ID_PREFIX: &str = "sys/token/id/";
+const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
+const PARENT_PREFIX: &str = "sys/token/parent/";
+/// Tokens removed whose leases (and, after a crash, subtrees) are still to be revoked.
+pub const REVOKING_PREFIX: &str = "sys/token/revoking/";
 
 /// A stored token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,14 +63,35 @@ pub struct TokenEntry {
     pub orphan: bool,
     /// Creating path.
     pub path: String,
-    /// Accessor of the parent token.
+    /// Accessor of the parent token; none for orphans.
     pub parent: Option<String>,
+    /// Uses left (0 = unlimited); the token is revoked after its last one.
+    #[serde(default)]
+    pub num_uses: u64,
+    /// Whether the last use has been taken (the token is then revoked after that request).
+    #[serde(default)]
+    pub uses_spent: bool,
+    /// For a periodic token, the TTL every renewal sets, seconds; 0 = not periodic.
+    #[serde(default)]
+    pub period: u64,
 }
 
 impl TokenEntry {
     /// Seconds left, 0 for non-expiring tokens.
     pub fn ttl(&self, now: u64) -> u64 {
         self.expire_time.map_or(0, |e| e.saturating_sub(now))
+    }
+
+    /// The last unix second this token can live to, renewals included; none when it can
+    /// live forever (a root token without TTL, a periodic token without explicit max).
+    pub fn deadline(&self) -> Option<u64> {
+        self.expire_time?;
+        let max = match (self.explicit_max_ttl, self.period) {
+            (0, period) if period > 0 => return None,
+            (0, _) => SYSTEM_MAX_TTL,
+            (explicit, _) => explicit.min(SYSTEM_MAX_TTL),
+        };
+        Some(self.creation_time.saturating_add(max))
     }
 
     /// Whether this is a root token.
@@ -80,6 +115,8 @@ pub enum TokenError {
 /// The token store over the barrier.
 pub struct TokenStore {
     barrier: Arc<Barrier>,
+    /// Serialises `num_uses` accounting.
+    counting: std::sync::Mutex<()>,
 }
 
 /// Unix seconds now.
@@ -107,17 +144,36 @@ fn hash(token: &str) -> String {
 }
 
 fn id_key(token: &str) -> String {
-    format!("sys/token/id/{}", hash(token))
+    format!("{ID_PREFIX}{}", hash(token))
 }
 
 fn accessor_key(accessor: &str) -> String {
-    format!("sys/token/accessor/{accessor}")
+    format!("{ACCESSOR_PREFIX}{accessor}")
+}
+
+fn parent_key(parent: &str, child: &str) -> String {
+    format!("{PARENT_PREFIX}{parent}/{child}")
+}
+
+fn revoking_key(accessor: &str) -> String {
+    format!("{REVOKING_PREFIX}{accessor}")
+}
+
+/// What one use of a token found.
+pub struct Use {
+    /// The token's entry as of this use.
+    pub entry: TokenEntry,
+    /// This was its last permitted use: revoke it once the request is done.
+    pub last: bool,
 }
 
 impl TokenStore {
     /// A store over `barrier`.
     pub fn new(barrier: Arc<Barrier>) -> Self {
-        Self { barrier }
+        Self {
+            barrier,
+            counting: std::sync::Mutex::new(()),
+        }
     }
 
     /// Stores a new token; `id` is used when given (dev root token, `id` on create).
@@ -149,41 +205,183 @@ impl TokenStore {
         }
         let bytes = serde_json::to_vec(&entry).map_err(|e| TokenError::Invalid(e.to_string()))?;
         let (id, accessor, hashed) = (id_key(&token), accessor_key(&entry.accessor), hash(&token));
+        let parent = entry
+            .parent
+            .as_ref()
+            .map(|parent| parent_key(parent, &entry.accessor));
         let mut writes = vec![
             (id.as_str(), Some(bytes.as_slice())),
             (&accessor, Some(hashed.as_bytes())),
         ];
+        writes.extend(parent.as_deref().map(|key| (key, Some(&[][..]))));
         writes.extend(index.iter().map(|key| (key.as_str(), Some(&[][..]))));
         self.barrier.write_all(&writes)?;
         Ok(token)
     }
 
-    /// The live entry for `token`; expired tokens are deleted and reported as absent.
+    /// The live entry for `token`; expired and used-up tokens are reported as absent (the
+    /// scheduler removes them at their due time, or the request that used them up does).
     pub fn lookup(&self, token: &str) -> Result<Option<TokenEntry>, TokenError> {
         let Some(bytes) = self.barrier.get(&id_key(token))? else {
             return Ok(None);
         };
         let entry: TokenEntry = serde_json::from_slice(&bytes)
             .map_err(|_| TokenError::Invalid("corrupt token entry".to_string()))?;
-        if entry.expire_time.is_some_and(|e| e <= unix_now()) {
-            self.revoke(token)?;
+        if entry.expire_time.is_some_and(|e| e <= unix_now()) || entry.uses_spent {
             return Ok(None);
         }
         Ok(Some(entry))
     }
 
-    /// Deletes `token` (revoking a missing token succeeds).
-    pub fn revoke(&self, token: &str) -> Result<Option<TokenEntry>, TokenError> {
-        let key = id_key(token);
-        let entry = match self.barrier.get(&key)? {
-            Some(bytes) => serde_json::from_slice::<TokenEntry>(&bytes).ok(),
-            None => None,
+    /// Looks `token` up for one request, counting the use against `num_uses`.
+    pub fn use_token(&self, token: &str) -> Result<Option<Use>, TokenError> {
+        let Some(entry) = self.lookup(token)? else {
+            return Ok(None);
         };
-        let accessor = entry.as_ref().map(|e| accessor_key(&e.accessor));
-        let mut deletes = vec![(key.as_str(), None)];
-        deletes.extend(accessor.as_deref().map(|a| (a, None)));
-        self.barrier.write_all(&deletes)?;
-        Ok(entry)
+        if entry.num_uses == 0 {
+            return Ok(Some(Use { entry, last: false }));
+        }
+        // Uses are counted one at a time, so two requests never both take the last one.
+        let _counting = self
+            .counting
+            .lock()
+            .map_err(|_| TokenError::Invalid("token use counting is unavailable".to_string()))?;
+        let Some(mut entry) = self.lookup(token)? else {
+            return Ok(None);
+        };
+        let last = entry.num_uses <= 1;
+        entry.num_uses = entry.num_uses.saturating_sub(1);
+        entry.uses_spent = last;
+        let bytes = serde_json::to_vec(&entry).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        self.barrier.put(&id_key(token), &bytes)?;
+        Ok(Some(Use { entry, last }))
+    }
+
+    /// The entry of the token with `accessor`, expired or not.
+    pub fn by_accessor(&self, accessor: &str) -> Result<Option<(String, TokenEntry)>, TokenError> {
+        let Some(hashed) = self.barrier.get(&accessor_key(accessor))? else {
+            return Ok(None);
+        };
+        let key = format!("{ID_PREFIX}{}", String::from_utf8_lossy(&hashed));
+        let Some(bytes) = self.barrier.get(&key)? else {
+            return Ok(None);
+        };
+        let entry = serde_json::from_slice(&bytes)
+            .map_err(|_| TokenError::Invalid("corrupt token entry".to_string()))?;
+        Ok(Some((key, entry)))
+    }
+
+    /// The accessor of `token`, if it is stored (live or not).
+    pub fn accessor_of(&self, token: &str) -> Result<Option<String>, TokenError> {
+        let Some(bytes) = self.barrier.get(&id_key(token))? else {
+            return Ok(None);
+        };
+        let entry: TokenEntry = serde_json::from_slice(&bytes)
+            .map_err(|_| TokenError::Invalid("corrupt token entry".to_string()))?;
+        Ok(Some(entry.accessor))
+    }
+
+    /// Removes the token with `accessor` and every token below it, top down, each in one
+    /// commit with its revocation marker (so descendants stop working as soon as they are
+    /// reached, and a crash leaves markers to finish from). Returns the removed accessors,
+    /// `accessor` first; it is included even when its entry was already gone.
+    pub fn remove_tree(
+        &self,
+        accessor: &str,
+        expiry_key: impl Fn(&str, u64) -> String,
+    ) -> Result<Vec<String>, TokenError> {
+        let mut removed = Vec::new();
+        let mut pending = vec![accessor.to_string()];
+        while let Some(current) = pending.pop() {
+            self.remove_one(&current, &expiry_key)?;
+            let prefix = format!("{PARENT_PREFIX}{current}/");
+            let mut after: Option<String> = None;
+            loop {
+                let keys = self.barrier.scan(&prefix, after.as_deref(), TREE_PAGE)?;
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                pending.extend(
+                    keys.iter()
+                        .filter_map(|k| k.get(prefix.len()..))
+                        .map(str::to_string),
+                );
+                after = Some(last);
+            }
+            removed.push(current);
+        }
+        Ok(removed)
+    }
+
+    /// Removes one token and its own index keys, writing its revocation marker.
+    fn remove_one(
+        &self,
+        accessor: &str,
+        expiry_key: &impl Fn(&str, u64) -> String,
+    ) -> Result<(), TokenError> {
+        let found = self.by_accessor(accessor)?;
+        let marker = revoking_key(accessor);
+        let access = accessor_key(accessor);
+        let mut keys: Vec<String> = Vec::new();
+        if let Some((id, entry)) = &found {
+            keys.push(id.clone());
+            keys.extend(entry.parent.as_ref().map(|p| parent_key(p, accessor)));
+            keys.extend(entry.expire_time.map(|e| expiry_key(accessor, e)));
+        }
+        let mut writes: Vec<(&str, Option<&[u8]>)> =
+            vec![(marker.as_str(), Some(&[])), (access.as_str(), None)];
+        writes.extend(keys.iter().map(|k| (k.as_str(), None)));
+        self.barrier.write_all(&writes)?;
+        Ok(())
+    }
+
+    /// Removes only the token with `accessor` (with its marker); its children become
+    /// orphans (`revoke-orphan`).
+    pub fn remove_orphaning(
+        &self,
+        accessor: &str,
+        expiry_key: impl Fn(&str, u64) -> String,
+    ) -> Result<(), TokenError> {
+        let prefix = format!("{PARENT_PREFIX}{accessor}/");
+        loop {
+            let keys = self.barrier.scan(&prefix, None, TREE_PAGE)?;
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                let child = key.get(prefix.len()..).unwrap_or_default();
+                let mut writes: Vec<(String, Option<Vec<u8>>)> = vec![(key.clone(), None)];
+                if let Some((id, mut entry)) = self.by_accessor(child)? {
+                    entry.parent = None;
+                    entry.orphan = true;
+                    let bytes = serde_json::to_vec(&entry)
+                        .map_err(|e| TokenError::Invalid(e.to_string()))?;
+                    writes.push((id, Some(bytes)));
+                }
+                let writes: Vec<(&str, Option<&[u8]>)> = writes
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_deref()))
+                    .collect();
+                self.barrier.write_all(&writes)?;
+            }
+        }
+        self.remove_one(accessor, &expiry_key)
+    }
+
+    /// Accessors whose revocation is not finished, at most `limit`.
+    pub fn pending_revocations(&self, limit: usize) -> Result<Vec<String>, TokenError> {
+        Ok(self
+            .barrier
+            .scan(REVOKING_PREFIX, None, limit)?
+            .iter()
+            .filter_map(|k| k.get(REVOKING_PREFIX.len()..))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Clears the revocation marker of `accessor` once its leases are revoked.
+    pub fn finish_revocation(&self, accessor: &str) -> Result<(), TokenError> {
+        Ok(self.barrier.delete(&revoking_key(accessor))?)
     }
 
     /// Extends `token` by `increment` seconds from now (or its creation TTL), capped by
@@ -208,15 +406,17 @@ impl TokenStore {
             return Err(TokenError::Invalid("token is not renewable".to_string()));
         }
         let now = unix_now();
-        let wanted = if increment > 0 {
-            increment
-        } else {
-            entry.creation_ttl
+        // A periodic token always renews to its period, with no ceiling but an explicit
+        // max TTL; any other token toward the increment, within its max TTL.
+        let wanted = match (entry.period, increment) {
+            (period, _) if period > 0 => period,
+            (_, 0) => entry.creation_ttl,
+            (_, increment) => increment,
         };
-        let max = if entry.explicit_max_ttl > 0 {
-            entry.explicit_max_ttl.min(SYSTEM_MAX_TTL)
-        } else {
-            SYSTEM_MAX_TTL
+        let max = match (entry.explicit_max_ttl, entry.period) {
+            (0, period) if period > 0 => u64::MAX,
+            (0, _) => SYSTEM_MAX_TTL,
+            (explicit, _) => explicit.min(SYSTEM_MAX_TTL),
         };
         let limit = entry.creation_time.saturating_add(max);
         let previous = entry.expire_time;
@@ -261,6 +461,9 @@ mod tests {
             orphan: false,
             path: "auth/token/create".to_string(),
             parent: None,
+            num_uses: 0,
+            uses_spent: false,
+            period: 0,
         }
     }
 
@@ -276,8 +479,17 @@ mod tests {
                 .all(|k| !k.contains(&token))
         );
         assert!(store.lookup(&token)?.is_some());
-        store.revoke(&token)?;
+        let accessor = store
+            .accessor_of(&token)?
+            .ok_or(BarrierError::NotInitialized)?;
+        assert_eq!(
+            store.remove_tree(&accessor, |a, e| format!("x/{a}/{e}"))?,
+            vec![accessor.clone()]
+        );
         assert!(store.lookup(&token)?.is_none());
+        assert_eq!(store.pending_revocations(10)?, vec![accessor.clone()]);
+        store.finish_revocation(&accessor)?;
+        assert!(store.pending_revocations(10)?.is_empty());
         Ok(())
     }
 
@@ -288,6 +500,64 @@ mod tests {
         expired.expire_time = Some(unix_now() - 1);
         let token = store.create(expired, None, &[])?;
         assert!(store.lookup(&token)?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn removing_a_token_removes_its_subtree_but_not_orphans()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (_, store) = store()?;
+        let parent_entry = entry(600);
+        let parent_accessor = parent_entry.accessor.clone();
+        let parent = store.create(parent_entry, None, &[])?;
+        let mut child_entry = entry(600);
+        child_entry.parent = Some(parent_accessor.clone());
+        let child_accessor = child_entry.accessor.clone();
+        let child = store.create(child_entry, None, &[])?;
+        let mut grandchild_entry = entry(600);
+        grandchild_entry.parent = Some(child_accessor.clone());
+        let grandchild = store.create(grandchild_entry, None, &[])?;
+        let orphan = store.create(entry(600), None, &[])?;
+        let removed = store.remove_tree(&parent_accessor, |a, e| format!("x/{a}/{e}"))?;
+        assert_eq!(removed.len(), 3);
+        for gone in [&parent, &child, &grandchild] {
+            assert!(store.lookup(gone)?.is_none());
+        }
+        assert!(store.lookup(&orphan)?.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn revoke_orphan_keeps_the_children_as_orphans() -> Result<(), Box<dyn std::error::Error>> {
+        let (_, store) = store()?;
+        let parent_entry = entry(600);
+        let parent_accessor = parent_entry.accessor.clone();
+        let parent = store.create(parent_entry, None, &[])?;
+        let mut child_entry = entry(600);
+        child_entry.parent = Some(parent_accessor.clone());
+        let child = store.create(child_entry, None, &[])?;
+        store.remove_orphaning(&parent_accessor, |a, e| format!("x/{a}/{e}"))?;
+        assert!(store.lookup(&parent)?.is_none());
+        let kept = store.lookup(&child)?.ok_or(BarrierError::NotInitialized)?;
+        assert!(kept.orphan && kept.parent.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_token_with_num_uses_works_that_many_times() -> Result<(), Box<dyn std::error::Error>> {
+        let (_, store) = store()?;
+        let mut limited = entry(600);
+        limited.num_uses = 2;
+        let token = store.create(limited, None, &[])?;
+        let first = store
+            .use_token(&token)?
+            .ok_or(BarrierError::NotInitialized)?;
+        assert!(!first.last);
+        let second = store
+            .use_token(&token)?
+            .ok_or(BarrierError::NotInitialized)?;
+        assert!(second.last);
+        assert!(store.use_token(&token)?.is_none());
         Ok(())
     }
 }

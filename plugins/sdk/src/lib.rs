@@ -255,7 +255,9 @@ impl SpecBuilder {
         });
         self
     }
-    /// Serves `pattern` (below the mount; trailing `*` = any suffix) without a token.
+    /// Lets reads (GET, LIST, HEAD) of `pattern` (below the mount) through without a
+    /// token; writes and deletes always need one. Vault's syntax: `+` is any one segment,
+    /// `*` (only as the last character) makes the last segment a prefix.
     pub fn unauthenticated(mut self, pattern: &str) -> Self {
         self.0.unauthenticated.push(pattern.to_string());
         self
