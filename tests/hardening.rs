@@ -70,7 +70,14 @@ fn snapshot(coffer: &Coffer) -> Value {
         let reply = coffer.call("GET", path, None);
         state.insert(
             path.to_string(),
-            json!([reply.status, reply.text.len() > 0]),
+            json!([
+                reply.status,
+                if reply.json.is_null() {
+                    json!(reply.text)
+                } else {
+                    reply.data().clone()
+                }
+            ]),
         );
     }
     Value::Object(state)

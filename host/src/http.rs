@@ -22,7 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
-mod edge;
+pub mod edge;
 mod openapi;
 
 use edge::{Charge, Refusal};
@@ -427,6 +427,7 @@ pub fn public_match(pattern: &str, path: &str) -> bool {
         .zip(&given)
         .enumerate()
         .all(|(index, (want, segment))| match (index == last, *want) {
+            (true, "+") if prefix => !segment.is_empty() && !segment.starts_with('/'),
             (true, want) if prefix => segment.starts_with(want),
             (true, "+") => !segment.is_empty() && !segment.contains('/'),
             (false, "+") => !segment.is_empty(),
