@@ -115,8 +115,9 @@ pub enum TokenError {
 /// The token store over the barrier.
 pub struct TokenStore {
     barrier: Arc<Barrier>,
-    /// Serialises `num_uses` accounting.
-    counting: std::sync::Mutex<()>,
+    /// Serialises every read-modify-write of a token entry (use counting, renewal) with
+    /// removal, so neither can write back an entry a revocation just deleted.
+    updating: std::sync::Mutex<()>,
 }
 
 /// Unix seconds now.
@@ -137,6 +138,10 @@ pub fn random_base62(n: usize) -> String {
             char::from(ALPHABET.get(index).copied().unwrap_or(b'A'))
         })
         .collect()
+}
+
+fn poisoned() -> TokenError {
+    TokenError::Invalid("the token store is unavailable after an internal failure".to_string())
 }
 
 fn hash(token: &str) -> String {
@@ -172,7 +177,7 @@ impl TokenStore {
     pub fn new(barrier: Arc<Barrier>) -> Self {
         Self {
             barrier,
-            counting: std::sync::Mutex::new(()),
+            updating: std::sync::Mutex::new(()),
         }
     }
 
@@ -242,10 +247,7 @@ impl TokenStore {
             return Ok(Some(Use { entry, last: false }));
         }
         // Uses are counted one at a time, so two requests never both take the last one.
-        let _counting = self
-            .counting
-            .lock()
-            .map_err(|_| TokenError::Invalid("token use counting is unavailable".to_string()))?;
+        let _updating = self.updating.lock().map_err(|_| poisoned())?;
         let Some(mut entry) = self.lookup(token)? else {
             return Ok(None);
         };
@@ -319,6 +321,7 @@ impl TokenStore {
         accessor: &str,
         expiry_key: &impl Fn(&str, u64) -> String,
     ) -> Result<(), TokenError> {
+        let _updating = self.updating.lock().map_err(|_| poisoned())?;
         let found = self.by_accessor(accessor)?;
         let marker = revoking_key(accessor);
         let access = accessor_key(accessor);
@@ -350,6 +353,7 @@ impl TokenStore {
             }
             for key in keys {
                 let child = key.get(prefix.len()..).unwrap_or_default();
+                let _updating = self.updating.lock().map_err(|_| poisoned())?;
                 let mut writes: Vec<(String, Option<Vec<u8>>)> = vec![(key.clone(), None)];
                 if let Some((id, mut entry)) = self.by_accessor(child)? {
                     entry.parent = None;
@@ -394,6 +398,7 @@ impl TokenStore {
         increment: u64,
         expiry_key: impl Fn(&str, u64) -> String,
     ) -> Result<TokenEntry, TokenError> {
+        let _updating = self.updating.lock().map_err(|_| poisoned())?;
         let mut entry = self
             .lookup(token)?
             .ok_or_else(|| TokenError::Invalid("token not found".to_string()))?;
