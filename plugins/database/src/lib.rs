@@ -35,6 +35,8 @@ const CREDS: &str = "creds";
 const EXPIRATION_GRACE: u64 = 5;
 /// Shortest static-role rotation period (Vault's minimum).
 const MIN_ROTATION_PERIOD: u64 = 5;
+/// Pool size when a config sets none (Vault's default `max_open_connections`).
+const DEFAULT_MAX_OPEN_CONNECTIONS: i64 = 4;
 /// Names of configs and roles.
 const NAME: &str = "[A-Za-z0-9_.-]+";
 
@@ -148,10 +150,48 @@ fn dsn(config: &DbConfig, password: &str) -> String {
             escape_url_component(password),
         )
     };
-    template::render(
-        &config.connection_url,
-        &[("username", &user), ("password", &pass)],
+    with_pool_settings(
+        template::render(
+            &config.connection_url,
+            &[("username", &user), ("password", &pass)],
+        ),
+        config,
     )
+}
+
+/// `dsn` with the config's pool settings appended as the parameters the host's pool reads
+/// (`pool_max_conns`, `pool_max_idle_conns`, `pool_max_conn_lifetime` in seconds), with
+/// Vault's meanings: 0 open means 4, 0 idle means as many as open, negative idle means none,
+/// 0 lifetime means the host's longest.
+fn with_pool_settings(dsn: String, config: &DbConfig) -> String {
+    let open = match config.max_open_connections {
+        n if n > 0 => n,
+        _ => DEFAULT_MAX_OPEN_CONNECTIONS,
+    };
+    let idle = match config.max_idle_connections {
+        0 => open,
+        n if n < 0 => 0,
+        n => n.min(open),
+    };
+    let settings = [
+        ("pool_max_conns", open.to_string()),
+        ("pool_max_idle_conns", idle.to_string()),
+        (
+            "pool_max_conn_lifetime",
+            config.max_connection_lifetime.to_string(),
+        ),
+    ];
+    let is_url = dsn.starts_with("postgres://") || dsn.starts_with("postgresql://");
+    let mut out = dsn;
+    for (name, value) in settings {
+        let separator = match (is_url, out.contains('?')) {
+            (true, true) => "&",
+            (true, false) => "?",
+            (false, _) => " ",
+        };
+        out = format!("{out}{separator}{name}={value}");
+    }
+    out
 }
 
 fn pool_size(config: &DbConfig) -> u32 {
@@ -515,7 +555,7 @@ fn read_config(name: &str) -> Result<Response, EngineError> {
     let mut details = json!({
         "connection_url": redacted_url(&config.connection_url),
         "username": config.username,
-        "max_open_connections": if config.max_open_connections > 0 { config.max_open_connections } else { 4 },
+        "max_open_connections": if config.max_open_connections > 0 { config.max_open_connections } else { DEFAULT_MAX_OPEN_CONNECTIONS },
         "max_idle_connections": config.max_idle_connections,
         "max_connection_lifetime": format!("{}s", config.max_connection_lifetime),
         "password_authentication": if config.password_authentication.is_empty() { "password" } else { &config.password_authentication },
