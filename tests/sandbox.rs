@@ -218,8 +218,10 @@ fn a_catalog_entry_cannot_escape_the_plugin_directory() {
 /// A sandbox server whose hostile mount has `timeout` per call, and a PostgreSQL.
 fn sql_server(timeout: &str) -> (Coffer, Postgres) {
     let pg = Postgres::start(false);
-    let config =
-        fixtures_config().replace("engine_call_timeout = \"1s\"", &format!("engine_call_timeout = \"{timeout}\""));
+    let config = fixtures_config().replace(
+        "engine_call_timeout = \"1s\"",
+        &format!("engine_call_timeout = \"{timeout}\""),
+    );
     let mut coffer = Coffer::with_config(&temp_dir("sandbox-sql"), &config);
     coffer.init_and_unseal(1, 1);
     coffer.call("PUT", "secret/canary", Some(json!({"alive": true})));
@@ -287,7 +289,11 @@ fn a_guest_cannot_dial_around_its_sql_grant() {
     let (coffer, pg) = sql_server("1s");
     grant_hostile(&coffer, &pg);
     let granted = hostile_sql(&coffer, &[("dsn", &root_dsn(&pg, ""))]);
-    assert_eq!(granted.status, 200, "the granted endpoint works: {}", granted.text);
+    assert_eq!(
+        granted.status, 200,
+        "the granted endpoint works: {}",
+        granted.text
+    );
     // `hostaddr` picks the address actually dialed, whatever `host` says.
     let hostaddr = hostile_sql(&coffer, &[("dsn", &root_dsn(&pg, " hostaddr=127.0.0.2"))]);
     assert_eq!(hostaddr.status, 403, "{}", hostaddr.text);
@@ -302,7 +308,11 @@ fn a_guest_cannot_dial_around_its_sql_grant() {
         &[("dsn", &root_dsn(&pg, " sslrootcert=/etc/shadow"))],
     );
     assert_eq!(root_cert.status, 403, "{}", root_cert.text);
-    assert!(root_cert.errors().contains("sslrootcert"), "{}", root_cert.text);
+    assert!(
+        root_cert.errors().contains("sslrootcert"),
+        "{}",
+        root_cert.text
+    );
     assert!(
         !root_cert.text.contains(PG_ROOT_PASSWORD) && !coffer.log_text().contains(PG_ROOT_PASSWORD),
         "a password reached an error or the log"
@@ -321,17 +331,27 @@ fn oversized_query_results_fail_while_reading() {
         &coffer,
         &[
             ("dsn", &root_dsn(&pg, "")),
-            ("query", "SELECT repeat('x', 100) FROM generate_series(1, 2000000)"),
+            (
+                "query",
+                "SELECT repeat('x', 100) FROM generate_series(1, 2000000)",
+            ),
         ],
     );
     assert_eq!(rows.status, 400, "{}", rows.text);
-    assert!(rows.errors().contains("more than 10000 rows"), "{}", rows.text);
+    assert!(
+        rows.errors().contains("more than 10000 rows"),
+        "{}",
+        rows.text
+    );
     // 200 rows of 1 MiB: within the row limit, past the byte limit.
     let bytes = hostile_sql(
         &coffer,
         &[
             ("dsn", &root_dsn(&pg, "")),
-            ("query", "SELECT repeat('x', 1048576) FROM generate_series(1, 200)"),
+            (
+                "query",
+                "SELECT repeat('x', 1048576) FROM generate_series(1, 200)",
+            ),
         ],
     );
     assert_eq!(bytes.status, 400, "{}", bytes.text);
@@ -366,7 +386,10 @@ fn time_in_sql_counts_toward_the_call_deadline() {
     let started = Instant::now();
     let reply = hostile_sql(
         &coffer,
-        &[("dsn", &root_dsn(&pg, "")), ("query", "SELECT pg_sleep(20)")],
+        &[
+            ("dsn", &root_dsn(&pg, "")),
+            ("query", "SELECT pg_sleep(20)"),
+        ],
     );
     let elapsed = started.elapsed();
     assert_ne!(reply.status, 200, "{}", reply.text);
@@ -376,10 +399,12 @@ fn time_in_sql_counts_toward_the_call_deadline() {
         "a 1s call spent {elapsed:?} in the database"
     );
     assert!(
-        coffer_tests::eventually(Duration::from_secs(10), || pg.admin(
+        coffer_tests::eventually(Duration::from_secs(10), || {
+            pg.admin(
             "postgres",
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(20)%'"
-        ) == "0"),
+        ) == "0"
+        }),
         "the abandoned statement still runs"
     );
     assert_still_serving(&coffer);
@@ -420,7 +445,11 @@ fn sql_grants_follow_accepted_configs_only() {
         Some(json!({"connection_url": dsn, "verify": true, "fail": true})),
     );
     assert_eq!(refused.status, 400, "{}", refused.text);
-    assert!(refused.errors().contains("config refused"), "{}", refused.text);
+    assert!(
+        refused.errors().contains("config refused"),
+        "{}",
+        refused.text
+    );
     assert_eq!(connect(&coffer), 403, "a refused config left a grant");
     // Accepted (and verified during the write): granted.
     let accepted = coffer.call(
@@ -437,7 +466,11 @@ fn sql_grants_follow_accepted_configs_only() {
         Some(json!({"connection_url": "host=127.0.0.1 port=1 dbname=x"})),
     );
     assert_eq!(rewritten.status, 204, "{}", rewritten.text);
-    assert_eq!(connect(&coffer), 403, "a rewritten config kept its old grant");
+    assert_eq!(
+        connect(&coffer),
+        403,
+        "a rewritten config kept its old grant"
+    );
     // Written back, then deleted: withdrawn.
     grant_hostile(&coffer, &pg);
     assert_eq!(connect(&coffer), 200);

@@ -1015,12 +1015,8 @@ impl sql::Host for CallState {
         let (pool, slots) = state
             .pools
             .pool(&state.mount_uuid, &dsn, &parsed, max_connections)?;
-        let busy = || {
-            HostError::Unavailable(format!(
-                "all {} pooled connections are busy",
-                pool.size
-            ))
-        };
+        let busy =
+            || HostError::Unavailable(format!("all {} pooled connections are busy", pool.size));
         let permit = tokio::time::timeout(
             state.time_left(POOL_WAIT)?,
             pool.permits.clone().acquire_owned(),
@@ -1048,8 +1044,13 @@ impl sql::Host for CallState {
                             .map_err(|_| HostError::Internal("pool closed".to_string()))?
                     }
                 };
-                open_session(&parsed, state.time_left(CONNECT_TIMEOUT)?, &state.runtime, slot)
-                    .await?
+                open_session(
+                    &parsed,
+                    state.time_left(CONNECT_TIMEOUT)?,
+                    &state.runtime,
+                    slot,
+                )
+                .await?
             }
         };
         let connection = Connection {
@@ -1075,14 +1076,14 @@ async fn open_session(
         tls_connector(parsed.mode, parsed.root_cert.as_deref()).map_err(HostError::Invalid)?;
     let (client, connection) =
         tokio::time::timeout(limit, parsed.config.connect(connector.clone()))
-        .await
-        .map_err(|_| HostError::Unavailable(format!("connecting timed out after {limit:?}")))?
-        .map_err(|e| match e.as_db_error() {
-            Some(db) => {
-                HostError::Denied(format!("database refused the connection: {}", db.message()))
-            }
-            None => HostError::Unavailable(format!("cannot connect: {e}")),
-        })?;
+            .await
+            .map_err(|_| HostError::Unavailable(format!("connecting timed out after {limit:?}")))?
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => {
+                    HostError::Denied(format!("database refused the connection: {}", db.message()))
+                }
+                None => HostError::Unavailable(format!("cannot connect: {e}")),
+            })?;
     let task = runtime
         .spawn(async move {
             if let Err(error) = connection.await {
@@ -1164,7 +1165,10 @@ impl sql::HostConnection for CallState {
                     .map(|i| column(&row, i))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(Failure::Bound)?;
-                bytes = values.iter().map(value_bytes).fold(bytes, usize::saturating_add);
+                bytes = values
+                    .iter()
+                    .map(value_bytes)
+                    .fold(bytes, usize::saturating_add);
                 if bytes > MAX_RESULT_BYTES {
                     return Err(Failure::Bound(HostError::Invalid(format!(
                         "query returned more than {MAX_RESULT_BYTES} bytes; narrow the query"
@@ -1288,12 +1292,24 @@ mod tests {
         assert_eq!(refused("postgresql://u:p@127.0.0.1:5432/other")?, None);
         for (dsn, why) in [
             ("host=127.0.0.1 port=5433 user=u", "127.0.0.1:5433"),
-            ("host=127.0.0.1 hostaddr=127.0.0.2 port=5432 user=u", "127.0.0.2:5432"),
+            (
+                "host=127.0.0.1 hostaddr=127.0.0.2 port=5432 user=u",
+                "127.0.0.2:5432",
+            ),
             ("hostaddr=10.0.0.1 port=5432 user=u", "10.0.0.1:5432"),
-            ("postgresql://u@127.0.0.1:5432/db?hostaddr=127.0.0.2", "127.0.0.2:5432"),
+            (
+                "postgresql://u@127.0.0.1:5432/db?hostaddr=127.0.0.2",
+                "127.0.0.2:5432",
+            ),
             ("host=127.0.0.1,10.0.0.9 port=5432 user=u", "10.0.0.9:5432"),
-            ("host=127.0.0.1 port=5432 sslrootcert=/etc/shadow", "sslrootcert"),
-            ("postgresql://u@127.0.0.1:5432/db?sslrootcert=/root/.ssh/id_rsa", "sslrootcert"),
+            (
+                "host=127.0.0.1 port=5432 sslrootcert=/etc/shadow",
+                "sslrootcert",
+            ),
+            (
+                "postgresql://u@127.0.0.1:5432/db?sslrootcert=/root/.ssh/id_rsa",
+                "sslrootcert",
+            ),
         ] {
             let refusal = refused(dsn)?;
             assert!(
@@ -1359,8 +1375,7 @@ mod tests {
     }
 
     #[test]
-    fn pools_are_keyed_by_identity_and_replaced_when_the_dsn_text_changes() -> Result<(), String>
-    {
+    fn pools_are_keyed_by_identity_and_replaced_when_the_dsn_text_changes() -> Result<(), String> {
         let pools = SqlPools::default();
         let open = |dsn: &str| {
             pools
@@ -1373,7 +1388,10 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &same));
         let rotated = open("host=h port=1 user=root password=new dbname=d")?;
         assert!(!Arc::ptr_eq(&first, &rotated));
-        assert!(first.closed.load(Ordering::SeqCst), "the old password's pool is closed");
+        assert!(
+            first.closed.load(Ordering::SeqCst),
+            "the old password's pool is closed"
+        );
         for i in 0..MAX_MOUNT_POOLS * 2 {
             open(&format!("host=h port=1 user=u{i} dbname=d"))?;
         }
@@ -1384,7 +1402,10 @@ mod tests {
             .unwrap_or(0);
         assert!(count <= MAX_MOUNT_POOLS, "{count} pools");
         pools.close_all();
-        assert!(rotated.closed.load(Ordering::SeqCst), "seal closes every pool");
+        assert!(
+            rotated.closed.load(Ordering::SeqCst),
+            "seal closes every pool"
+        );
         Ok(())
     }
 
