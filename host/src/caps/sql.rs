@@ -213,9 +213,9 @@ fn parse_dsn(dsn: &str) -> Result<ParsedDsn, String> {
             ));
         }
     };
-    // tokio-postgres's own message may quote the DSN (and so a password): never pass it on.
+    // tokio-postgres's message may quote a character of the DSN (of a password, say).
     let mut config = tokio_postgres::Config::from_str(&rest).map_err(|_| {
-        "invalid connection string; give a postgresql:// URL or key=value pairs".to_string()
+        "invalid connection string: check its parameter names and values (the parser's detail is withheld, it may quote the password)".to_string()
     })?;
     config.ssl_mode(match mode {
         TlsMode::Disable => SslMode::Disable,
@@ -637,23 +637,6 @@ impl SqlPools {
             }
             mounts.clear();
         }
-    }
-
-    /// Sessions currently open (idle in a pool) for `mount`, for tests and metrics.
-    pub fn idle_sessions(&self, mount: &str) -> usize {
-        self.mounts
-            .lock()
-            .ok()
-            .and_then(|mounts| {
-                mounts.get(mount).map(|pools| {
-                    pools
-                        .pools
-                        .values()
-                        .map(|p| p.idle.lock().map(|i| i.len()).unwrap_or(0))
-                        .sum()
-                })
-            })
-            .unwrap_or(0)
     }
 }
 
