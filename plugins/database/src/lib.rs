@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::postgres::{DEFAULT_RENEW, DEFAULT_ROTATION, Database, sql_error};
 use crate::template::{
-    USERNAME_RANDOM_CHARS, base62_from, check_username_template, default_username,
-    escape_url_component, is_sql_safe_name, password_from, pg_timestamp, render_username,
-    role_allowed,
+    DEFAULT_MAX_OPEN_CONNECTIONS, USERNAME_RANDOM_CHARS, base62_from, check_username_template,
+    default_username, escape_url_component, is_sql_safe_name, password_from, pg_timestamp,
+    render_username, role_allowed, with_pool_settings,
 };
 
 /// The only plugin this engine implements.
@@ -35,8 +35,6 @@ const CREDS: &str = "creds";
 const EXPIRATION_GRACE: u64 = 5;
 /// Shortest static-role rotation period (Vault's minimum).
 const MIN_ROTATION_PERIOD: u64 = 5;
-/// Pool size when a config sets none (Vault's default `max_open_connections`).
-const DEFAULT_MAX_OPEN_CONNECTIONS: i64 = 4;
 /// Names of configs and roles.
 const NAME: &str = "[A-Za-z0-9_.-]+";
 
@@ -155,43 +153,10 @@ fn dsn(config: &DbConfig, password: &str) -> String {
             &config.connection_url,
             &[("username", &user), ("password", &pass)],
         ),
-        config,
+        config.max_open_connections,
+        config.max_idle_connections,
+        config.max_connection_lifetime,
     )
-}
-
-/// `dsn` with the config's pool settings appended as the parameters the host's pool reads
-/// (`pool_max_conns`, `pool_max_idle_conns`, `pool_max_conn_lifetime` in seconds), with
-/// Vault's meanings: 0 open means 4, 0 idle means as many as open, negative idle means none,
-/// 0 lifetime means the host's longest.
-fn with_pool_settings(dsn: String, config: &DbConfig) -> String {
-    let open = match config.max_open_connections {
-        n if n > 0 => n,
-        _ => DEFAULT_MAX_OPEN_CONNECTIONS,
-    };
-    let idle = match config.max_idle_connections {
-        0 => open,
-        n if n < 0 => 0,
-        n => n.min(open),
-    };
-    let settings = [
-        ("pool_max_conns", open.to_string()),
-        ("pool_max_idle_conns", idle.to_string()),
-        (
-            "pool_max_conn_lifetime",
-            config.max_connection_lifetime.to_string(),
-        ),
-    ];
-    let is_url = dsn.starts_with("postgres://") || dsn.starts_with("postgresql://");
-    let mut out = dsn;
-    for (name, value) in settings {
-        let separator = match (is_url, out.contains('?')) {
-            (true, true) => "&",
-            (true, false) => "?",
-            (false, _) => " ",
-        };
-        out = format!("{out}{separator}{name}={value}");
-    }
-    out
 }
 
 fn pool_size(config: &DbConfig) -> u32 {
