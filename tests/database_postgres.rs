@@ -675,7 +675,7 @@ fn root_sessions(pg: &Postgres) -> usize {
 #[test]
 fn rotate_root_and_config_changes_leave_no_stranded_root_sessions() {
     let pg = Postgres::start(false);
-    let (coffer, _) = config_server("revoke_attempts = 3");
+    let (coffer, keys) = config_server("revoke_attempts = 3");
     configure(
         &coffer,
         &pg,
@@ -738,6 +738,17 @@ fn rotate_root_and_config_changes_leave_no_stranded_root_sessions() {
     assert!(
         eventually(Duration::from_secs(10), || root_sessions(&pg) == 0),
         "{} root sessions after seal",
+        root_sessions(&pg)
+    );
+    // Disabling the mount closes its pool (after its leases were revoked through it).
+    coffer.unseal(&keys);
+    creds(&coffer);
+    assert!(eventually(Duration::from_secs(5), || root_sessions(&pg) == 1));
+    let disabled = coffer.call("DELETE", "sys/mounts/database", None);
+    assert_eq!(disabled.status, 204, "{}", disabled.text);
+    assert!(
+        eventually(Duration::from_secs(10), || root_sessions(&pg) == 0),
+        "{} root sessions after the mount was disabled",
         root_sessions(&pg)
     );
 }

@@ -998,8 +998,12 @@ impl sql::Host for CallState {
         let (pool, slots) = state
             .pools
             .pool(&state.mount_uuid, &dsn, &parsed, max_connections)?;
-        let busy =
-            || HostError::Unavailable(format!("all {} pooled connections are busy", pool.size));
+        let busy = || {
+            HostError::Unavailable(format!(
+                "all {} pooled connections are busy; retry, or raise max_open_connections",
+                pool.size
+            ))
+        };
         let permit = tokio::time::timeout(
             state.time_left(POOL_WAIT)?,
             pool.permits.clone().acquire_owned(),
