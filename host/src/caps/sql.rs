@@ -472,6 +472,8 @@ struct Pool {
     idle: Mutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
     closed: AtomicBool,
+    /// Whether a [`reap`] task watches this pool's idle sessions.
+    reaper: AtomicBool,
 }
 
 impl Pool {
@@ -494,13 +496,29 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
             closed: AtomicBool::new(false),
+            reaper: AtomicBool::new(false),
         }
     }
 
     fn expired(&self, pooled: &Pooled, now: Instant) -> bool {
-        now.duration_since(pooled.opened) >= self.lifetime
-            || now.duration_since(pooled.idle_since) >= MAX_IDLE_TIME
-            || pooled.client.is_closed()
+        now >= self.expiry(pooled) || pooled.client.is_closed()
+    }
+
+    /// When an idle session must be closed: idle too long, or at the end of its life.
+    fn expiry(&self, pooled: &Pooled) -> Instant {
+        (pooled.idle_since + MAX_IDLE_TIME).min(pooled.opened + self.lifetime)
+    }
+
+    /// How long until the first idle session expires; `None` when none is idle, and then
+    /// the reaper stands down (under the idle lock, so a session pooled meanwhile starts
+    /// a new one).
+    fn next_expiry(&self) -> Option<Duration> {
+        let idle = self.idle.lock().ok()?;
+        let next = idle.iter().map(|pooled| self.expiry(pooled)).min();
+        if next.is_none() {
+            self.reaper.store(false, Ordering::SeqCst);
+        }
+        next.map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     /// A live idle session, closing the expired ones met on the way.
@@ -707,22 +725,26 @@ impl Drop for Connection {
         if idle.len() >= self.pool.max_idle {
             return;
         }
-        let wake = MAX_IDLE_TIME.min(
-            self.pool
-                .lifetime
-                .saturating_sub(now.duration_since(pooled.opened)),
-        );
         let runtime = pooled.runtime.clone();
         idle.push(pooled);
+        // Set under the idle lock, which the reaper also holds when it stands down.
+        let start_reaper = !self.pool.reaper.swap(true, Ordering::SeqCst);
         drop(idle);
-        // Idle sessions are closed on time even if the mount is never called again.
-        let pool: Weak<Pool> = Arc::downgrade(&self.pool);
-        runtime.spawn(async move {
-            tokio::time::sleep(wake).await;
-            if let Some(pool) = pool.upgrade() {
-                pool.prune();
-            }
-        });
+        if start_reaper {
+            runtime.spawn(reap(Arc::downgrade(&self.pool)));
+        }
+    }
+}
+
+/// Closes a pool's idle sessions as they expire, even if the mount is never called again;
+/// one per pool while it has idle sessions.
+async fn reap(pool: Weak<Pool>) {
+    while let Some(wait) = pool.upgrade().and_then(|pool| pool.next_expiry()) {
+        tokio::time::sleep(wait).await;
+        match pool.upgrade() {
+            Some(pool) => pool.prune(),
+            None => break,
+        }
     }
 }
 
