@@ -1355,6 +1355,86 @@ mod tests {
         }
     }
 
+    fn unsealed_barrier() -> Result<Barrier, BarrierError> {
+        let barrier = Barrier::new(Arc::new(crate::backend::MemoryBackend::default()));
+        let init = barrier.initialize(1, 1)?;
+        barrier.submit_share(init.shares.first().ok_or(BarrierError::NotInitialized)?)?;
+        Ok(barrier)
+    }
+
+    fn endpoint(host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn grants_follow_accepted_configs_and_junk_cannot_fill_them() -> Result<(), BarrierError> {
+        let barrier = unsealed_barrier()?;
+        let pools = SqlPools::default();
+        let stage =
+            |path: &str, dsn: &str| stage(&barrier, "m", path, dsn).map_err(BarrierError::Invalid);
+        // Staged but never accepted: nothing lasts, however many.
+        for port in 1..=300 {
+            stage(
+                &format!("config/junk{port}"),
+                &format!("host=10.0.0.1 port={port}"),
+            )?;
+        }
+        assert_eq!(granted(&barrier, "m")?, Grant::default());
+        // Accepted: granted; rewritten: replaced; deleted: withdrawn.
+        let first = stage("config/db", "host=10.0.0.1 port=5432")?;
+        settle(&barrier, &pools, "m", "config/db", false, Some(first))?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.0.0.1", 5432)]
+        );
+        let moved = stage("config/db", "host=10.0.0.2 port=5432")?;
+        settle(&barrier, &pools, "m", "config/db", false, Some(moved))?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.0.0.2", 5432)]
+        );
+        settle(&barrier, &pools, "m", "config/db", true, None)?;
+        assert_eq!(granted(&barrier, "m")?, Grant::default());
+        assert_eq!(granted(&barrier, "other-mount")?, Grant::default());
+        // The bound counts accepted configs; rewriting one at the bound is still allowed.
+        for i in 0..MAX_GRANTS {
+            let path = format!("config/c{i}");
+            let staged = stage(&path, "host=10.0.0.1 port=5432")?;
+            settle(&barrier, &pools, "m", &path, false, Some(staged))?;
+        }
+        let full = stage("config/one-more", "host=10.0.0.1 port=5432");
+        assert!(
+            matches!(&full, Err(BarrierError::Invalid(m)) if m.contains("delete one first")),
+            "{full:?}"
+        );
+        assert!(stage("config/c0", "host=10.0.0.3 port=5432").is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn grants_from_older_versions_last_until_the_next_accepted_write() -> Result<(), BarrierError> {
+        let barrier = unsealed_barrier()?;
+        let pools = SqlPools::default();
+        barrier.put("sys/grants/m/sql/10.9.9.9:5432", b"")?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.9.9.9", 5432)]
+        );
+        let staged = stage(&barrier, "m", "config/db", "host=10.0.0.1 port=5432")
+            .map_err(BarrierError::Invalid)?;
+        settle(&barrier, &pools, "m", "config/db", false, Some(staged))?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.0.0.1", 5432)]
+        );
+        revoke_grants(&barrier, "m")?;
+        assert_eq!(granted(&barrier, "m")?, Grant::default());
+        Ok(())
+    }
+
     #[test]
     fn pool_settings_are_read_from_the_dsn_and_capped() -> Result<(), String> {
         let dsn = "postgresql://u:p@h:1/d?pool_max_conns=100&pool_max_idle_conns=50&pool_max_conn_lifetime=99999";
