@@ -394,11 +394,11 @@ pub fn settle(
     };
     let value = serde_json::to_vec(&staged.grant)
         .map_err(|e| BarrierError::Invalid(format!("grant encoding: {e}")))?;
-    barrier.put(&key, &value)?;
-    for legacy in barrier.scan(&legacy_grants_prefix(mount_uuid), None, MAX_GRANTS * 2)? {
-        barrier.delete(&legacy)?;
-    }
-    Ok(())
+    // One commit: the config's grant, and the end of any per-endpoint grants it replaces.
+    let legacy = barrier.scan(&legacy_grants_prefix(mount_uuid), None, MAX_GRANTS * 2)?;
+    let mut writes: Vec<(&str, Option<&[u8]>)> = vec![(key.as_str(), Some(value.as_slice()))];
+    writes.extend(legacy.iter().map(|key| (key.as_str(), None)));
+    barrier.write_all(&writes)
 }
 
 /// What the mount's stored connection configs grant it.
