@@ -385,7 +385,7 @@ pub fn settle(
     staged: Option<StagedGrant>,
 ) -> Result<(), BarrierError> {
     let key = format!("{}{path}", config_grants_prefix(mount_uuid));
-    pools.forget_mount(mount_uuid);
+    pools.close_mount(mount_uuid);
     if deleted {
         return barrier.delete(&key);
     }
@@ -634,7 +634,19 @@ impl SqlPools {
         }
     }
 
-    /// Closes every pool of a mount (config write or delete, disable).
+    /// Closes every pool of a mount (a config write or delete). Its connection budget
+    /// stays, so sessions still in use keep counting against it until they come back.
+    fn close_mount(&self, mount: &str) {
+        if let Ok(mut mounts) = self.mounts.lock()
+            && let Some(pools) = mounts.get_mut(mount)
+        {
+            for (_, pool) in pools.pools.drain() {
+                pool.close();
+            }
+        }
+    }
+
+    /// Closes every pool of a mount and forgets it (disable).
     pub fn forget_mount(&self, mount: &str) {
         if let Ok(mut mounts) = self.mounts.lock()
             && let Some(pools) = mounts.remove(mount)
