@@ -661,3 +661,153 @@ fn engines_reach_only_endpoints_granted_to_their_own_mount() {
         "the DSN's password reached the log"
     );
 }
+
+/// Sessions PostgreSQL has open for the root user.
+fn root_sessions(pg: &Postgres) -> usize {
+    pg.admin(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{PG_ROOT_USER}'"),
+    )
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn rotate_root_and_config_changes_leave_no_stranded_root_sessions() {
+    let pg = Postgres::start(false);
+    let (coffer, keys) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    // Each rotation changes the DSN's password; the pool opened with the old one closes.
+    // (Before, each stranded a session: the test cluster allows 200.)
+    for round in 0..200 {
+        let rotated = coffer.call("POST", "database/rotate-root/grade-api-db", None);
+        assert_eq!(rotated.status, 204, "rotation {round}: {}", rotated.text);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || root_sessions(&pg) <= 4),
+        "{} root sessions after 200 rotations; the pool holds at most 4",
+        root_sessions(&pg)
+    );
+    let (_, user, password, _) = creds(&coffer);
+    assert!(pg.login(&user, &password, "SELECT 1").is_ok());
+    assert!(root_sessions(&pg) >= 1, "the pool keeps an idle session");
+    // A config write closes the pool (its verification session included).
+    let rewrite = coffer.call(
+        "POST",
+        "database/config/grade-api-db",
+        Some(json!({"allowed_roles": "grade-api-role", "max_idle_connections": -1})),
+    );
+    assert_eq!(rewrite.status, 204, "{}", rewrite.text);
+    assert!(
+        eventually(Duration::from_secs(10), || root_sessions(&pg) == 0),
+        "{} root sessions after a config write",
+        root_sessions(&pg)
+    );
+    // max_idle_connections = -1 (Vault: no idle connections): nothing stays open.
+    creds(&coffer);
+    assert!(
+        eventually(Duration::from_secs(10), || root_sessions(&pg) == 0),
+        "{} root sessions kept with idle connections disabled",
+        root_sessions(&pg)
+    );
+    // max_connection_lifetime: an idle session is closed when its lifetime ends.
+    let lifetime = coffer.call(
+        "POST",
+        "database/config/grade-api-db",
+        Some(json!({"max_idle_connections": 0, "max_connection_lifetime": "2s"})),
+    );
+    assert_eq!(lifetime.status, 204, "{}", lifetime.text);
+    creds(&coffer);
+    assert!(
+        eventually(Duration::from_secs(5), || root_sessions(&pg) == 1),
+        "one idle session is pooled"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || root_sessions(&pg) == 0),
+        "an idle session outlived max_connection_lifetime"
+    );
+    // Seal closes every pool.
+    creds(&coffer);
+    assert!(eventually(Duration::from_secs(5), || root_sessions(&pg) == 1));
+    assert_eq!(coffer.call("PUT", "sys/seal", None).status, 204);
+    assert!(
+        eventually(Duration::from_secs(10), || root_sessions(&pg) == 0),
+        "{} root sessions after seal",
+        root_sessions(&pg)
+    );
+    // Disabling the mount closes its pool (after its leases were revoked through it).
+    coffer.unseal(&keys);
+    creds(&coffer);
+    assert!(eventually(Duration::from_secs(5), || root_sessions(&pg) == 1));
+    let disabled = coffer.call("DELETE", "sys/mounts/database", None);
+    assert_eq!(disabled.status, 204, "{}", disabled.text);
+    assert!(
+        eventually(Duration::from_secs(10), || root_sessions(&pg) == 0),
+        "{} root sessions after the mount was disabled",
+        root_sessions(&pg)
+    );
+}
+
+#[test]
+fn failed_config_writes_leave_no_grant_and_cannot_fill_the_grant_table() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    coffer.call(
+        "POST",
+        "sys/mounts/database",
+        Some(json!({"type": "database"})),
+    );
+    // 300 configs naming endpoints that refuse the connection: each fails verification.
+    for port in 1..=300u16 {
+        let junk = coffer.call("POST", &format!("database/config/junk{port}"), Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.2:{port}/x?sslmode=disable"),
+            "username": "u", "password": "p",
+        })));
+        assert_eq!(junk.status, 400, "junk config {port}: {}", junk.text);
+        assert!(
+            junk.errors().contains("error verifying connection"),
+            "{}",
+            junk.text
+        );
+    }
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let (_, user, password, _) = creds(&coffer);
+    assert!(pg.login(&user, &password, "SELECT 1").is_ok());
+    // A wrong root password fails verification: the config is not stored, and the mount's
+    // working config is untouched.
+    let wrong = coffer.call(
+        "POST",
+        "database/config/other",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": pg.connection_url("disable"),
+            "username": PG_ROOT_USER, "password": "wrong",
+        })),
+    );
+    assert_eq!(wrong.status, 400, "{}", wrong.text);
+    assert!(!wrong.text.contains("wrong\""), "{}", wrong.text);
+    assert_eq!(
+        coffer.call("GET", "database/config/other", None).status,
+        404
+    );
+    // Deleting the working config withdraws its endpoint; writing it again restores it.
+    assert_eq!(
+        coffer
+            .call("DELETE", "database/config/grade-api-db", None)
+            .status,
+        204
+    );
+    let orphaned = coffer.call("GET", "database/creds/grade-api-role", None);
+    assert_eq!(orphaned.status, 400, "{}", orphaned.text);
+}

@@ -276,6 +276,7 @@ impl Core {
                 self.barrier.clone(),
                 mount.entry.uuid.clone(),
                 runtime,
+                mount.limits().call_timeout,
             )
         });
         CallContext {
@@ -293,6 +294,7 @@ impl Core {
         }
         // A sealed server holds no key material: parsed CA keys go with the barrier key.
         crate::caps::keys::forget_parsed_keys();
+        self.sql_pools.close_all();
         self.barrier.seal();
     }
 

@@ -1689,6 +1689,7 @@ async fn engine(
         (None, false) => return Err(ApiError::forbidden()),
     };
     let mut typed = Vec::with_capacity(spec.fields.len());
+    let mut sql_grant = None;
     for field in &spec.fields {
         let captured = captures
             .name(&field.name)
@@ -1702,9 +1703,12 @@ async fn engine(
         if let (Some(FieldValue::String(dsn)), Some(_), FieldKind::SqlDsn) =
             (&value, &token, field.kind)
         {
-            // The operator's authenticated request is what grants SQL access, never the guest.
-            crate::caps::sql::grant(&core.barrier, &mount.entry.uuid, dsn)
-                .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?;
+            // The operator's authenticated request is what grants SQL access, never the
+            // guest: dialable during this call, lasting once the engine accepts the config.
+            sql_grant = Some(
+                crate::caps::sql::stage(&core.barrier, &mount.entry.uuid, &rest, dsn)
+                    .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?,
+            );
         }
         match value.or_else(|| field.default.clone()) {
             Some(value) => typed.push((field.name.clone(), value)),
@@ -1733,7 +1737,8 @@ async fn engine(
     };
     let runtime = core.runtime.clone();
     let plugin = loaded.plugin.clone();
-    let context = core.context(&mount);
+    let mut context = core.context(&mount);
+    crate::caps::sql::allow_for_this_call(&mut context, sql_grant.as_ref());
     // The guest runs on a fiber on this worker, yielding every epoch tick.
     let outcome = runtime.handle(&plugin, context, &request).await;
     let response = match outcome {
@@ -1741,6 +1746,24 @@ async fn engine(
         Ok(Err(error)) => return Err(engine_error(error)),
         Err(error) => return Err(runtime_error(&mount, error)),
     };
+    if matches!(call.op, Op::Write | Op::Delete)
+        && spec
+            .fields
+            .iter()
+            .any(|f| matches!(f.kind, FieldKind::SqlDsn))
+    {
+        // The engine accepted a connection config: its grant follows it.
+        let deleted = matches!(call.op, Op::Delete);
+        crate::caps::sql::settle(
+            &core.barrier,
+            &core.sql_pools,
+            &mount.entry.uuid,
+            &rest,
+            deleted,
+            sql_grant,
+        )
+        .map_err(|e| ApiError::internal(format!("recording the SQL grant: {e}")))?;
+    }
     if let Some(raw) = response.raw {
         return Ok(Reply::Raw(raw.content_type, raw.body));
     }

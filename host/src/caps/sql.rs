@@ -1,52 +1,82 @@
 //! `coffer:host/sql`: PostgreSQL connections for engines, to operator-granted endpoints only.
 //!
-//! Grants: an operator's authenticated request that carries a `sql-dsn` field records each
-//! host:port of it under `sys/grants/<mount-uuid>/sql/` before the engine runs ([`grant`]).
-//! A guest's `connect` is checked against that list before any socket is opened; Unix
-//! sockets are never reachable.
+//! Grants: each connection config an operator writes (a request carrying a `sql-dsn`
+//! field, at the config's path) grants the addresses its DSN dials and the `sslrootcert`
+//! it names. During that one request they are dialable ([`stage`], so `verify_connection`
+//! works); they last, under `sys/grants/<mount-uuid>/sql-config/<path>`, only once the
+//! engine accepted the config ([`settle`]). Rewriting the config replaces its grant,
+//! deleting it withdraws it. A guest's `connect` is checked against the mount's grants
+//! before any socket is opened: every dialed address (`hostaddr` when given, else
+//! `host`), and any `sslrootcert`. Unix sockets are never reachable.
 //!
-//! Pools live in the host ([`SqlPools`]), keyed by mount and DSN, so connections survive the
-//! per-call instance; each pool is bounded, every connect and statement has a timeout, and
-//! every statement is logged at debug with its string literals redacted.
+//! Pools live in the host ([`SqlPools`]), keyed by mount and connection identity (user,
+//! addresses, database, TLS settings; not the password), so connections survive the
+//! per-call instance. A DSN whose text changed (a rotated password, new pool settings)
+//! replaces its pool; a config write or delete, mount disable and seal close the mount's
+//! pools. Every pool, and every mount's pools together, are bounded; idle connections
+//! expire. Every connect and statement is bounded by a timeout and by the call's own
+//! deadline, and every statement is logged at debug with its string literals redacted.
+//! This module must never put a DSN or password into an error or a log line.
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::{ToSql, Type};
 use wasmtime::component::Resource;
 
 use crate::barrier::{Barrier, BarrierError};
-use crate::runtime::CallState;
 use crate::runtime::bindings::coffer::host::sql::{self, SqlValue};
 use crate::runtime::bindings::coffer::host::types::HostError;
+use crate::runtime::{CallContext, CallState};
 
 /// Connections one pool may hold open, whatever the engine asks for.
 pub const MAX_POOL_CONNECTIONS: u32 = 16;
 /// Pool size when the engine asks for 0 (Vault's default `max_open_connections`).
 const DEFAULT_POOL_CONNECTIONS: u32 = 4;
+/// Connections all pools of one mount may hold open together, so distinct DSNs from one
+/// guest cannot take the database's `max_connections` (PostgreSQL's default is 100).
+pub const MAX_MOUNT_CONNECTIONS: usize = 32;
+/// Pools one mount may keep; a pool costs memory even with no connection open.
+const MAX_MOUNT_POOLS: usize = 16;
+/// Longest a pooled connection lives, and its lifetime when the engine sets none, so a
+/// changed password or `pg_hba.conf` takes effect on every session (pgxpool's default).
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long a connection may sit idle before it is closed, so a quiet mount gives its
+/// sessions back to the database.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(300);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a free pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long a caller waits for room in its mount's connection budget: other calls give
+/// connections back within a statement or two, and a guest holding them all never does.
+const MOUNT_BUDGET_WAIT: Duration = Duration::from_secs(2);
 /// Server-side and client-side limit on one statement.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows one query may return to a guest.
 pub const MAX_ROWS: usize = 10_000;
+/// Bytes of values one query may return to a guest; they are copied into its memory.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Statements one transaction may carry.
 const MAX_STATEMENTS: usize = 1_000;
 /// Longest DSN accepted.
 const MAX_DSN_BYTES: usize = 4096;
-/// Endpoints one mount may be granted.
+/// Connection configs (each with its grant) one mount may hold.
 const MAX_GRANTS: usize = 256;
+/// Hosts one DSN may name (libpq tries them in order).
+const MAX_DSN_HOSTS: usize = 8;
 
 /// A TCP endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Host name or IP.
     pub host: String,
@@ -60,7 +90,7 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum TlsMode {
     Disable,
     Prefer,
@@ -69,12 +99,40 @@ enum TlsMode {
     VerifyFull,
 }
 
-/// A DSN taken apart: what tokio-postgres parses, plus the TLS settings it does not.
+/// Pool settings a DSN may carry, in pgxpool's style: `pool_max_conns`,
+/// `pool_max_idle_conns`, `pool_max_conn_lifetime` (seconds). The host strips them before
+/// the DSN reaches tokio-postgres and caps each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PoolOptions {
+    max_open: Option<u32>,
+    max_idle: Option<u32>,
+    lifetime: Option<Duration>,
+}
+
+/// A DSN taken apart: what tokio-postgres parses, plus the TLS and pool settings it does
+/// not.
 struct ParsedDsn {
     config: tokio_postgres::Config,
+    /// The addresses actually dialed: each `hostaddr` if given, else each `host`.
     endpoints: Vec<Endpoint>,
     mode: TlsMode,
     root_cert: Option<String>,
+    pool: PoolOptions,
+}
+
+impl ParsedDsn {
+    /// Who and where a connection is, without its password: the pool key.
+    fn identity(&self) -> String {
+        let endpoints: Vec<String> = self.endpoints.iter().map(Endpoint::to_string).collect();
+        format!(
+            "{}@{}/{}?{:?}&{:?}",
+            self.config.get_user().unwrap_or_default(),
+            endpoints.join(","),
+            self.config.get_dbname().unwrap_or_default(),
+            self.mode,
+            self.root_cert
+        )
+    }
 }
 
 fn take_param(dsn: &str, name: &str) -> (String, Option<String>) {
@@ -116,6 +174,16 @@ fn take_param(dsn: &str, name: &str) -> (String, Option<String>) {
     (kept.join(" "), value)
 }
 
+fn pool_number(name: &str, value: Option<String>) -> Result<Option<u64>, String> {
+    value
+        .map(|v| {
+            v.trim_end_matches('s')
+                .parse::<u64>()
+                .map_err(|_| format!("{name} must be a whole number"))
+        })
+        .transpose()
+}
+
 fn parse_dsn(dsn: &str) -> Result<ParsedDsn, String> {
     if dsn.len() > MAX_DSN_BYTES {
         return Err(format!(
@@ -124,6 +192,15 @@ fn parse_dsn(dsn: &str) -> Result<ParsedDsn, String> {
     }
     let (rest, mode) = take_param(dsn, "sslmode");
     let (rest, root_cert) = take_param(&rest, "sslrootcert");
+    let (rest, max_open) = take_param(&rest, "pool_max_conns");
+    let (rest, max_idle) = take_param(&rest, "pool_max_idle_conns");
+    let (rest, lifetime) = take_param(&rest, "pool_max_conn_lifetime");
+    let to_u32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let pool = PoolOptions {
+        max_open: pool_number("pool_max_conns", max_open)?.map(to_u32),
+        max_idle: pool_number("pool_max_idle_conns", max_idle)?.map(to_u32),
+        lifetime: pool_number("pool_max_conn_lifetime", lifetime)?.map(Duration::from_secs),
+    };
     let mode = match mode.as_deref() {
         None | Some("prefer") => TlsMode::Prefer,
         Some("disable") => TlsMode::Disable,
@@ -136,25 +213,49 @@ fn parse_dsn(dsn: &str) -> Result<ParsedDsn, String> {
             ));
         }
     };
-    let mut config = tokio_postgres::Config::from_str(&rest)
-        .map_err(|e| format!("invalid connection string: {e}"))?;
+    // tokio-postgres's message may quote a character of the DSN (of a password, say).
+    let mut config = tokio_postgres::Config::from_str(&rest).map_err(|_| {
+        "invalid connection string: check its parameter names and values (the parser's detail is withheld, it may quote the password)".to_string()
+    })?;
     config.ssl_mode(match mode {
         TlsMode::Disable => SslMode::Disable,
         TlsMode::Prefer => SslMode::Prefer,
         _ => SslMode::Require,
     });
     config.connect_timeout(CONNECT_TIMEOUT);
-    let ports = config.get_ports().to_vec();
-    let mut endpoints = Vec::new();
-    for (index, host) in config.get_hosts().iter().enumerate() {
-        let host = match host {
-            Host::Tcp(name) => name.clone(),
-            Host::Unix(path) => {
+    let endpoints = dialed_endpoints(&config)?;
+    Ok(ParsedDsn {
+        config,
+        endpoints,
+        mode,
+        root_cert,
+        pool,
+    })
+}
+
+/// The addresses tokio-postgres will dial for `config`: `hostaddr` wins over `host`.
+fn dialed_endpoints(config: &tokio_postgres::Config) -> Result<Vec<Endpoint>, String> {
+    let hosts = config.get_hosts();
+    let addresses = config.get_hostaddrs();
+    let ports = config.get_ports();
+    let count = hosts.len().max(addresses.len());
+    if count > MAX_DSN_HOSTS {
+        return Err(format!(
+            "the connection string names {count} hosts; at most {MAX_DSN_HOSTS} are allowed"
+        ));
+    }
+    let mut endpoints = Vec::with_capacity(count);
+    for index in 0..count {
+        let host = match (addresses.get(index), hosts.get(index)) {
+            (Some(address), _) => address.to_string(),
+            (None, Some(Host::Tcp(name))) => name.clone(),
+            (None, Some(Host::Unix(path))) => {
                 return Err(format!(
                     "Unix socket {} is not allowed; use host:port over TCP",
                     path.display()
                 ));
             }
+            (None, None) => continue,
         };
         let port = ports
             .get(index)
@@ -166,144 +267,495 @@ fn parse_dsn(dsn: &str) -> Result<ParsedDsn, String> {
     if endpoints.is_empty() {
         return Err("the connection string names no host; give host:port (TCP)".to_string());
     }
-    Ok(ParsedDsn {
-        config,
-        endpoints,
-        mode,
-        root_cert,
-    })
+    Ok(endpoints)
+}
+
+/// What one connection config grants its mount: the addresses its DSN dials and the CA
+/// file it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    endpoints: Vec<Endpoint>,
+    root_certs: Vec<String>,
+}
+
+impl Grant {
+    fn of_dsn(dsn: &str) -> Result<Self, String> {
+        let concrete = dsn
+            .replace("{{username}}", "user")
+            .replace("{{password}}", "password");
+        let parsed = parse_dsn(&concrete)?;
+        Ok(Self {
+            endpoints: parsed.endpoints,
+            root_certs: parsed.root_cert.into_iter().collect(),
+        })
+    }
+
+    fn extend(&mut self, other: &Grant) {
+        self.endpoints.extend(other.endpoints.iter().cloned());
+        self.root_certs.extend(other.root_certs.iter().cloned());
+    }
+
+    /// Why `parsed` may not be dialed under this grant, if it may not.
+    fn refusal(&self, parsed: &ParsedDsn) -> Option<String> {
+        if let Some(refused) = parsed
+            .endpoints
+            .iter()
+            .find(|e| !self.endpoints.contains(e))
+        {
+            return Some(format!(
+                "endpoint {refused} is not configured for this mount; an operator must write a connection_url naming it"
+            ));
+        }
+        match &parsed.root_cert {
+            Some(path) if !self.root_certs.contains(path) => Some(
+                "this sslrootcert is not configured for this mount; an operator must write a connection_url naming it"
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// The endpoints an operator-written DSN template names (placeholders allowed).
 pub fn endpoints_of_template(dsn: &str) -> Result<Vec<Endpoint>, String> {
-    let concrete = dsn
-        .replace("{{username}}", "user")
-        .replace("{{password}}", "password");
-    parse_dsn(&concrete).map(|parsed| parsed.endpoints)
+    Grant::of_dsn(dsn).map(|grant| grant.endpoints)
 }
 
-fn grant_prefix(mount_uuid: &str) -> String {
+fn grants_prefix(mount_uuid: &str) -> String {
+    format!("sys/grants/{mount_uuid}/")
+}
+
+fn config_grants_prefix(mount_uuid: &str) -> String {
+    format!("sys/grants/{mount_uuid}/sql-config/")
+}
+
+/// Per-endpoint grants written before grants followed configs; honoured until the
+/// mount's next accepted config write replaces them.
+fn legacy_grants_prefix(mount_uuid: &str) -> String {
     format!("sys/grants/{mount_uuid}/sql/")
 }
 
-/// Records the endpoints of an operator-supplied DSN as allowed for a mount.
-pub fn grant(barrier: &Barrier, mount_uuid: &str, dsn: &str) -> Result<Vec<Endpoint>, String> {
-    let endpoints = endpoints_of_template(dsn)?;
-    let existing = barrier
-        .scan(&grant_prefix(mount_uuid), None, MAX_GRANTS + 1)
-        .map_err(|e| e.to_string())?;
-    if existing.len() + endpoints.len() > MAX_GRANTS {
-        return Err(format!(
-            "a mount may be granted at most {MAX_GRANTS} SQL endpoints"
-        ));
-    }
-    for endpoint in &endpoints {
-        barrier
-            .put(&format!("{}{endpoint}", grant_prefix(mount_uuid)), b"")
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(endpoints)
+/// A connection config's grant, staged by an operator's request: dialable during that
+/// request only, lasting once [`settle`]d.
+#[derive(Debug)]
+pub struct StagedGrant {
+    grant: Grant,
 }
 
-/// The endpoints granted to a mount.
-pub fn granted(barrier: &Barrier, mount_uuid: &str) -> Result<Vec<Endpoint>, BarrierError> {
-    let prefix = grant_prefix(mount_uuid);
-    Ok(barrier
-        .scan(&prefix, None, MAX_GRANTS)?
-        .iter()
-        .filter_map(|key| {
-            let (host, port) = key.get(prefix.len()..)?.rsplit_once(':')?;
-            Some(Endpoint {
+/// Stages the grant of the DSN an authenticated operator request writes to the
+/// connection config at `path`. Refused when the DSN is malformed, or when the mount holds
+/// [`MAX_GRANTS`] other configs.
+pub fn stage(
+    barrier: &Barrier,
+    mount_uuid: &str,
+    path: &str,
+    dsn: &str,
+) -> Result<StagedGrant, String> {
+    let grant = Grant::of_dsn(dsn)?;
+    let prefix = config_grants_prefix(mount_uuid);
+    let existing = barrier
+        .scan(&prefix, None, MAX_GRANTS + 1)
+        .map_err(|e| e.to_string())?;
+    let key = format!("{prefix}{path}");
+    if existing.len() >= MAX_GRANTS && !existing.contains(&key) {
+        return Err(format!(
+            "a mount may hold at most {MAX_GRANTS} connection configs; delete one first"
+        ));
+    }
+    Ok(StagedGrant { grant })
+}
+
+/// Lets the call in `context` dial what `staged` grants (and nothing lasting).
+pub fn allow_for_this_call(context: &mut CallContext, staged: Option<&StagedGrant>) {
+    if let (Some(sql), Some(staged)) = (context.sql.as_mut(), staged) {
+        sql.this_call.extend(&staged.grant);
+    }
+}
+
+/// After the engine accepted a write or delete of the connection config at `path`:
+/// records the staged grant (replacing the config's previous one), or withdraws the
+/// config's grant when `deleted`, and closes the mount's pools either way so no session
+/// outlives the config it was opened with.
+pub fn settle(
+    barrier: &Barrier,
+    pools: &SqlPools,
+    mount_uuid: &str,
+    path: &str,
+    deleted: bool,
+    staged: Option<StagedGrant>,
+) -> Result<(), BarrierError> {
+    let key = format!("{}{path}", config_grants_prefix(mount_uuid));
+    pools.close_mount(mount_uuid);
+    if deleted {
+        return barrier.delete(&key);
+    }
+    let Some(staged) = staged else {
+        return Ok(());
+    };
+    let value = serde_json::to_vec(&staged.grant)
+        .map_err(|e| BarrierError::Invalid(format!("grant encoding: {e}")))?;
+    // One commit: the config's grant, and the end of any per-endpoint grants it replaces.
+    let legacy = barrier.scan(&legacy_grants_prefix(mount_uuid), None, MAX_GRANTS * 2)?;
+    let mut writes: Vec<(&str, Option<&[u8]>)> = vec![(key.as_str(), Some(value.as_slice()))];
+    writes.extend(legacy.iter().map(|key| (key.as_str(), None)));
+    barrier.write_all(&writes)
+}
+
+/// What the mount's stored connection configs grant it.
+pub fn granted(barrier: &Barrier, mount_uuid: &str) -> Result<Grant, BarrierError> {
+    let mut total = Grant::default();
+    for key in barrier.scan(&config_grants_prefix(mount_uuid), None, MAX_GRANTS)? {
+        let Some(bytes) = barrier.get(&key)? else {
+            continue;
+        };
+        match serde_json::from_slice::<Grant>(&bytes) {
+            Ok(grant) => total.extend(&grant),
+            Err(error) => tracing::warn!(%key, %error, "unreadable SQL grant ignored"),
+        }
+    }
+    let legacy = legacy_grants_prefix(mount_uuid);
+    for key in barrier.scan(&legacy, None, MAX_GRANTS)? {
+        if let Some((host, port)) = key.get(legacy.len()..).and_then(|k| k.rsplit_once(':'))
+            && let Ok(port) = port.parse()
+        {
+            total.endpoints.push(Endpoint {
                 host: host.to_string(),
-                port: port.parse().ok()?,
-            })
-        })
-        .collect())
+                port,
+            });
+        }
+    }
+    Ok(total)
 }
 
 /// Deletes a mount's grants (on disable).
 pub fn revoke_grants(barrier: &Barrier, mount_uuid: &str) -> Result<(), BarrierError> {
-    for key in barrier.scan(&grant_prefix(mount_uuid), None, MAX_GRANTS * 2)? {
+    for key in barrier.scan(&grants_prefix(mount_uuid), None, MAX_GRANTS * 4)? {
         barrier.delete(&key)?;
     }
     Ok(())
 }
 
+/// An open session with what ends it: its connection task, its age, and its place in the
+/// mount's connection budget.
+struct Pooled {
+    client: tokio_postgres::Client,
+    task: tokio::task::AbortHandle,
+    tls: MakeTlsConnector,
+    runtime: tokio::runtime::Handle,
+    opened: Instant,
+    idle_since: Instant,
+    _mount_slot: OwnedSemaphorePermit,
+}
+
+impl Pooled {
+    /// Ends the session now, whatever it is doing (a statement still streaming rows, a
+    /// timed-out query): the running statement is cancelled, and the socket closed.
+    fn kill(self) {
+        let token = self.client.cancel_token();
+        let tls = self.tls;
+        self.runtime.spawn(async move {
+            if let Err(error) = token.cancel_query(tls).await {
+                tracing::debug!(%error, "sql cancel request failed");
+            }
+        });
+        self.task.abort();
+    }
+}
+
+/// Connections to one identity, opened with one DSN text.
 struct Pool {
-    idle: Mutex<Vec<tokio_postgres::Client>>,
+    /// SHA-256 of the DSN text (password and pool settings included) its sessions used.
+    fingerprint: [u8; 32],
+    size: u32,
+    max_idle: usize,
+    lifetime: Duration,
+    idle: Mutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
+    closed: AtomicBool,
+    /// Whether a [`reap`] task watches this pool's idle sessions.
+    reaper: AtomicBool,
 }
 
-/// Process-wide connection pools, keyed by mount and DSN.
-#[derive(Default)]
-pub struct SqlPools {
-    pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
-}
-
-impl SqlPools {
-    fn pool(&self, mount: &str, dsn: &str, size: u32) -> Result<Arc<Pool>, HostError> {
-        let mut pools = self
-            .pools
-            .lock()
-            .map_err(|_| HostError::Internal("pool lock poisoned".to_string()))?;
-        Ok(pools
-            .entry((mount.to_string(), dsn.to_string()))
-            .or_insert_with(|| {
-                Arc::new(Pool {
-                    idle: Mutex::new(Vec::new()),
-                    permits: Arc::new(Semaphore::new(size as usize)),
-                })
-            })
-            .clone())
+impl Pool {
+    fn new(fingerprint: [u8; 32], options: PoolOptions, requested: u32) -> Self {
+        let size = match options.max_open.unwrap_or(requested) {
+            0 => DEFAULT_POOL_CONNECTIONS,
+            n => n.min(MAX_POOL_CONNECTIONS),
+        };
+        let max_idle = options.max_idle.map_or(size, |n| n.min(size));
+        let lifetime = match options.lifetime {
+            None => MAX_CONNECTION_LIFETIME,
+            Some(d) if d.is_zero() => MAX_CONNECTION_LIFETIME,
+            Some(d) => d.min(MAX_CONNECTION_LIFETIME),
+        };
+        Self {
+            fingerprint,
+            size,
+            max_idle: usize::try_from(max_idle).unwrap_or(usize::MAX),
+            lifetime,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(size as usize)),
+            closed: AtomicBool::new(false),
+            reaper: AtomicBool::new(false),
+        }
     }
 
-    /// Drops every pool of a mount (on disable or `reset`).
-    pub fn forget_mount(&self, mount: &str) {
-        if let Ok(mut pools) = self.pools.lock() {
-            pools.retain(|(m, _), _| m != mount);
+    fn expired(&self, pooled: &Pooled, now: Instant) -> bool {
+        now >= self.expiry(pooled) || pooled.client.is_closed()
+    }
+
+    /// When an idle session must be closed: idle too long, or at the end of its life.
+    fn expiry(&self, pooled: &Pooled) -> Instant {
+        (pooled.idle_since + MAX_IDLE_TIME).min(pooled.opened + self.lifetime)
+    }
+
+    /// How long until the first idle session expires; `None` when none is idle, and then
+    /// the reaper stands down (under the idle lock, so a session pooled meanwhile starts
+    /// a new one).
+    fn next_expiry(&self) -> Option<Duration> {
+        let idle = self.idle.lock().ok()?;
+        let next = idle.iter().map(|pooled| self.expiry(pooled)).min();
+        if next.is_none() {
+            self.reaper.store(false, Ordering::SeqCst);
+        }
+        next.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// A live idle session, closing the expired ones met on the way.
+    fn reuse(&self) -> Option<Pooled> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(pooled) = idle.pop() {
+            if !self.expired(&pooled, now) {
+                return Some(pooled);
+            }
+        }
+        None
+    }
+
+    /// Closes the idle sessions past their idle time or lifetime.
+    fn prune(&self) {
+        let now = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|pooled| !self.expired(pooled, now));
+        }
+    }
+
+    /// Closes every idle session; sessions in use are closed when they come back.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    fn is_unused(&self) -> bool {
+        self.permits.available_permits() == self.size as usize
+    }
+}
+
+/// One mount's pools and the budget of connections they share.
+struct MountPools {
+    slots: Arc<Semaphore>,
+    pools: HashMap<String, Arc<Pool>>,
+}
+
+impl Default for MountPools {
+    fn default() -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(MAX_MOUNT_CONNECTIONS)),
+            pools: HashMap::new(),
         }
     }
 }
 
-/// Per-call SQL state: where this mount's grants are kept, and where to run async I/O.
+/// Process-wide connection pools, by mount and connection identity.
+#[derive(Default)]
+pub struct SqlPools {
+    mounts: Mutex<HashMap<String, MountPools>>,
+}
+
+impl SqlPools {
+    /// The pool for `parsed` in `mount`, replacing one opened with another DSN text, and
+    /// the mount's connection budget.
+    fn pool(
+        &self,
+        mount: &str,
+        dsn: &str,
+        parsed: &ParsedDsn,
+        requested: u32,
+    ) -> Result<(Arc<Pool>, Arc<Semaphore>), HostError> {
+        use sha2::Digest as _;
+        let fingerprint: [u8; 32] = sha2::Sha256::digest(dsn.as_bytes()).into();
+        let identity = parsed.identity();
+        let mut mounts = self
+            .mounts
+            .lock()
+            .map_err(|_| HostError::Internal("pool lock poisoned".to_string()))?;
+        let pools = mounts.entry(mount.to_string()).or_default();
+        if let Some(pool) = pools.pools.get(&identity) {
+            if pool.fingerprint == fingerprint {
+                return Ok((pool.clone(), pools.slots.clone()));
+            }
+            pool.close();
+            pools.pools.remove(&identity);
+        }
+        if pools.pools.len() >= MAX_MOUNT_POOLS {
+            pools.pools.retain(|_, pool| {
+                let keep = !pool.is_unused();
+                if !keep {
+                    pool.close();
+                }
+                keep
+            });
+        }
+        if pools.pools.len() >= MAX_MOUNT_POOLS {
+            return Err(HostError::Unavailable(format!(
+                "this mount already uses {MAX_MOUNT_POOLS} distinct connections; retry when one is released"
+            )));
+        }
+        let pool = Arc::new(Pool::new(fingerprint, parsed.pool, requested));
+        pools.pools.insert(identity, pool.clone());
+        Ok((pool, pools.slots.clone()))
+    }
+
+    /// Closes the idle sessions of `mount`'s pools other than `keep`, to free its budget.
+    fn close_idle_except(&self, mount: &str, keep: &Arc<Pool>) {
+        if let Ok(mounts) = self.mounts.lock()
+            && let Some(pools) = mounts.get(mount)
+        {
+            for pool in pools.pools.values() {
+                if !Arc::ptr_eq(pool, keep)
+                    && let Ok(mut idle) = pool.idle.lock()
+                {
+                    idle.clear();
+                }
+            }
+        }
+    }
+
+    /// Closes every pool of a mount (a config write or delete). Its connection budget
+    /// stays, so sessions still in use keep counting against it until they come back.
+    fn close_mount(&self, mount: &str) {
+        if let Ok(mut mounts) = self.mounts.lock()
+            && let Some(pools) = mounts.get_mut(mount)
+        {
+            for (_, pool) in pools.pools.drain() {
+                pool.close();
+            }
+        }
+    }
+
+    /// Closes every pool of a mount and forgets it (disable).
+    pub fn forget_mount(&self, mount: &str) {
+        if let Ok(mut mounts) = self.mounts.lock()
+            && let Some(pools) = mounts.remove(mount)
+        {
+            for pool in pools.pools.values() {
+                pool.close();
+            }
+        }
+    }
+
+    /// Closes every pool (seal): a sealed server keeps no database session open.
+    pub fn close_all(&self) {
+        if let Ok(mut mounts) = self.mounts.lock() {
+            for pools in mounts.values() {
+                for pool in pools.pools.values() {
+                    pool.close();
+                }
+            }
+            mounts.clear();
+        }
+    }
+}
+
+/// Per-call SQL state: where this mount's grants are kept, what this call alone may dial,
+/// when the call must be over, and where to run async I/O.
 pub struct SqlState {
     pools: Arc<SqlPools>,
     barrier: Arc<Barrier>,
     mount_uuid: String,
     runtime: tokio::runtime::Handle,
+    this_call: Grant,
+    deadline: Instant,
 }
 
 impl SqlState {
-    /// State for one call of the mount `mount_uuid`. Its granted endpoints are read when
-    /// the guest connects, so calls that use no SQL pay nothing for them.
+    /// State for one call of the mount `mount_uuid`, which must be over within
+    /// `call_timeout`. Its granted endpoints are read when the guest connects, so calls
+    /// that use no SQL pay nothing for them.
     pub fn new(
         pools: Arc<SqlPools>,
         barrier: Arc<Barrier>,
         mount_uuid: String,
         runtime: tokio::runtime::Handle,
+        call_timeout: Duration,
     ) -> Self {
         Self {
             pools,
             barrier,
             mount_uuid,
             runtime,
+            this_call: Grant::default(),
+            deadline: Instant::now() + call_timeout,
         }
+    }
+
+    /// `bound`, shortened to what is left of the call; an error once nothing is left.
+    fn time_left(&self, bound: Duration) -> Result<Duration, HostError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HostError::Unavailable(
+                "the call's time limit was reached during a database call".to_string(),
+            ));
+        }
+        Ok(bound.min(left))
     }
 }
 
 /// A pooled connection held by a guest.
 pub struct Connection {
-    client: Option<tokio_postgres::Client>,
+    pooled: Option<Pooled>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take().filter(|c| !c.is_closed())
-            && let Ok(mut idle) = self.pool.idle.lock()
-        {
-            idle.push(client);
+        let Some(mut pooled) = self.pooled.take() else {
+            return;
+        };
+        let now = Instant::now();
+        pooled.idle_since = now;
+        if self.pool.closed.load(Ordering::SeqCst) || self.pool.expired(&pooled, now) {
+            return;
+        }
+        let Ok(mut idle) = self.pool.idle.lock() else {
+            return;
+        };
+        if idle.len() >= self.pool.max_idle {
+            return;
+        }
+        let runtime = pooled.runtime.clone();
+        idle.push(pooled);
+        // Set under the idle lock, which the reaper also holds when it stands down.
+        let start_reaper = !self.pool.reaper.swap(true, Ordering::SeqCst);
+        drop(idle);
+        if start_reaper {
+            runtime.spawn(reap(Arc::downgrade(&self.pool)));
+        }
+    }
+}
+
+/// Closes a pool's idle sessions as they expire, even if the mount is never called again;
+/// one per pool while it has idle sessions.
+async fn reap(pool: Weak<Pool>) {
+    while let Some(wait) = pool.upgrade().and_then(|pool| pool.next_expiry()) {
+        tokio::time::sleep(wait).await;
+        match pool.upgrade() {
+            Some(pool) => pool.prune(),
+            None => break,
         }
     }
 }
@@ -444,27 +896,67 @@ impl CallState {
             .ok_or_else(|| HostError::Denied("this mount has no SQL capability".to_string()))
     }
 
+    /// Runs `body` on the connection's client, bounded by the statement timeout and the
+    /// call's deadline. A statement that timed out or overflowed a bound is still running
+    /// on the server, so its session is closed rather than pooled.
     async fn with_client<R>(
         &mut self,
         connection: &Resource<Connection>,
         statement_for_log: &str,
-        body: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<R, HostError>,
+        body: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<R, Failure>,
     ) -> Result<R, HostError> {
         let mount = self.caps.mount().to_string();
         tracing::debug!(mount, statement = %redact(statement_for_log), "sql");
+        let limit = self.sql_state()?.time_left(STATEMENT_TIMEOUT)?;
         let entry = self
             .table
             .get_mut(connection)
             .map_err(|e| HostError::Invalid(format!("bad connection handle: {e}")))?;
-        let client = entry
-            .client
+        let pooled = entry
+            .pooled
             .as_mut()
             .ok_or_else(|| HostError::Unavailable("connection is gone".to_string()))?;
-        tokio::time::timeout(STATEMENT_TIMEOUT, body(client))
-            .await
-            .map_err(|_| {
+        let outcome = match tokio::time::timeout(limit, body(&mut pooled.client)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(Failure::Statement(error))) => return Err(error),
+            Ok(Err(Failure::Bound(error))) => error,
+            Err(_) if limit < STATEMENT_TIMEOUT => HostError::Unavailable(
+                "the call's time limit was reached during a database call".to_string(),
+            ),
+            Err(_) => {
                 HostError::Unavailable(format!("statement timed out after {STATEMENT_TIMEOUT:?}"))
-            })?
+            }
+        };
+        if let Some(pooled) = entry.pooled.take() {
+            pooled.kill();
+        }
+        Err(outcome)
+    }
+}
+
+/// Why a statement failed: the database refused it (the session stays usable), or the
+/// host stopped reading past a bound (the session is closed).
+enum Failure {
+    Statement(HostError),
+    Bound(HostError),
+}
+
+impl From<HostError> for Failure {
+    fn from(error: HostError) -> Self {
+        Self::Statement(error)
+    }
+}
+
+fn statement_error(error: tokio_postgres::Error) -> Failure {
+    Failure::Statement(db_error(error))
+}
+
+/// Bytes a value takes in a guest's memory, roughly.
+fn value_bytes(value: &SqlValue) -> usize {
+    match value {
+        SqlValue::Text(text) => text.len(),
+        SqlValue::Bytes(bytes) => bytes.len(),
+        _ => 8,
     }
 }
 
@@ -530,79 +1022,119 @@ impl sql::Host for CallState {
     ) -> Result<Resource<Connection>, HostError> {
         let state = self.sql_state()?;
         let parsed = parse_dsn(&dsn).map_err(HostError::Invalid)?;
-        let allowed =
+        let mut allowed =
             granted(&state.barrier, &state.mount_uuid).map_err(crate::runtime::barrier_to_host)?;
-        if let Some(refused) = parsed.endpoints.iter().find(|e| !allowed.contains(e)) {
-            tracing::warn!(mount = %state.mount_uuid, endpoint = %refused, "sql connect refused: endpoint not granted");
-            return Err(HostError::Denied(format!(
-                "endpoint {refused} is not configured for this mount; an operator must write a connection_url naming it"
-            )));
+        allowed.extend(&state.this_call);
+        if let Some(refusal) = allowed.refusal(&parsed) {
+            tracing::warn!(mount = %state.mount_uuid, endpoints = ?parsed.endpoints, "sql connect refused: not granted");
+            return Err(HostError::Denied(refusal));
         }
-        let size = match max_connections {
-            0 => DEFAULT_POOL_CONNECTIONS,
-            n => n.min(MAX_POOL_CONNECTIONS),
+        let (pool, slots) = state
+            .pools
+            .pool(&state.mount_uuid, &dsn, &parsed, max_connections)?;
+        let busy = || {
+            HostError::Unavailable(format!(
+                "all {} pooled connections are busy; retry, or raise max_open_connections",
+                pool.size
+            ))
         };
-        let pool = state.pools.pool(&state.mount_uuid, &dsn, size)?;
-        let spawner = state.runtime.clone();
-        let permit = tokio::time::timeout(POOL_WAIT, pool.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| HostError::Unavailable(format!("all {size} pooled connections are busy")))?
-            .map_err(|_| HostError::Internal("pool closed".to_string()))?;
-        let reused = pool.idle.lock().ok().and_then(|mut idle| {
-            while let Some(client) = idle.pop() {
-                if !client.is_closed() {
-                    return Some(client);
-                }
-            }
-            None
-        });
-        let client = match reused {
-            Some(client) => client,
+        let permit = tokio::time::timeout(
+            state.time_left(POOL_WAIT)?,
+            pool.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| HostError::Internal("pool closed".to_string()))?;
+        let pooled = match pool.reuse() {
+            Some(pooled) => pooled,
             None => {
-                let connector = tls_connector(parsed.mode, parsed.root_cert.as_deref())
-                    .map_err(HostError::Invalid)?;
-                let config = parsed.config.clone();
-                async move {
-                    let (client, connection) =
-                        tokio::time::timeout(CONNECT_TIMEOUT, config.connect(connector))
+                let slot = match slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        state.pools.close_idle_except(&state.mount_uuid, &pool);
+                        tokio::time::timeout(
+                            state.time_left(MOUNT_BUDGET_WAIT)?,
+                            slots.acquire_owned(),
+                        )
                             .await
                             .map_err(|_| {
                                 HostError::Unavailable(format!(
-                                    "connecting timed out after {CONNECT_TIMEOUT:?}"
+                                    "this mount already holds {MAX_MOUNT_CONNECTIONS} database connections; retry when one is released"
                                 ))
                             })?
-                            .map_err(|e| match e.as_db_error() {
-                                Some(db) => HostError::Denied(format!(
-                                    "database refused the connection: {}",
-                                    db.message()
-                                )),
-                                None => HostError::Unavailable(format!("cannot connect: {e}")),
-                            })?;
-                    spawner.spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%error, "sql connection closed");
-                        }
-                    });
-                    client
-                        .batch_execute(&format!(
-                            "SET statement_timeout = {}",
-                            STATEMENT_TIMEOUT.as_millis()
-                        ))
-                        .await
-                        .map_err(db_error)?;
-                    Ok::<_, HostError>(client)
-                }
+                            .map_err(|_| HostError::Internal("pool closed".to_string()))?
+                    }
+                };
+                open_session(
+                    &parsed,
+                    state.time_left(CONNECT_TIMEOUT)?,
+                    &state.runtime,
+                    slot,
+                )
                 .await?
             }
         };
         let connection = Connection {
-            client: Some(client),
+            pooled: Some(pooled),
             pool,
             _permit: permit,
         };
         self.table
             .push(connection)
             .map_err(|e| HostError::Internal(format!("resource table: {e}")))
+    }
+}
+
+/// Opens a new session for `parsed` within `limit`, counted against the mount's budget
+/// through `slot`.
+async fn open_session(
+    parsed: &ParsedDsn,
+    limit: Duration,
+    runtime: &tokio::runtime::Handle,
+    slot: OwnedSemaphorePermit,
+) -> Result<Pooled, HostError> {
+    let connector =
+        tls_connector(parsed.mode, parsed.root_cert.as_deref()).map_err(HostError::Invalid)?;
+    let (client, connection) =
+        tokio::time::timeout(limit, parsed.config.connect(connector.clone()))
+            .await
+            .map_err(|_| HostError::Unavailable(format!("connecting timed out after {limit:?}")))?
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => {
+                    HostError::Denied(format!("database refused the connection: {}", db.message()))
+                }
+                None => HostError::Unavailable(format!("cannot connect: {e}")),
+            })?;
+    let task = runtime
+        .spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "sql connection closed");
+            }
+        })
+        .abort_handle();
+    let now = Instant::now();
+    let pooled = Pooled {
+        client,
+        task,
+        tls: connector,
+        runtime: runtime.clone(),
+        opened: now,
+        idle_since: now,
+        _mount_slot: slot,
+    };
+    let set_timeout = format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis());
+    match tokio::time::timeout(limit, pooled.client.batch_execute(&set_timeout)).await {
+        Ok(Ok(())) => Ok(pooled),
+        Ok(Err(error)) => {
+            pooled.kill();
+            Err(db_error(error))
+        }
+        Err(_) => {
+            pooled.kill();
+            Err(HostError::Unavailable(format!(
+                "connecting timed out after {limit:?}"
+            )))
+        }
     }
 }
 
@@ -619,11 +1151,14 @@ impl sql::HostConnection for CallState {
             client
                 .execute(statement.as_str(), &refs)
                 .await
-                .map_err(db_error)
+                .map_err(statement_error)
         })
         .await
     }
 
+    /// Rows are read one at a time and counted against [`MAX_ROWS`] and
+    /// [`MAX_RESULT_BYTES`] as they arrive; tokio-postgres buffers one network message
+    /// ahead, so the host holds at most one result's bound plus a row at any time.
     async fn query(
         &mut self,
         connection: Resource<Connection>,
@@ -633,18 +1168,36 @@ impl sql::HostConnection for CallState {
         let boxed = params(&values);
         self.with_client(&connection, &statement, async |client| {
             let refs = refs(&boxed);
-            let rows = client
-                .query(statement.as_str(), &refs)
+            let stream = client
+                .query_raw(statement.as_str(), refs)
                 .await
-                .map_err(db_error)?;
-            if rows.len() > MAX_ROWS {
-                return Err(HostError::Invalid(format!(
-                    "query returned more than {MAX_ROWS} rows"
-                )));
+                .map_err(statement_error)?;
+            let mut stream = std::pin::pin!(stream);
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = stream.next().await {
+                let row = row.map_err(statement_error)?;
+                if rows.len() >= MAX_ROWS {
+                    return Err(Failure::Bound(HostError::Invalid(format!(
+                        "query returned more than {MAX_ROWS} rows; add a LIMIT or narrow the query"
+                    ))));
+                }
+                let values = (0..row.len())
+                    .map(|i| column(&row, i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(Failure::Bound)?;
+                bytes = values
+                    .iter()
+                    .map(value_bytes)
+                    .fold(bytes, usize::saturating_add);
+                if bytes > MAX_RESULT_BYTES {
+                    return Err(Failure::Bound(HostError::Invalid(format!(
+                        "query returned more than {MAX_RESULT_BYTES} bytes; narrow the query"
+                    ))));
+                }
+                rows.push(values);
             }
-            rows.iter()
-                .map(|row| (0..row.len()).map(|i| column(row, i)).collect())
-                .collect()
+            Ok(rows)
         })
         .await
     }
@@ -674,18 +1227,18 @@ impl sql::HostConnection for CallState {
                     .map(|(s, _)| s.as_str())
                     .collect::<Vec<_>>()
                     .join(";\n");
-                return client.batch_execute(&text).await.map_err(db_error);
+                return client.batch_execute(&text).await.map_err(statement_error);
             }
-            let transaction = client.transaction().await.map_err(db_error)?;
+            let transaction = client.transaction().await.map_err(statement_error)?;
             for (statement, values) in &statements {
                 let boxed = params(values);
                 let refs = refs(&boxed);
                 transaction
                     .execute(statement.as_str(), &refs)
                     .await
-                    .map_err(db_error)?;
+                    .map_err(statement_error)?;
             }
-            transaction.commit().await.map_err(db_error)
+            transaction.commit().await.map_err(statement_error)
         })
         .await
     }
@@ -696,7 +1249,10 @@ impl sql::HostConnection for CallState {
         statements: String,
     ) -> Result<(), HostError> {
         self.with_client(&connection, &statements, async |client| {
-            client.batch_execute(&statements).await.map_err(db_error)
+            client
+                .batch_execute(&statements)
+                .await
+                .map_err(statement_error)
         })
         .await
     }
@@ -738,6 +1294,220 @@ mod tests {
             endpoints_of_template("dbname=x").is_err(),
             "a DSN must name a TCP host"
         );
+    }
+
+    fn parsed(dsn: &str) -> Result<ParsedDsn, String> {
+        parse_dsn(dsn).map_err(|error| format!("{dsn}: {error}"))
+    }
+
+    #[test]
+    fn a_grant_refuses_every_address_and_ca_file_it_does_not_name() -> Result<(), String> {
+        let grant = Grant::of_dsn(
+            "postgresql://{{username}}:{{password}}@127.0.0.1:5432/db?sslmode=verify-ca&sslrootcert=/etc/coffer/ca.pem",
+        )?;
+        let refused = |dsn: &str| parsed(dsn).map(|p| grant.refusal(&p));
+        assert_eq!(
+            refused("host=127.0.0.1 port=5432 user=u dbname=db sslrootcert=/etc/coffer/ca.pem")?,
+            None
+        );
+        assert_eq!(refused("postgresql://u:p@127.0.0.1:5432/other")?, None);
+        for (dsn, why) in [
+            ("host=127.0.0.1 port=5433 user=u", "127.0.0.1:5433"),
+            (
+                "host=127.0.0.1 hostaddr=127.0.0.2 port=5432 user=u",
+                "127.0.0.2:5432",
+            ),
+            ("hostaddr=10.0.0.1 port=5432 user=u", "10.0.0.1:5432"),
+            (
+                "postgresql://u@127.0.0.1:5432/db?hostaddr=127.0.0.2",
+                "127.0.0.2:5432",
+            ),
+            ("host=127.0.0.1,10.0.0.9 port=5432 user=u", "10.0.0.9:5432"),
+            (
+                "host=127.0.0.1 port=5432 sslrootcert=/etc/shadow",
+                "sslrootcert",
+            ),
+            (
+                "postgresql://u@127.0.0.1:5432/db?sslrootcert=/root/.ssh/id_rsa",
+                "sslrootcert",
+            ),
+        ] {
+            let refusal = refused(dsn)?;
+            assert!(
+                refusal.as_deref().is_some_and(|r| r.contains(why)),
+                "{dsn}: {refusal:?}"
+            );
+        }
+        let by_address = Grant::of_dsn("host=db.internal hostaddr=10.1.2.3 port=6432 dbname=x")?;
+        assert_eq!(
+            by_address.refusal(&parsed("host=db.internal hostaddr=10.1.2.3 port=6432")?),
+            None,
+            "a hostaddr the operator wrote is granted"
+        );
+        assert!(
+            by_address
+                .refusal(&parsed("host=db.internal port=6432")?)
+                .is_some(),
+            "the host name alone resolves elsewhere"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn dsn_errors_never_echo_the_dsn() {
+        let secret = "hunter2";
+        for dsn in [
+            format!("host=h password={secret} bogus_option=1"),
+            format!("host=h password={secret} pool_max_conns=many"),
+            format!("host=h,h,h,h,h,h,h,h,h port=1 password={secret}"),
+        ] {
+            let error = parse_dsn(&dsn).err().unwrap_or_default();
+            assert!(!error.is_empty(), "{dsn} was accepted");
+            assert!(!error.contains(secret), "{error}");
+        }
+    }
+
+    fn unsealed_barrier() -> Result<Barrier, BarrierError> {
+        let barrier = Barrier::new(Arc::new(crate::backend::MemoryBackend::default()));
+        let init = barrier.initialize(1, 1)?;
+        barrier.submit_share(init.shares.first().ok_or(BarrierError::NotInitialized)?)?;
+        Ok(barrier)
+    }
+
+    fn endpoint(host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn grants_follow_accepted_configs_and_junk_cannot_fill_them() -> Result<(), BarrierError> {
+        let barrier = unsealed_barrier()?;
+        let pools = SqlPools::default();
+        let stage =
+            |path: &str, dsn: &str| stage(&barrier, "m", path, dsn).map_err(BarrierError::Invalid);
+        // Staged but never accepted: nothing lasts, however many.
+        for port in 1..=300 {
+            stage(
+                &format!("config/junk{port}"),
+                &format!("host=10.0.0.1 port={port}"),
+            )?;
+        }
+        assert_eq!(granted(&barrier, "m")?, Grant::default());
+        // Accepted: granted; rewritten: replaced; deleted: withdrawn.
+        let first = stage("config/db", "host=10.0.0.1 port=5432")?;
+        settle(&barrier, &pools, "m", "config/db", false, Some(first))?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.0.0.1", 5432)]
+        );
+        let moved = stage("config/db", "host=10.0.0.2 port=5432")?;
+        settle(&barrier, &pools, "m", "config/db", false, Some(moved))?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.0.0.2", 5432)]
+        );
+        settle(&barrier, &pools, "m", "config/db", true, None)?;
+        assert_eq!(granted(&barrier, "m")?, Grant::default());
+        assert_eq!(granted(&barrier, "other-mount")?, Grant::default());
+        // The bound counts accepted configs; rewriting one at the bound is still allowed.
+        for i in 0..MAX_GRANTS {
+            let path = format!("config/c{i}");
+            let staged = stage(&path, "host=10.0.0.1 port=5432")?;
+            settle(&barrier, &pools, "m", &path, false, Some(staged))?;
+        }
+        let full = stage("config/one-more", "host=10.0.0.1 port=5432");
+        assert!(
+            matches!(&full, Err(BarrierError::Invalid(m)) if m.contains("delete one first")),
+            "{full:?}"
+        );
+        assert!(stage("config/c0", "host=10.0.0.3 port=5432").is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn grants_from_older_versions_last_until_the_next_accepted_write() -> Result<(), BarrierError> {
+        let barrier = unsealed_barrier()?;
+        let pools = SqlPools::default();
+        barrier.put("sys/grants/m/sql/10.9.9.9:5432", b"")?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.9.9.9", 5432)]
+        );
+        let staged = stage(&barrier, "m", "config/db", "host=10.0.0.1 port=5432")
+            .map_err(BarrierError::Invalid)?;
+        settle(&barrier, &pools, "m", "config/db", false, Some(staged))?;
+        assert_eq!(
+            granted(&barrier, "m")?.endpoints,
+            vec![endpoint("10.0.0.1", 5432)]
+        );
+        revoke_grants(&barrier, "m")?;
+        assert_eq!(granted(&barrier, "m")?, Grant::default());
+        Ok(())
+    }
+
+    #[test]
+    fn pool_settings_are_read_from_the_dsn_and_capped() -> Result<(), String> {
+        let dsn = "postgresql://u:p@h:1/d?pool_max_conns=100&pool_max_idle_conns=50&pool_max_conn_lifetime=99999";
+        let options = parsed(dsn)?.pool;
+        assert_eq!(
+            options,
+            PoolOptions {
+                max_open: Some(100),
+                max_idle: Some(50),
+                lifetime: Some(Duration::from_secs(99_999))
+            }
+        );
+        let pool = Pool::new([0; 32], options, 1);
+        assert_eq!(pool.size, MAX_POOL_CONNECTIONS);
+        assert_eq!(pool.max_idle, MAX_POOL_CONNECTIONS as usize);
+        assert_eq!(pool.lifetime, MAX_CONNECTION_LIFETIME);
+        let kv = parsed(
+            "host=h port=1 user=u pool_max_conns=2 pool_max_idle_conns=0 pool_max_conn_lifetime=30s",
+        )?;
+        let pool = Pool::new([0; 32], kv.pool, 9);
+        assert_eq!((pool.size, pool.max_idle), (2, 0));
+        assert_eq!(pool.lifetime, Duration::from_secs(30));
+        let unset = Pool::new([0; 32], parsed("host=h")?.pool, 0);
+        assert_eq!(unset.size, DEFAULT_POOL_CONNECTIONS);
+        assert_eq!(unset.lifetime, MAX_CONNECTION_LIFETIME);
+        Ok(())
+    }
+
+    #[test]
+    fn pools_are_keyed_by_identity_and_replaced_when_the_dsn_text_changes() -> Result<(), String> {
+        let pools = SqlPools::default();
+        let open = |dsn: &str| {
+            pools
+                .pool("m", dsn, &parsed(dsn)?, 4)
+                .map(|(pool, _)| pool)
+                .map_err(|e| format!("{e:?}"))
+        };
+        let first = open("host=h port=1 user=root password=old dbname=d")?;
+        let same = open("host=h port=1 user=root password=old dbname=d")?;
+        assert!(Arc::ptr_eq(&first, &same));
+        let rotated = open("host=h port=1 user=root password=new dbname=d")?;
+        assert!(!Arc::ptr_eq(&first, &rotated));
+        assert!(
+            first.closed.load(Ordering::SeqCst),
+            "the old password's pool is closed"
+        );
+        for i in 0..MAX_MOUNT_POOLS * 2 {
+            open(&format!("host=h port=1 user=u{i} dbname=d"))?;
+        }
+        let count = pools
+            .mounts
+            .lock()
+            .map(|m| m.get("m").map_or(0, |p| p.pools.len()))
+            .unwrap_or(0);
+        assert!(count <= MAX_MOUNT_POOLS, "{count} pools");
+        pools.close_all();
+        assert!(
+            rotated.closed.load(Ordering::SeqCst),
+            "seal closes every pool"
+        );
+        Ok(())
     }
 
     #[test]

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::postgres::{DEFAULT_RENEW, DEFAULT_ROTATION, Database, sql_error};
 use crate::template::{
-    USERNAME_RANDOM_CHARS, base62_from, check_username_template, default_username,
-    escape_url_component, is_sql_safe_name, password_from, pg_timestamp, render_username,
-    role_allowed,
+    DEFAULT_MAX_OPEN_CONNECTIONS, USERNAME_RANDOM_CHARS, base62_from, check_username_template,
+    default_username, escape_url_component, is_sql_safe_name, password_from, pg_timestamp,
+    render_username, role_allowed, with_pool_settings,
 };
 
 /// The only plugin this engine implements.
@@ -148,9 +148,14 @@ fn dsn(config: &DbConfig, password: &str) -> String {
             escape_url_component(password),
         )
     };
-    template::render(
-        &config.connection_url,
-        &[("username", &user), ("password", &pass)],
+    with_pool_settings(
+        template::render(
+            &config.connection_url,
+            &[("username", &user), ("password", &pass)],
+        ),
+        config.max_open_connections,
+        config.max_idle_connections,
+        config.max_connection_lifetime,
     )
 }
 
@@ -515,7 +520,7 @@ fn read_config(name: &str) -> Result<Response, EngineError> {
     let mut details = json!({
         "connection_url": redacted_url(&config.connection_url),
         "username": config.username,
-        "max_open_connections": if config.max_open_connections > 0 { config.max_open_connections } else { 4 },
+        "max_open_connections": if config.max_open_connections > 0 { config.max_open_connections } else { DEFAULT_MAX_OPEN_CONNECTIONS },
         "max_idle_connections": config.max_idle_connections,
         "max_connection_lifetime": format!("{}s", config.max_connection_lifetime),
         "password_authentication": if config.password_authentication.is_empty() { "password" } else { &config.password_authentication },

@@ -321,6 +321,41 @@ pub fn role_allowed(allowed: &[String], role: &str) -> bool {
         .any(|pattern| coffer_sdk::glob(pattern, role))
 }
 
+/// Pool size when a config sets none (Vault's default `max_open_connections`).
+pub const DEFAULT_MAX_OPEN_CONNECTIONS: i64 = 4;
+
+/// `dsn` with a config's pool settings appended as the parameters the host's pool reads
+/// (`pool_max_conns`, `pool_max_idle_conns`, `pool_max_conn_lifetime` in seconds), with
+/// Vault's meanings: 0 open means 4, 0 idle means as many as open, negative idle means none,
+/// 0 lifetime means the host's longest. The host caps each.
+pub fn with_pool_settings(dsn: String, max_open: i64, max_idle: i64, lifetime: u64) -> String {
+    let open = match max_open {
+        n if n > 0 => n,
+        _ => DEFAULT_MAX_OPEN_CONNECTIONS,
+    };
+    let idle = match max_idle {
+        0 => open,
+        n if n < 0 => 0,
+        n => n.min(open),
+    };
+    let settings = [
+        ("pool_max_conns", open.to_string()),
+        ("pool_max_idle_conns", idle.to_string()),
+        ("pool_max_conn_lifetime", lifetime.to_string()),
+    ];
+    let is_url = dsn.starts_with("postgres://") || dsn.starts_with("postgresql://");
+    let mut out = dsn;
+    for (name, value) in settings {
+        let separator = match (is_url, out.contains('?')) {
+            (true, true) => "&",
+            (true, false) => "?",
+            (false, _) => " ",
+        };
+        out = format!("{out}{separator}{name}={value}");
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, reason = "tests")]
 mod tests {
@@ -406,5 +441,26 @@ mod tests {
         assert_eq!(pg_timestamp(1_755_871_391), "2025-08-22 14:03:11+0000");
         assert_eq!(escape_url_component("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn pool_settings_follow_vaults_meanings_in_both_dsn_forms() {
+        assert_eq!(
+            with_pool_settings("postgresql://u:p@h:1/d".to_string(), 0, 0, 0),
+            "postgresql://u:p@h:1/d?pool_max_conns=4&pool_max_idle_conns=4&pool_max_conn_lifetime=0"
+        );
+        assert_eq!(
+            with_pool_settings(
+                "postgresql://u:p@h:1/d?sslmode=require".to_string(),
+                8,
+                -1,
+                60
+            ),
+            "postgresql://u:p@h:1/d?sslmode=require&pool_max_conns=8&pool_max_idle_conns=0&pool_max_conn_lifetime=60"
+        );
+        assert_eq!(
+            with_pool_settings("host=h dbname=d".to_string(), 2, 5, 0),
+            "host=h dbname=d pool_max_conns=2 pool_max_idle_conns=2 pool_max_conn_lifetime=0"
+        );
     }
 }
