@@ -346,7 +346,8 @@ field_constructor! {
     strings => Strings,
     /// A list of strings (a string is split on commas).
     comma_strings => CommaStrings,
-    /// A PostgreSQL connection string; supplying it grants the mount its endpoints.
+    /// A PostgreSQL connection string. In an authenticated write its endpoints may be
+    /// dialed during that call; they stay granted only if the engine accepts the write.
     sql_dsn => SqlDsn,
     /// A string-to-string map.
     map => KeyValues,
