@@ -493,10 +493,15 @@ impl Core {
     /// again (as Vault keeps a mount whose leases could not be revoked).
     pub async fn disable(self: &Arc<Self>, path: &str) -> Result<bool, CoreError> {
         let path = normalize_mount_path(path)?;
-        let Some(mount) = self.mount_at(&path) else {
-            return Ok(false);
+        let mount = {
+            // Under the table's lock, so no request is between routing and holding it.
+            let mounts = self.write_mounts()?;
+            let Some(mount) = mounts.get(&path).cloned() else {
+                return Ok(false);
+            };
+            mount.fence.close(&path)?;
+            mount
         };
-        mount.fence.close(&path)?;
         let retired = self.retire(&mount).await;
         if let Err(error) = &retired {
             mount.fence.reopen();

@@ -730,9 +730,13 @@ impl Maintenance {
                 if !fresh {
                     continue;
                 }
-                let (maintenance, core, mount) = (self.clone(), core.clone(), mount.clone());
+                // Held weakly while waiting for a slot, so a disable need not wait for it.
+                let (maintenance, core, mount) =
+                    (self.clone(), core.clone(), Arc::downgrade(&mount));
                 tokio::spawn(crate::background::scope(async move {
-                    if let Ok(_slot) = maintenance.slots.clone().acquire_owned().await {
+                    if let Ok(_slot) = maintenance.slots.clone().acquire_owned().await
+                        && let Some(mount) = mount.upgrade().filter(|m| !m.fenced())
+                    {
                         match chore {
                             Chore::Rollback => sweep_wal(&core, &mount, process_start).await,
                             Chore::Periodic => run_periodic(&core, &mount).await,
