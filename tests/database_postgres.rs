@@ -800,3 +800,56 @@ fn disabling_while_credentials_are_created_leaves_no_lease_and_no_user() {
     assert!(listed(&coffer, "sys/leases/lookup/database/").is_empty());
     assert_eq!(coffer.call("GET", "sys/mounts/database", None).status, 404);
 }
+
+#[test]
+fn a_disable_whose_rollback_fails_keeps_the_mount_and_a_later_one_drops_the_user() {
+    let pg = Postgres::start(false);
+    let (mut coffer, keys) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let before = pg.roles_like("v-");
+    // A user created without its lease: only the write-ahead entry knows of it.
+    coffer.stop();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
+    coffer.start();
+    coffer.unseal(&keys);
+    assert!(
+        coffer
+            .try_call("GET", "database/creds/grade-api-role")
+            .is_none()
+    );
+    coffer.kill();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
+    assert_eq!(pg.roles_like("v-"), before + 1);
+    pg.stop();
+    coffer.start();
+    coffer.unseal(&keys);
+    let refused = coffer.call("DELETE", "sys/mounts/database", None);
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.errors().contains("cannot disable database/")
+            && refused.errors().contains("failed to roll back"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(coffer.call("GET", "sys/mounts/database", None).status, 200);
+    assert_eq!(
+        coffer
+            .call("GET", "database/roles/grade-api-role", None)
+            .status,
+        200,
+        "the mount still serves"
+    );
+    pg.resume();
+    let disabled = coffer.call("DELETE", "sys/mounts/database", None);
+    assert_eq!(disabled.status, 204, "{}", disabled.text);
+    assert_eq!(
+        pg.roles_like("v-"),
+        before,
+        "the disable rolled back the user that had no lease"
+    );
+}
