@@ -853,3 +853,36 @@ fn a_disable_whose_rollback_fails_keeps_the_mount_and_a_later_one_drops_the_user
         "the disable rolled back the user that had no lease"
     );
 }
+
+#[test]
+fn a_storm_of_revocations_on_a_hanging_database_leaves_workers_for_other_mounts() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 8");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION, "default_ttl": "3s"}),
+    );
+    // More leases than there are revocation workers, all due at about the same time.
+    for _ in 0..24 {
+        creds(&coffer);
+    }
+    pg.stop();
+    let _hole = coffer_tests::BlackHole::listen(pg.port);
+    std::thread::sleep(Duration::from_secs(3));
+    for round in 0..3 {
+        let reply = coffer.call("GET", "leasing/creds/app?ttl=1", None);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let user = reply.data()["username"].as_str().unwrap().to_string();
+        assert!(
+            eventually(Duration::from_millis(2500), || listed(
+                &coffer,
+                "leasing/revoked/"
+            )
+            .contains(&user)),
+            "round {round}: a lease on another mount was not revoked within a second of expiry:\n{}",
+            coffer.log_text()
+        );
+    }
+}

@@ -413,6 +413,19 @@ impl Core {
         self.mounts.read().ok()?.get(path).cloned()
     }
 
+    /// The path of the mount that lease id `id` (`<mount path><rest>`) belongs to, fenced
+    /// or not. Mount paths never nest, so only the greatest path not after `id` can be a
+    /// prefix of it.
+    pub fn mount_path_of(&self, id: &str) -> Option<String> {
+        let mounts = self.mounts.read().ok()?;
+        mounts
+            .range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(id)))
+            .next_back()
+            .map(|(path, _)| path)
+            .filter(|path| id.starts_with(path.as_str()))
+            .cloned()
+    }
+
     /// The mount serving `logical_path` (longest prefix) and the path below it. A mount
     /// being disabled serves nothing.
     pub fn route(&self, logical_path: &str) -> Option<(Arc<Mount>, String)> {

@@ -37,6 +37,13 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 pub const IRREVOCABLE_RETRY: Duration = Duration::from_secs(600);
 /// Concurrent revocations; bounds engine and target load during expiry storms.
 pub const MAX_REVOKE_WORKERS: usize = 16;
+/// Concurrent revocations of one mount's leases: a quarter of the workers, so a mount
+/// whose target hangs (each attempt waiting out a connect timeout) leaves the rest to
+/// every other mount.
+const MAX_REVOKES_PER_MOUNT: usize = MAX_REVOKE_WORKERS / 4;
+/// Due keys one scheduler pass reads at most, past those it must skip (in flight, or of
+/// a mount at its revocation limit) to reach other mounts' due leases.
+const MAX_DUE_SCAN: usize = 4 * DUE_BATCH;
 /// How often the scheduler looks for due leases: well under the one-second promise.
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
 /// Due keys read per tick.
@@ -598,7 +605,7 @@ pub fn irrevocable(core: &Core, limit: usize) -> Result<Vec<LeaseEntry>, LeaseEr
 /// The background scheduler: revokes leases (and expires tokens) as they come due, and
 /// starts each mount's maintenance (write-ahead rollback, `periodic`) as tasks of its own.
 pub struct Scheduler {
-    in_flight: Mutex<HashSet<String>>,
+    in_flight: Mutex<InFlight>,
     workers: Arc<Semaphore>,
     maintenance: Arc<Maintenance>,
 }
@@ -607,7 +614,7 @@ impl Scheduler {
     /// Starts the scheduler loop on the current tokio runtime.
     pub fn spawn(core: Arc<Core>) -> tokio::task::JoinHandle<()> {
         let scheduler = Arc::new(Self {
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(InFlight::default()),
             workers: Arc::new(Semaphore::new(MAX_REVOKE_WORKERS)),
             maintenance: Arc::new(Maintenance {
                 running: Mutex::new(HashSet::new()),
@@ -645,53 +652,96 @@ impl Scheduler {
         })
     }
 
-    /// Hands every due entry of the next batch to the worker pool, waiting for free
-    /// workers rather than for the next tick, so a storm drains at the workers' pace.
-    /// Returns whether the batch was full of due entries (more may be waiting).
+    /// Hands every due entry of the next batches to the worker pool, waiting for free
+    /// workers rather than for the next tick, so a storm drains at the workers' pace; a
+    /// mount at [`MAX_REVOKES_PER_MOUNT`] is passed over. Returns whether the pass read
+    /// [`MAX_DUE_SCAN`] due keys and dispatched some (more may be waiting).
     async fn dispatch_due(self: Arc<Self>, core: &Arc<Core>) -> Result<bool, LeaseError> {
         let now = now_ms();
-        let keys = core.barrier.scan(DUE_PREFIX, None, DUE_BATCH)?;
-        let full = keys.len() == DUE_BATCH;
-        for key in keys {
-            let Some((due, id)) = key
-                .get(DUE_PREFIX.len()..)
-                .and_then(|rest| rest.split_once('/'))
-            else {
-                continue;
-            };
-            let Ok(due) = due.parse::<u64>() else {
-                continue;
-            };
-            if due > now {
+        let (mut after, mut scanned, mut dispatched) = (None::<String>, 0usize, false);
+        while scanned < MAX_DUE_SCAN {
+            let keys = core.barrier.scan(DUE_PREFIX, after.as_deref(), DUE_BATCH)?;
+            let full = keys.len() == DUE_BATCH;
+            scanned += keys.len();
+            after = keys.last().cloned();
+            for key in keys {
+                let Some((due, id)) = key
+                    .get(DUE_PREFIX.len()..)
+                    .and_then(|rest| rest.split_once('/'))
+                else {
+                    continue;
+                };
+                let Ok(due) = due.parse::<u64>() else {
+                    continue;
+                };
+                if due > now {
+                    return Ok(false);
+                }
+                // Token expiries and leases of a mount that is gone share one group.
+                let group = core.mount_path_of(id).unwrap_or_default();
+                let admitted = self
+                    .in_flight
+                    .lock()
+                    .map(|in_flight| in_flight.admits(id, &group))
+                    .unwrap_or(false);
+                if !admitted {
+                    continue;
+                }
+                let Ok(permit) = self.workers.clone().acquire_owned().await else {
+                    return Ok(false);
+                };
+                let id = id.to_string();
+                if let Ok(mut in_flight) = self.in_flight.lock() {
+                    in_flight.start(&id, &group);
+                }
+                dispatched = true;
+                let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
+                tokio::spawn(crate::background::scope(async move {
+                    if let Err(error) = expire(&core, &id, due, &key).await {
+                        tracing::warn!(lease = %id, %error, "expiry failed");
+                    }
+                    if let Ok(mut in_flight) = scheduler.in_flight.lock() {
+                        in_flight.finish(&id, &group);
+                    }
+                    drop(permit);
+                }));
+            }
+            if !full {
                 return Ok(false);
             }
-            let id = id.to_string();
-            let busy = self
-                .in_flight
-                .lock()
-                .map(|set| set.contains(&id))
-                .unwrap_or(true);
-            if busy {
-                continue;
-            }
-            let Ok(permit) = self.workers.clone().acquire_owned().await else {
-                return Ok(false);
-            };
-            if let Ok(mut in_flight) = self.in_flight.lock() {
-                in_flight.insert(id.clone());
-            }
-            let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
-            tokio::spawn(crate::background::scope(async move {
-                if let Err(error) = expire(&core, &id, due, &key).await {
-                    tracing::warn!(lease = %id, %error, "expiry failed");
-                }
-                if let Ok(mut in_flight) = scheduler.in_flight.lock() {
-                    in_flight.remove(&id);
-                }
-                drop(permit);
-            }));
         }
-        Ok(full)
+        Ok(dispatched)
+    }
+}
+
+/// Expiries being worked on: by id, and how many per mount.
+#[derive(Default)]
+struct InFlight {
+    ids: HashSet<String>,
+    per_mount: std::collections::HashMap<String, usize>,
+}
+
+impl InFlight {
+    /// Whether `id` (of the mount at `group`) may start now.
+    fn admits(&self, id: &str, group: &str) -> bool {
+        !self.ids.contains(id)
+            && (group.is_empty()
+                || self.per_mount.get(group).copied().unwrap_or(0) < MAX_REVOKES_PER_MOUNT)
+    }
+
+    fn start(&mut self, id: &str, group: &str) {
+        self.ids.insert(id.to_string());
+        *self.per_mount.entry(group.to_string()).or_default() += 1;
+    }
+
+    fn finish(&mut self, id: &str, group: &str) {
+        self.ids.remove(id);
+        if let Some(count) = self.per_mount.get_mut(group) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_mount.remove(group);
+            }
+        }
     }
 }
 
