@@ -529,7 +529,11 @@ impl Core {
         crate::lease::revoke_prefix(self, &mount.entry.path, false).await?;
         crate::lease::roll_back_all(self, mount).await?;
         self.erase(mount)?;
-        crate::caps::sql::revoke_grants(&self.barrier, &mount.entry.uuid)?;
+        // The mount is gone from here on; what is left of it is unreachable, and a failure
+        // to delete it must not report the disable as failed.
+        if let Err(error) = self.erase_leftovers(mount) {
+            tracing::warn!(mount = %mount.entry.path, %error, "cannot delete what is left of a disabled mount's storage");
+        }
         self.sql_pools.forget_mount(&mount.entry.uuid);
         Ok(())
     }
@@ -551,9 +555,8 @@ impl Core {
         Ok(())
     }
 
-    /// Removes `mount` from the table and deletes its storage: the table change and the
-    /// first [`DISABLE_BATCH`] keys in one commit, any further (by then unreachable) keys
-    /// in commits of that size.
+    /// Removes `mount` from the table in one commit with its first [`DISABLE_BATCH`]
+    /// storage keys (all of them, for most mounts).
     fn erase(&self, mount: &Mount) -> Result<(), CoreError> {
         let first = mount.view.scan("", None, DISABLE_BATCH)?;
         {
@@ -567,6 +570,13 @@ impl Core {
             self.barrier.write_all(&writes)?;
             *mounts = remaining;
         }
+        Ok(())
+    }
+
+    /// Deletes the storage keys of an erased mount that its erasing commit did not take,
+    /// in commits of [`DISABLE_BATCH`], and its SQL grants.
+    fn erase_leftovers(&self, mount: &Mount) -> Result<(), CoreError> {
+        crate::caps::sql::revoke_grants(&self.barrier, &mount.entry.uuid)?;
         loop {
             let keys = mount.view.scan("", None, DISABLE_BATCH)?;
             if keys.is_empty() {
