@@ -811,3 +811,228 @@ fn failed_config_writes_leave_no_grant_and_cannot_fill_the_grant_table() {
     let orphaned = coffer.call("GET", "database/creds/grade-api-role", None);
     assert_eq!(orphaned.status, 400, "{}", orphaned.text);
 }
+
+/// The names a `LIST` returns (none for a 404).
+fn listed(coffer: &Coffer, path: &str) -> Vec<String> {
+    let reply = coffer.call("LIST", path, None);
+    match reply.status {
+        404 => Vec::new(),
+        200 => reply.data()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect(),
+        other => panic!("LIST {path}: {other} {}", reply.text),
+    }
+}
+
+#[test]
+fn an_unreachable_database_does_not_hold_up_expiry_on_other_mounts() {
+    let pg = Postgres::start(false);
+    let (mut coffer, keys) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    // A static role that is due for rotation at every maintenance pass from now on.
+    pg.admin(
+        "postgres",
+        "CREATE ROLE static_account WITH LOGIN PASSWORD 'initial'",
+    );
+    let static_role = coffer.call(
+        "POST",
+        "database/static-roles/analytics-role",
+        Some(json!({"db_name": "grade-api-db", "username": "static_account", "rotation_period": "5s"})),
+    );
+    assert_eq!(static_role.status, 204, "{}", static_role.text);
+    // A pending write-ahead entry: the server dies between creating a user and its lease.
+    coffer.stop();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
+    coffer.start();
+    coffer.unseal(&keys);
+    assert!(
+        coffer
+            .try_call("GET", "database/creds/grade-api-role")
+            .is_none()
+    );
+    coffer.kill();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
+    // The database now hangs: every connect waits out its timeout.
+    pg.stop();
+    let _hole = coffer_tests::BlackHole::listen(pg.port);
+    coffer.start();
+    coffer.unseal(&keys);
+    for round in 0..4 {
+        let reply = coffer.call("GET", "leasing/creds/app?ttl=1", None);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let user = reply.data()["username"].as_str().unwrap().to_string();
+        assert!(
+            eventually(Duration::from_millis(2500), || listed(
+                &coffer,
+                "leasing/revoked/"
+            )
+            .contains(&user)),
+            "round {round}: a lease on another mount was not revoked within a second of expiry:\n{}",
+            coffer.log_text()
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || coffer
+            .log_text()
+            .contains("rollback failed")),
+        "the rollback on the unreachable database was never attempted:\n{}",
+        coffer.log_text()
+    );
+}
+
+#[test]
+fn disabling_while_credentials_are_created_leaves_no_lease_and_no_user() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let before = pg.roles_like("v-");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let replies = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut replies = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        replies.push(coffer.call("GET", "database/creds/grade-api-role", None));
+                    }
+                    replies
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let disable = coffer.call("DELETE", "sys/mounts/database", None);
+        assert_eq!(disable.status, 204, "{}", disable.text);
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let issued = replies.iter().filter(|r| r.status == 200).count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.status == 404 && r.errors().contains("no handler for route"))
+        .count();
+    assert_eq!(
+        issued + refused,
+        replies.len(),
+        "every request is either served in full or refused: {:?}",
+        replies
+            .iter()
+            .filter(|r| r.status != 200 && r.status != 404)
+            .map(|r| &r.text)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        issued > 0 && refused > 0,
+        "{issued} issued, {refused} refused"
+    );
+    assert_eq!(
+        pg.roles_like("v-"),
+        before,
+        "users of the disabled mount remain:\n{}",
+        coffer.log_text()
+    );
+    assert!(listed(&coffer, "sys/leases/lookup/database/").is_empty());
+    assert_eq!(coffer.call("GET", "sys/mounts/database", None).status, 404);
+}
+
+#[test]
+fn a_disable_whose_rollback_fails_keeps_the_mount_and_a_later_one_drops_the_user() {
+    let pg = Postgres::start(false);
+    let (mut coffer, keys) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    let before = pg.roles_like("v-");
+    // A user created without its lease: only the write-ahead entry knows of it.
+    coffer.stop();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
+    coffer.start();
+    coffer.unseal(&keys);
+    assert!(
+        coffer
+            .try_call("GET", "database/creds/grade-api-role")
+            .is_none()
+    );
+    coffer.kill();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
+    assert_eq!(pg.roles_like("v-"), before + 1);
+    pg.stop();
+    coffer.start();
+    coffer.unseal(&keys);
+    let refused = coffer.call("DELETE", "sys/mounts/database", None);
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.errors().contains("cannot disable database/")
+            && refused.errors().contains("failed to roll back"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(coffer.call("GET", "sys/mounts/database", None).status, 200);
+    assert_eq!(
+        coffer
+            .call("GET", "database/roles/grade-api-role", None)
+            .status,
+        200,
+        "the mount still serves"
+    );
+    pg.resume();
+    let disabled = coffer.call("DELETE", "sys/mounts/database", None);
+    assert_eq!(disabled.status, 204, "{}", disabled.text);
+    assert_eq!(
+        pg.roles_like("v-"),
+        before,
+        "the disable rolled back the user that had no lease"
+    );
+}
+
+#[test]
+fn a_storm_of_revocations_on_a_hanging_database_leaves_workers_for_other_mounts() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 8");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION, "default_ttl": "3s"}),
+    );
+    // More leases than there are revocation workers, all due at about the same time.
+    for _ in 0..24 {
+        creds(&coffer);
+    }
+    pg.stop();
+    let _hole = coffer_tests::BlackHole::listen(pg.port);
+    std::thread::sleep(Duration::from_secs(3));
+    for round in 0..3 {
+        let reply = coffer.call("GET", "leasing/creds/app?ttl=1", None);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let user = reply.data()["username"].as_str().unwrap().to_string();
+        assert!(
+            eventually(Duration::from_millis(2500), || listed(
+                &coffer,
+                "leasing/revoked/"
+            )
+            .contains(&user)),
+            "round {round}: a lease on another mount was not revoked within a second of expiry:\n{}",
+            coffer.log_text()
+        );
+    }
+}

@@ -448,3 +448,18 @@ fn uninitialized_health_is_501() {
     );
     assert_eq!(coffer.call("GET", "secret/x", None).status, 503);
 }
+
+#[test]
+fn list_skips_a_folder_holding_the_highest_code_point_once() {
+    let coffer = Coffer::dev();
+    // U+10FFFF, percent-encoded: the character a folder skip once used as its upper bound.
+    let edge = coffer.call("POST", "secret/a/%F4%8F%BF%BFz", Some(json!({"v": 1})));
+    assert_eq!(edge.status, 204, "{}", edge.text);
+    let plain = coffer.call("POST", "secret/b", Some(json!({"v": 1})));
+    assert_eq!(plain.status, 204, "{}", plain.text);
+    let list = coffer.call("LIST", "secret/", None);
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_eq!(list.data()["keys"], json!(["a/", "b"]));
+    let inside = coffer.call("LIST", "secret/a/", None);
+    assert_eq!(inside.data()["keys"], json!(["\u{10FFFF}z"]));
+}

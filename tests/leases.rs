@@ -462,3 +462,85 @@ fn a_crash_loses_no_lease() {
         user.clone()
     ]));
 }
+
+#[test]
+fn disable_fails_and_keeps_the_mount_when_a_lease_cannot_be_revoked() {
+    let (coffer, _) = server();
+    let (lease, user) = issue(&coffer, "app", "");
+    let failing = coffer.call(
+        "POST",
+        "leasing/control",
+        Some(json!({"fail_revoke": true})),
+    );
+    assert_eq!(failing.status, 204, "{}", failing.text);
+    let refused = coffer.call("DELETE", "sys/mounts/leasing", None);
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.errors().contains("cannot disable leasing/")
+            && refused.errors().contains("target system unavailable"),
+        "{}",
+        refused.text
+    );
+    // Still mounted, still serving, the lease still there.
+    assert_eq!(coffer.call("GET", "sys/mounts/leasing", None).status, 200);
+    assert_eq!(keys(&coffer, "leasing/issued/"), vec![user.clone()]);
+    let lookup = coffer.call("PUT", "sys/leases/lookup", Some(json!({"lease_id": lease})));
+    assert_eq!(lookup.status, 200, "{}", lookup.text);
+    let (second, _) = issue(&coffer, "app", "");
+    // Once the target is back, the disable goes through and takes every lease with it.
+    coffer.call(
+        "POST",
+        "leasing/control",
+        Some(json!({"fail_revoke": false})),
+    );
+    let disabled = coffer.call("DELETE", "sys/mounts/leasing", None);
+    assert_eq!(disabled.status, 204, "{}", disabled.text);
+    for id in [lease, second] {
+        let gone = coffer.call("PUT", "sys/leases/lookup", Some(json!({"lease_id": id})));
+        assert_eq!(gone.status, 400, "{}", gone.text);
+    }
+    assert!(keys(&coffer, "sys/leases/lookup/leasing/").is_empty());
+    let unrouted = coffer.call("GET", "leasing/issued/", None);
+    assert_eq!(unrouted.status, 404);
+}
+
+#[test]
+fn disable_fences_the_mount_then_waits_for_requests_already_running() {
+    let (coffer, _) = server();
+    let (started, finished) = std::thread::scope(|scope| {
+        // Runs until the hostile mount's 1 s call timeout stops it.
+        let running = scope.spawn(|| {
+            let reply = coffer.call("GET", "hostile/loop", None);
+            (reply, std::time::Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(400));
+        let disabling = scope.spawn(|| {
+            let reply = coffer.call("DELETE", "sys/mounts/hostile", None);
+            (reply, std::time::Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        let fenced = coffer.call("GET", "hostile/ok", None);
+        assert_eq!(fenced.status, 404, "{}", fenced.text);
+        assert!(
+            fenced.errors().contains("no handler for route"),
+            "{}",
+            fenced.text
+        );
+        (running.join().unwrap(), disabling.join().unwrap())
+    });
+    let ((call, call_done), (disable, disable_done)) = (started, finished);
+    assert_eq!(disable.status, 204, "{}", disable.text);
+    assert_eq!(call.status, 500, "{}", call.text);
+    assert!(
+        call.errors().contains("time limit"),
+        "the running call ends as it would have anyway: {}",
+        call.text
+    );
+    // (Slack for the two client threads reading their replies; without the drain the
+    // disable returned half a second before the running call.)
+    assert!(
+        disable_done + Duration::from_millis(100) >= call_done,
+        "the disable returned while a request on the mount was still running"
+    );
+    assert_eq!(coffer.call("GET", "sys/mounts/hostile", None).status, 404);
+}

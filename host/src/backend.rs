@@ -63,7 +63,26 @@ pub trait Backend: Send + Sync {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.scan_from(prefix, start, limit)
+    }
+    /// Up to `limit` keys that start with `prefix` and lie at or after `start` (a start
+    /// below the prefix, or `Unbounded`, means the start of the prefix), in order.
+    fn scan_from(
+        &self,
+        prefix: &str,
+        start: Bound<&str>,
+        limit: usize,
     ) -> Result<Vec<String>, BackendError>;
+}
+
+/// `start`, raised to the first key of `prefix` when it lies below it.
+fn clamp_start<'a>(prefix: &'a str, start: Bound<&'a str>) -> Bound<&'a str> {
+    match start {
+        Bound::Included(key) | Bound::Excluded(key) if key >= prefix => start,
+        _ => Bound::Included(prefix),
+    }
 }
 
 /// Volatile storage for dev mode and tests.
@@ -101,17 +120,14 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn scan(
+    fn scan_from(
         &self,
         prefix: &str,
-        after: Option<&str>,
+        start: Bound<&str>,
         limit: usize,
     ) -> Result<Vec<String>, BackendError> {
         let entries = self.entries.read().map_err(BackendError::from_display)?;
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after.to_string()),
-            _ => Bound::Included(prefix.to_string()),
-        };
+        let start = clamp_start(prefix, start).map(str::to_string);
         Ok(entries
             .range((start, Bound::Unbounded))
             .map(|(k, _)| k)
@@ -318,10 +334,10 @@ impl Backend for FileBackend {
         })
     }
 
-    fn scan(
+    fn scan_from(
         &self,
         prefix: &str,
-        after: Option<&str>,
+        start: Bound<&str>,
         limit: usize,
     ) -> Result<Vec<String>, BackendError> {
         let txn = self
@@ -331,10 +347,7 @@ impl Backend for FileBackend {
         let table = txn
             .open_table(ENTRIES)
             .map_err(BackendError::from_display)?;
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
+        let start = clamp_start(prefix, start);
         let range = table
             .range::<&str>((start, Bound::Unbounded))
             .map_err(BackendError::from_display)?;
@@ -363,6 +376,18 @@ mod tests {
         assert_eq!(backend.get("a/1")?.as_deref(), Some(&b"one"[..]));
         assert_eq!(backend.scan("a/", None, 10)?, vec!["a/1", "a/2", "a/sub/3"]);
         assert_eq!(backend.scan("a/", Some("a/1"), 1)?, vec!["a/2"]);
+        assert_eq!(
+            backend.scan_from("a/", Bound::Included("a/2"), 10)?,
+            vec!["a/2", "a/sub/3"]
+        );
+        assert_eq!(
+            backend.scan_from("a/", Bound::Included("a/sub0"), 10)?,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            backend.scan_from("a/", Bound::Excluded("0"), 1)?,
+            vec!["a/1"]
+        );
         backend.delete("a/1")?;
         assert_eq!(backend.get("a/1")?, None);
         backend.delete("never-there")?;

@@ -9,6 +9,7 @@
 //!
 //! A [`View`] is a chroot into the barrier: a mount's storage sees only its own prefix.
 
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -326,9 +327,11 @@ impl Barrier {
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, BarrierError> {
         self.require_unsealed()?;
         let mut names = Vec::new();
-        let mut after: Option<String> = None;
+        let mut start: Bound<String> = Bound::Unbounded;
         loop {
-            let keys = self.backend.scan(prefix, after.as_deref(), SCAN_BATCH)?;
+            let keys =
+                self.backend
+                    .scan_from(prefix, start.as_ref().map(String::as_str), SCAN_BATCH)?;
             let full_batch = keys.len() == SCAN_BATCH;
             let mut skipped_folder = false;
             for key in &keys {
@@ -337,14 +340,13 @@ impl Barrier {
                     Some(slash) => {
                         let folder = rest.get(..=slash).unwrap_or(rest);
                         names.push(folder.to_string());
-                        // Jump past the folder: every key inside it sorts before this one.
-                        after = Some(format!("{prefix}{folder}\u{10FFFF}"));
+                        start = Bound::Included(past_folder(&format!("{prefix}{folder}")));
                         skipped_folder = true;
                         break;
                     }
                     None => {
                         names.push(rest.to_string());
-                        after = Some(key.clone());
+                        start = Bound::Excluded(key.clone());
                     }
                 }
             }
@@ -391,6 +393,15 @@ impl Barrier {
         });
         Ok(())
     }
+}
+
+/// The first key after every key inside `folder` (which ends in `/`): the folder with its
+/// slash raised to `0`, the next character. No key inside the folder can sort past it,
+/// whatever characters follow the slash (a "largest" suffix does not exist).
+fn past_folder(folder: &str) -> String {
+    let mut next = folder.strip_suffix('/').unwrap_or(folder).to_string();
+    next.push(char::from(b'/' + 1));
+    next
 }
 
 fn random_key() -> Zeroizing<[u8; 32]> {
@@ -670,6 +681,107 @@ mod tests {
             barrier.put(key, b"v")?;
         }
         assert_eq!(barrier.list("p/")?, vec!["a", "b/", "c", "d/"]);
+        Ok(())
+    }
+
+    #[test]
+    fn list_skips_a_folder_whose_keys_use_the_highest_code_point() -> Result<(), BarrierError> {
+        let (_, barrier) = barrier();
+        let init = barrier.initialize(1, 1)?;
+        barrier.submit_share(init.shares.first().ok_or(BarrierError::NotInitialized)?)?;
+        barrier.put("p/a/\u{10FFFF}z", b"v")?;
+        barrier.put("p/b", b"v")?;
+        assert_eq!(barrier.list("p/")?, vec!["a/", "b"]);
+        Ok(())
+    }
+
+    /// Characters keys are built from: the folder separator, its neighbours in code point
+    /// order (`.` below it, `0` right above it), and the highest code points of each
+    /// UTF-8 length, where a "skip past the folder" bound is easiest to get wrong.
+    const KEY_ALPHABET: [char; 10] = [
+        '/',
+        '.',
+        '0',
+        'a',
+        'b',
+        '\u{7F}',
+        '\u{7FF}',
+        '\u{FFFF}',
+        '\u{10FFFE}',
+        '\u{10FFFF}',
+    ];
+
+    fn random_storage_key(rng: &mut impl rand::Rng) -> String {
+        let length = rng.gen_range(1..8);
+        (0..length)
+            .map(|_| {
+                let index = rng.gen_range(0..KEY_ALPHABET.len());
+                KEY_ALPHABET.get(index).copied().unwrap_or('a')
+            })
+            .collect()
+    }
+
+    /// What `list(prefix)` must return: the first segment below `prefix` of every key
+    /// under it (with its slash, for folders), once each, in order.
+    fn model_list(keys: &std::collections::BTreeSet<String>, prefix: &str) -> Vec<String> {
+        let names: std::collections::BTreeSet<String> = keys
+            .iter()
+            .filter_map(|key| key.strip_prefix(prefix))
+            .map(|rest| match rest.find('/') {
+                Some(slash) => rest.get(..=slash).unwrap_or(rest).to_string(),
+                None => rest.to_string(),
+            })
+            .collect();
+        names.into_iter().collect()
+    }
+
+    #[test]
+    fn list_matches_a_naive_model_over_random_keys() -> Result<(), BarrierError> {
+        use rand::{Rng, SeedableRng};
+        // Below the barrier's own keys (`core/...`), which the model does not know.
+        const ROOT: &str = "data/";
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x00C0_FFEE);
+        for case in 0..300 {
+            let (_, barrier) = barrier();
+            let init = barrier.initialize(1, 1)?;
+            barrier.submit_share(init.shares.first().ok_or(BarrierError::NotInitialized)?)?;
+            // Now and then more keys than one scan batch, so paging is exercised too.
+            let count = if case % 25 == 0 {
+                SCAN_BATCH * 3
+            } else {
+                rng.gen_range(0..40)
+            };
+            let mut keys = std::collections::BTreeSet::new();
+            for _ in 0..count {
+                let key = random_storage_key(&mut rng);
+                barrier.put(&format!("{ROOT}{key}"), b"")?;
+                keys.insert(key);
+            }
+            let mut prefixes = vec![String::new()];
+            for key in keys.iter().take(5) {
+                if let Some(slash) = key.rfind('/') {
+                    prefixes.push(key.get(..=slash).unwrap_or_default().to_string());
+                }
+            }
+            for prefix in &prefixes {
+                let listed = barrier.list(&format!("{ROOT}{prefix}"))?;
+                let expected = model_list(&keys, prefix);
+                let first_difference = listed
+                    .iter()
+                    .zip(&expected)
+                    .position(|(l, e)| l != e)
+                    .unwrap_or(listed.len().min(expected.len()));
+                assert_eq!(
+                    listed,
+                    expected,
+                    "case {case}, prefix {prefix:?}: {} listed, {} expected, first difference at {first_difference}: {:?} vs {:?}",
+                    listed.len(),
+                    expected.len(),
+                    listed.get(first_difference),
+                    expected.get(first_difference),
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -4,11 +4,12 @@
 //! `core/mounts`, each mount's storage under `logical/<uuid>/`), the validated and
 //! compiled path table of every mounted engine, and the system TTL defaults.
 //!
-//! What it must never do: let one mount's engine see another's storage, or keep serving
-//! requests from state that only exists while unsealed after a seal.
+//! What it must never do: let one mount's engine see another's storage, keep serving
+//! requests from state that only exists while unsealed after a seal, or delete a mount
+//! while something it created (a lease, a write-ahead entry) could still be in flight.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use regex::Regex;
@@ -34,6 +35,14 @@ const MAX_PATTERN_BYTES: usize = 4096;
 const MAX_MOUNT_PATH: usize = 256;
 /// Paths no engine may be mounted at or under.
 const RESERVED_MOUNTS: [&str; 4] = ["sys/", "auth/", "cubbyhole/", "identity/"];
+/// How long a disable waits, beyond the mount's engine call timeout, for requests already
+/// routed to the fenced mount to finish (a call may also wait out a 10 s database connect).
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+/// How often a disable checks whether the fenced mount's requests have finished.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// Keys of a disabled mount deleted per commit; the first commit also removes the mount
+/// from the table, so a mount of up to this many keys disappears in one commit.
+const DISABLE_BATCH: usize = 4096;
 
 /// Core failures, each with a message for the API caller.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +57,10 @@ pub enum CoreError {
     /// An engine failed to load or describe itself.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A lease or write-ahead entry of a mount being disabled could not be cleaned up;
+    /// the mount stays.
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
 }
 
 /// Per-mount tuning. Zero means "system default" for every field.
@@ -129,9 +142,64 @@ pub struct Mount {
     pub engine: Result<LoadedEngine, String>,
     /// The mount's storage view.
     pub view: View,
+    /// Whether it still takes new requests; shared by every copy (tuning makes copies).
+    fence: Arc<Fence>,
+}
+
+/// Closes a mount to new requests while it is being disabled, and tells when the requests
+/// it already took have finished: each holds its copy of the [`Mount`] until it is done,
+/// so the mount is drained once no copy has holders but the table and the disable.
+#[derive(Default)]
+struct Fence {
+    closed: std::sync::atomic::AtomicBool,
+    /// Every copy of the mount (a tune replaces the table's copy; requests keep theirs).
+    copies: Mutex<Vec<Weak<Mount>>>,
+}
+
+impl Fence {
+    /// Closes the fence; fails if it already was (another disable is running).
+    fn close(&self, path: &str) -> Result<(), CoreError> {
+        let already = self.closed.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if already {
+            return Err(CoreError::Invalid(format!(
+                "{path} is already being disabled"
+            )));
+        }
+        Ok(())
+    }
+
+    fn reopen(&self) {
+        self.closed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn register(&self, copy: &Arc<Mount>) {
+        if let Ok(mut copies) = self.copies.lock() {
+            copies.retain(|weak| weak.strong_count() > 0);
+            copies.push(Arc::downgrade(copy));
+        }
+    }
+
+    /// Holders of any copy of the mount.
+    fn holders(&self) -> usize {
+        self.copies
+            .lock()
+            .map(|copies| copies.iter().map(Weak::strong_count).sum())
+            .unwrap_or(usize::MAX)
+    }
 }
 
 impl Mount {
+    /// Whether the mount is being disabled: it takes no new requests, and maintenance
+    /// leaves it alone; only its disable still revokes and rolls back.
+    pub fn fenced(&self) -> bool {
+        self.fence.is_closed()
+    }
+
     /// The engine type reported in envelopes and `sys/mounts`.
     pub fn engine_type(&self) -> &str {
         &self.entry.engine
@@ -242,7 +310,7 @@ impl Core {
             if let Err(reason) = &mount.engine {
                 tracing::error!(mount = %mount.entry.path, %reason, "mount could not be loaded");
             }
-            mounts.insert(mount.entry.path.clone(), Arc::new(mount));
+            mounts.insert(mount.entry.path.clone(), publish(mount));
         }
         *self.write_mounts()? = mounts;
         for request in self.options.config_mounts.clone() {
@@ -330,6 +398,7 @@ impl Core {
             entry,
             engine,
             view,
+            fence: Arc::default(),
         }
     }
 
@@ -346,14 +415,29 @@ impl Core {
         self.mounts.read().ok()?.get(path).cloned()
     }
 
-    /// The mount serving `logical_path` (longest prefix) and the path below it.
+    /// The path of the mount that lease id `id` (`<mount path><rest>`) belongs to, fenced
+    /// or not. Mount paths never nest, so only the greatest path not after `id` can be a
+    /// prefix of it.
+    pub fn mount_path_of(&self, id: &str) -> Option<String> {
+        let mounts = self.mounts.read().ok()?;
+        mounts
+            .range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(id)))
+            .next_back()
+            .map(|(path, _)| path)
+            .filter(|path| id.starts_with(path.as_str()))
+            .cloned()
+    }
+
+    /// The mount serving `logical_path` (longest prefix) and the path below it. A mount
+    /// being disabled serves nothing.
     pub fn route(&self, logical_path: &str) -> Option<(Arc<Mount>, String)> {
         let mounts = self.mounts.read().ok()?;
         let with_slash = format!("{logical_path}/");
         mounts
             .iter()
-            .filter(|(prefix, _)| {
-                logical_path.starts_with(prefix.as_str()) || with_slash == **prefix
+            .filter(|(prefix, mount)| {
+                (logical_path.starts_with(prefix.as_str()) || with_slash == **prefix)
+                    && !mount.fenced()
             })
             .max_by_key(|(prefix, _)| prefix.len())
             .map(|(prefix, mount)| {
@@ -412,28 +496,99 @@ impl Core {
                 "at most {MAX_MOUNTS} mounts are allowed"
             )));
         }
-        mounts.insert(path, Arc::new(mount));
+        mounts.insert(path, publish(mount));
         self.persist(&mounts)?;
         Ok(true)
     }
 
-    /// Disables a mount and deletes its storage. Its leases must be revoked first.
-    pub fn disable(&self, path: &str) -> Result<Option<Arc<Mount>>, CoreError> {
+    /// Disables the mount at `path`; returns whether there was one. In order: fence it
+    /// (new requests are not routed to it), wait for the requests it already took, revoke
+    /// its leases, roll back its write-ahead entries, then remove it from the table together
+    /// with its storage. If a revocation or rollback fails, the mount stays and serves
+    /// again (as Vault keeps a mount whose leases could not be revoked).
+    pub async fn disable(self: &Arc<Self>, path: &str) -> Result<bool, CoreError> {
         let path = normalize_mount_path(path)?;
-        let removed = {
-            let mut mounts = self.write_mounts()?;
-            let removed = mounts.remove(&path);
-            if removed.is_some() {
-                self.persist(&mounts)?;
-            }
-            removed
+        let mount = {
+            // Under the table's lock, so no request is between routing and holding it.
+            let mounts = self.write_mounts()?;
+            let Some(mount) = mounts.get(&path).cloned() else {
+                return Ok(false);
+            };
+            mount.fence.close(&path)?;
+            mount
         };
-        if let Some(mount) = &removed {
-            mount.view.clear()?;
-            crate::caps::sql::revoke_grants(&self.barrier, &mount.entry.uuid)?;
-            self.sql_pools.forget_mount(&mount.entry.uuid);
+        let retired = self.retire(&mount).await;
+        if let Err(error) = &retired {
+            mount.fence.reopen();
+            tracing::warn!(mount = %path, %error, "disable failed; the mount stays");
         }
-        Ok(removed)
+        retired.map(|()| true)
+    }
+
+    /// Everything [`Core::disable`] does after fencing `mount`.
+    async fn retire(self: &Arc<Self>, mount: &Arc<Mount>) -> Result<(), CoreError> {
+        self.drain(mount).await?;
+        crate::lease::revoke_prefix(self, &mount.entry.path, false).await?;
+        crate::lease::roll_back_all(self, mount).await?;
+        self.erase(mount)?;
+        // The mount is gone from here on; what is left of it is unreachable, and a failure
+        // to delete it must not report the disable as failed.
+        if let Err(error) = self.erase_leftovers(mount) {
+            tracing::warn!(mount = %mount.entry.path, %error, "cannot delete what is left of a disabled mount's storage");
+        }
+        self.sql_pools.forget_mount(&mount.entry.uuid);
+        Ok(())
+    }
+
+    /// Waits until the only holders of the fenced `mount` are the table and the caller:
+    /// every request routed to it before the fence has finished, its lease stored.
+    async fn drain(&self, mount: &Arc<Mount>) -> Result<(), CoreError> {
+        let patience = mount.limits().call_timeout.saturating_add(DRAIN_GRACE);
+        let deadline = std::time::Instant::now() + patience;
+        while mount.fence.holders() > 2 {
+            if std::time::Instant::now() >= deadline {
+                return Err(CoreError::Invalid(format!(
+                    "requests to {} were still running after {patience:?}; try again",
+                    mount.entry.path
+                )));
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        Ok(())
+    }
+
+    /// Removes `mount` from the table in one commit with its first [`DISABLE_BATCH`]
+    /// storage keys (all of them, for most mounts).
+    fn erase(&self, mount: &Mount) -> Result<(), CoreError> {
+        let first = mount.view.scan("", None, DISABLE_BATCH)?;
+        {
+            let mut mounts = self.write_mounts()?;
+            let mut remaining = mounts.clone();
+            remaining.remove(&mount.entry.path);
+            let table = encode_table(&remaining)?;
+            let keys: Vec<String> = first.iter().map(|key| mount.view.full(key)).collect();
+            let mut writes: Vec<(&str, Option<&[u8]>)> = vec![(MOUNT_TABLE_KEY, Some(&table))];
+            writes.extend(keys.iter().map(|key| (key.as_str(), None)));
+            self.barrier.write_all(&writes)?;
+            *mounts = remaining;
+        }
+        Ok(())
+    }
+
+    /// Deletes the storage keys of an erased mount that its erasing commit did not take,
+    /// in commits of [`DISABLE_BATCH`], and its SQL grants.
+    fn erase_leftovers(&self, mount: &Mount) -> Result<(), CoreError> {
+        crate::caps::sql::revoke_grants(&self.barrier, &mount.entry.uuid)?;
+        loop {
+            let keys = mount.view.scan("", None, DISABLE_BATCH)?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let keys: Vec<String> = keys.iter().map(|key| mount.view.full(key)).collect();
+            let writes: Vec<(&str, Option<&[u8]>)> =
+                keys.iter().map(|key| (key.as_str(), None)).collect();
+            self.barrier.write_all(&writes)?;
+        }
     }
 
     /// Updates a mount's tuning and/or description.
@@ -476,17 +631,29 @@ impl Core {
             entry,
             engine,
             view: current.view.clone(),
+            fence: current.fence.clone(),
         };
-        mounts.insert(path, Arc::new(mount));
+        mounts.insert(path, publish(mount));
         self.persist(&mounts)
     }
 
     fn persist(&self, mounts: &BTreeMap<String, Arc<Mount>>) -> Result<(), CoreError> {
-        let entries: Vec<&MountEntry> = mounts.values().map(|m| &m.entry).collect();
-        let bytes = serde_json::to_vec(&entries)
-            .map_err(|e| CoreError::Invalid(format!("cannot encode mount table: {e}")))?;
-        Ok(self.barrier.put(MOUNT_TABLE_KEY, &bytes)?)
+        Ok(self.barrier.put(MOUNT_TABLE_KEY, &encode_table(mounts)?)?)
     }
+}
+
+/// A mount made live: shared, and known to its fence (see [`Fence::holders`]).
+fn publish(mount: Mount) -> Arc<Mount> {
+    let mount = Arc::new(mount);
+    mount.fence.register(&mount);
+    mount
+}
+
+/// The persisted form of the mount table.
+fn encode_table(mounts: &BTreeMap<String, Arc<Mount>>) -> Result<Vec<u8>, CoreError> {
+    let entries: Vec<&MountEntry> = mounts.values().map(|m| &m.entry).collect();
+    serde_json::to_vec(&entries)
+        .map_err(|e| CoreError::Invalid(format!("cannot encode mount table: {e}")))
 }
 
 fn validate_tune(tune: &MountTune) -> Result<(), CoreError> {

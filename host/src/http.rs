@@ -1120,12 +1120,11 @@ async fn mounts(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply, Ap
             }))
         }
         Op::Delete => {
-            if core.mount_at(&path).is_some() {
-                lease::revoke_prefix(core, &path, false)
-                    .await
-                    .map_err(|e| ApiError::bad(format!("cannot disable {path}: {e}")))?;
-                core.disable(&path)?;
-            }
+            core.disable(&path).await.map_err(|error| match error {
+                CoreError::Lease(LeaseError::Barrier(e)) => ApiError::from(e),
+                CoreError::Lease(e) => ApiError::bad(format!("cannot disable {path}: {e}")),
+                other => ApiError::from(other),
+            })?;
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::unsupported_operation()),

@@ -37,6 +37,13 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 pub const IRREVOCABLE_RETRY: Duration = Duration::from_secs(600);
 /// Concurrent revocations; bounds engine and target load during expiry storms.
 pub const MAX_REVOKE_WORKERS: usize = 16;
+/// Concurrent revocations of one mount's leases: a quarter of the workers, so a mount
+/// whose target hangs (each attempt waiting out a connect timeout) leaves the rest to
+/// every other mount.
+const MAX_REVOKES_PER_MOUNT: usize = MAX_REVOKE_WORKERS / 4;
+/// Due keys one scheduler pass reads at most, past those it must skip (in flight, or of
+/// a mount at its revocation limit) to reach other mounts' due leases.
+const MAX_DUE_SCAN: usize = 4 * DUE_BATCH;
 /// How often the scheduler looks for due leases: well under the one-second promise.
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
 /// Due keys read per tick.
@@ -60,6 +67,12 @@ const WAL_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 pub const WAL_MIN_AGE: Duration = Duration::from_secs(60);
 /// Write-ahead entries handled per mount per sweep.
 const WAL_BATCH: usize = 256;
+/// Maintenance chores running at once: half the background threads, so expiries always
+/// find threads free however many mounts' targets hang.
+const MAX_MAINTENANCE_WORKERS: usize = crate::background::THREADS / 2;
+/// A rollback sweep of one mount starts no new rollback after this long (each may wait
+/// out a 10 s connect timeout); the rest wait for the next sweep.
+const MAINTENANCE_BUDGET: Duration = Duration::from_secs(30);
 
 /// A stored lease.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -322,6 +335,12 @@ pub async fn renew(
     let mount = core
         .mount_at(&entry.mount)
         .ok_or_else(|| LeaseError::Engine(format!("mount {} no longer exists", entry.mount)))?;
+    if mount.fenced() {
+        return Err(LeaseError::Invalid(format!(
+            "mount {} is being disabled",
+            entry.mount
+        )));
+    }
     let (mount_default, _) = mount.ttls();
     let wanted = if increment > 0 {
         increment
@@ -592,18 +611,25 @@ pub fn irrevocable(core: &Core, limit: usize) -> Result<Vec<LeaseEntry>, LeaseEr
     Ok(entries)
 }
 
-/// The background scheduler: revokes leases (and expires tokens) as they come due.
+/// The background scheduler: revokes leases (and expires tokens) as they come due, and
+/// starts each mount's maintenance (write-ahead rollback, `periodic`) as tasks of its own.
 pub struct Scheduler {
-    in_flight: Mutex<HashSet<String>>,
+    in_flight: Mutex<InFlight>,
     workers: Arc<Semaphore>,
+    maintenance: Arc<Maintenance>,
 }
 
 impl Scheduler {
     /// Starts the scheduler loop on the current tokio runtime.
     pub fn spawn(core: Arc<Core>) -> tokio::task::JoinHandle<()> {
         let scheduler = Arc::new(Self {
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(InFlight::default()),
             workers: Arc::new(Semaphore::new(MAX_REVOKE_WORKERS)),
+            maintenance: Arc::new(Maintenance {
+                running: Mutex::new(HashSet::new()),
+                slots: Arc::new(Semaphore::new(MAX_MAINTENANCE_WORKERS)),
+                resuming_tokens: Arc::default(),
+            }),
         });
         let started = now_ms();
         tokio::spawn(async move {
@@ -629,152 +655,286 @@ impl Scheduler {
                 }
                 if last_sweep.is_none_or(|at| at.elapsed() >= WAL_SWEEP_INTERVAL) {
                     last_sweep = Some(std::time::Instant::now());
-                    sweep_wal(&core, started).await;
-                    resume_token_revocations(&core).await;
-                    run_periodic(&core).await;
+                    // Never awaited here: a mount whose target hangs must not hold up expiry.
+                    scheduler.maintenance.start(&core, started);
                 }
             }
         })
     }
 
-    /// Hands every due entry of the next batch to the worker pool, waiting for free
-    /// workers rather than for the next tick, so a storm drains at the workers' pace.
-    /// Returns whether the batch was full of due entries (more may be waiting).
+    /// Hands every due entry of the next batches to the worker pool, waiting for free
+    /// workers rather than for the next tick, so a storm drains at the workers' pace; a
+    /// mount at [`MAX_REVOKES_PER_MOUNT`] is passed over. Returns whether the pass read
+    /// [`MAX_DUE_SCAN`] due keys and dispatched some (more may be waiting).
     async fn dispatch_due(self: Arc<Self>, core: &Arc<Core>) -> Result<bool, LeaseError> {
         let now = now_ms();
-        let keys = core.barrier.scan(DUE_PREFIX, None, DUE_BATCH)?;
-        let full = keys.len() == DUE_BATCH;
-        for key in keys {
-            let Some((due, id)) = key
-                .get(DUE_PREFIX.len()..)
-                .and_then(|rest| rest.split_once('/'))
-            else {
-                continue;
-            };
-            let Ok(due) = due.parse::<u64>() else {
-                continue;
-            };
-            if due > now {
+        let (mut after, mut scanned, mut dispatched) = (None::<String>, 0usize, false);
+        while scanned < MAX_DUE_SCAN {
+            let keys = core.barrier.scan(DUE_PREFIX, after.as_deref(), DUE_BATCH)?;
+            let full = keys.len() == DUE_BATCH;
+            scanned += keys.len();
+            after = keys.last().cloned();
+            for key in keys {
+                let Some((due, id)) = key
+                    .get(DUE_PREFIX.len()..)
+                    .and_then(|rest| rest.split_once('/'))
+                else {
+                    continue;
+                };
+                let Ok(due) = due.parse::<u64>() else {
+                    continue;
+                };
+                if due > now {
+                    return Ok(false);
+                }
+                // Token expiries and leases of a mount that is gone share one group.
+                let group = core.mount_path_of(id).unwrap_or_default();
+                let admitted = self
+                    .in_flight
+                    .lock()
+                    .map(|in_flight| in_flight.admits(id, &group))
+                    .unwrap_or(false);
+                if !admitted {
+                    continue;
+                }
+                let Ok(permit) = self.workers.clone().acquire_owned().await else {
+                    return Ok(false);
+                };
+                let id = id.to_string();
+                if let Ok(mut in_flight) = self.in_flight.lock() {
+                    in_flight.start(&id, &group);
+                }
+                dispatched = true;
+                let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
+                tokio::spawn(crate::background::scope(async move {
+                    if let Err(error) = expire(&core, &id, due, &key).await {
+                        tracing::warn!(lease = %id, %error, "expiry failed");
+                    }
+                    if let Ok(mut in_flight) = scheduler.in_flight.lock() {
+                        in_flight.finish(&id, &group);
+                    }
+                    drop(permit);
+                }));
+            }
+            if !full {
                 return Ok(false);
             }
-            let id = id.to_string();
-            let busy = self
-                .in_flight
-                .lock()
-                .map(|set| set.contains(&id))
-                .unwrap_or(true);
-            if busy {
-                continue;
+        }
+        Ok(dispatched)
+    }
+}
+
+/// Expiries being worked on: by id, and how many per mount.
+#[derive(Default)]
+struct InFlight {
+    ids: HashSet<String>,
+    per_mount: std::collections::HashMap<String, usize>,
+}
+
+impl InFlight {
+    /// Whether `id` (of the mount at `group`) may start now.
+    fn admits(&self, id: &str, group: &str) -> bool {
+        !self.ids.contains(id)
+            && (group.is_empty()
+                || self.per_mount.get(group).copied().unwrap_or(0) < MAX_REVOKES_PER_MOUNT)
+    }
+
+    fn start(&mut self, id: &str, group: &str) {
+        self.ids.insert(id.to_string());
+        *self.per_mount.entry(group.to_string()).or_default() += 1;
+    }
+
+    fn finish(&mut self, id: &str, group: &str) {
+        self.ids.remove(id);
+        if let Some(count) = self.per_mount.get_mut(group) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_mount.remove(group);
             }
-            let Ok(permit) = self.workers.clone().acquire_owned().await else {
-                return Ok(false);
-            };
-            if let Ok(mut in_flight) = self.in_flight.lock() {
-                in_flight.insert(id.clone());
-            }
-            let (scheduler, core, key) = (self.clone(), core.clone(), key.clone());
+        }
+    }
+}
+
+/// A mount's maintenance chores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Chore {
+    /// Roll back write-ahead entries whose side effect never got a lease.
+    Rollback,
+    /// The engine's `maintenance.periodic` (static-role rotation, tidy).
+    Periodic,
+}
+
+/// Maintenance in flight: at most one of each chore per mount, each as its own task, and
+/// at most [`MAX_MAINTENANCE_WORKERS`] at once, so neither a slow mount nor many of them
+/// hold up expiry or each other.
+struct Maintenance {
+    /// (mount uuid, chore) of every chore running or waiting for a slot.
+    running: Mutex<HashSet<(String, Chore)>>,
+    slots: Arc<Semaphore>,
+    /// Whether a pass finishing unfinished token revocations is running (one at a time).
+    resuming_tokens: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Maintenance {
+    /// Starts every chore of every mount that is not already running one.
+    fn start(self: &Arc<Self>, core: &Arc<Core>, process_start: u64) {
+        let idle = self
+            .resuming_tokens
+            .compare_exchange(
+                false,
+                true,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok();
+        if idle {
+            let (core, flag) = (core.clone(), self.resuming_tokens.clone());
             tokio::spawn(crate::background::scope(async move {
-                if let Err(error) = expire(&core, &id, due, &key).await {
-                    tracing::warn!(lease = %id, %error, "expiry failed");
-                }
-                if let Ok(mut in_flight) = scheduler.in_flight.lock() {
-                    in_flight.remove(&id);
-                }
-                drop(permit);
+                resume_token_revocations(&core).await;
+                flag.store(false, std::sync::atomic::Ordering::Release);
             }));
         }
-        Ok(full)
-    }
-}
-
-/// Calls every mounted engine's `maintenance.periodic` (static-role rotation, tidy).
-async fn run_periodic(core: &Arc<Core>) {
-    for mount in core.mounts() {
-        let Ok(engine) = mount.engine.as_ref() else {
-            continue;
-        };
-        let (runtime, plugin, context) = (
-            core.runtime.clone(),
-            engine.plugin.clone(),
-            core.context(&mount),
-        );
-        match crate::background::run(move || runtime.block_on(runtime.periodic(&plugin, context)))
-            .await
-        {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => {
-                tracing::warn!(mount = %mount.entry.path, error = %engine_message(&error), "periodic failed")
+        for mount in core.mounts() {
+            if mount.engine.is_err() || mount.fenced() {
+                continue;
             }
-            Ok(Err(error)) => tracing::warn!(mount = %mount.entry.path, %error, "periodic failed"),
-            Err(error) => tracing::warn!(%error, "periodic task failed"),
+            for chore in [Chore::Rollback, Chore::Periodic] {
+                let key = (mount.entry.uuid.clone(), chore);
+                let fresh = self
+                    .running
+                    .lock()
+                    .map(|mut running| running.insert(key.clone()))
+                    .unwrap_or(false);
+                if !fresh {
+                    continue;
+                }
+                // Held weakly while waiting for a slot, so a disable need not wait for it.
+                let (maintenance, core, mount) =
+                    (self.clone(), core.clone(), Arc::downgrade(&mount));
+                tokio::spawn(crate::background::scope(async move {
+                    if let Ok(_slot) = maintenance.slots.clone().acquire_owned().await
+                        && let Some(mount) = mount.upgrade().filter(|m| !m.fenced())
+                    {
+                        match chore {
+                            Chore::Rollback => sweep_wal(&core, &mount, process_start).await,
+                            Chore::Periodic => run_periodic(&core, &mount).await,
+                        }
+                    }
+                    if let Ok(mut running) = maintenance.running.lock() {
+                        running.remove(&key);
+                    }
+                }));
+            }
         }
     }
 }
 
-/// Rolls back write-ahead entries whose side effect never got a lease. `process_start`
-/// is in unix milliseconds.
-async fn sweep_wal(core: &Arc<Core>, process_start: u64) {
-    let now = now_ms();
-    for mount in core.mounts() {
-        let Ok(engine) = mount.engine.as_ref() else {
-            continue;
-        };
-        let keys = match mount.view.scan(crate::caps::WAL_PREFIX, None, WAL_BATCH) {
-            Ok(keys) => keys,
-            Err(error) => {
-                tracing::warn!(mount = %mount.entry.path, %error, "cannot scan write-ahead entries");
-                continue;
-            }
+/// Calls `mount`'s `maintenance.periodic`.
+async fn run_periodic(core: &Arc<Core>, mount: &Arc<Mount>) {
+    let outcome = call_engine(core, mount, async move |runtime, plugin, context| {
+        runtime.periodic(plugin, context).await
+    })
+    .await;
+    if let Err(error) = outcome {
+        tracing::warn!(mount = %mount.entry.path, %error, "periodic failed");
+    }
+}
+
+/// Which write-ahead entries a rollback pass takes.
+#[derive(Clone, Copy)]
+enum Due {
+    /// Those no request can still be working on (see [`WAL_MIN_AGE`]); the process start
+    /// is in unix milliseconds.
+    Stale { process_start: u64 },
+    /// Every one: the mount is fenced and no request is running on it.
+    All,
+}
+
+/// Rolls back one batch of `mount`'s stale write-ahead entries; failures are logged and
+/// retried on the next sweep. Stops early once past [`MAINTENANCE_BUDGET`] or when the
+/// mount is fenced (its disable rolls back what is left).
+async fn sweep_wal(core: &Arc<Core>, mount: &Arc<Mount>, process_start: u64) {
+    let started = std::time::Instant::now();
+    let keys = match mount.view.scan(crate::caps::WAL_PREFIX, None, WAL_BATCH) {
+        Ok(keys) => keys,
+        Err(error) => {
+            tracing::warn!(mount = %mount.entry.path, %error, "cannot scan write-ahead entries");
+            return;
+        }
+    };
+    for key in keys {
+        if started.elapsed() >= MAINTENANCE_BUDGET || mount.fenced() {
+            return;
+        }
+        if let Err(error) = roll_back_entry(core, mount, &key, Due::Stale { process_start }).await {
+            tracing::warn!(mount = %mount.entry.path, %error, "rollback failed; will retry");
+        }
+    }
+}
+
+/// Rolls back every write-ahead entry of `mount`, which must be fenced and drained (a
+/// mount being disabled). Stops at the first failure.
+pub async fn roll_back_all(core: &Arc<Core>, mount: &Arc<Mount>) -> Result<(), LeaseError> {
+    let mut after: Option<String> = None;
+    loop {
+        let keys = mount
+            .view
+            .scan(crate::caps::WAL_PREFIX, after.as_deref(), WAL_BATCH)?;
+        let Some(last) = keys.last().cloned() else {
+            return Ok(());
         };
         for key in keys {
-            let Ok(Some(bytes)) = mount.view.get(&key) else {
-                continue;
-            };
-            let Ok(entry) = serde_json::from_slice::<crate::caps::WalEntry>(&bytes) else {
-                continue;
-            };
-            let created = if entry.created_ms > 0 {
-                entry.created_ms
-            } else {
-                entry.created.saturating_mul(1000)
-            };
-            let min_age = u64::try_from(WAL_MIN_AGE.as_millis()).unwrap_or(u64::MAX);
-            let stale = created < process_start || now.saturating_sub(created) >= min_age;
-            if !stale {
-                continue;
-            }
-            let Ok(data) =
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &entry.data)
-            else {
-                continue;
-            };
-            let (runtime, plugin, context, kind) = (
-                core.runtime.clone(),
-                engine.plugin.clone(),
-                core.context(&mount),
-                entry.kind.clone(),
-            );
-            let outcome = crate::background::run(move || {
-                runtime.block_on(runtime.rollback(&plugin, context, &kind, &data))
-            })
-            .await;
-            match outcome {
-                Ok(Ok(Ok(()))) => {
-                    tracing::info!(mount = %mount.entry.path, kind = %entry.kind, "rolled back an unfinished side effect");
-                    if let Err(error) = mount.view.delete(&key) {
-                        tracing::warn!(%error, "cannot delete a rolled-back write-ahead entry");
-                    }
-                }
-                Ok(Ok(Err(error))) => {
-                    tracing::warn!(mount = %mount.entry.path, error = %engine_message(&error), "rollback failed; will retry")
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(mount = %mount.entry.path, %error, "rollback failed; will retry")
-                }
-                Err(error) => tracing::warn!(%error, "rollback task failed"),
-            }
+            roll_back_entry(core, mount, &key, Due::All)
+                .await
+                .map_err(|error| {
+                    LeaseError::Engine(format!("failed to roll back {key}: {error}"))
+                })?;
+        }
+        after = Some(last);
+    }
+}
+
+/// Rolls back the side effect of write-ahead entry `key` (view-relative) if it is `due`,
+/// then deletes the entry. An entry that cannot be read or decoded is left alone.
+async fn roll_back_entry(
+    core: &Arc<Core>,
+    mount: &Arc<Mount>,
+    key: &str,
+    due: Due,
+) -> Result<(), LeaseError> {
+    let Some(bytes) = mount.view.get(key)? else {
+        return Ok(());
+    };
+    let Ok(entry) = serde_json::from_slice::<crate::caps::WalEntry>(&bytes) else {
+        return Ok(());
+    };
+    if let Due::Stale { process_start } = due {
+        let created = if entry.created_ms > 0 {
+            entry.created_ms
+        } else {
+            entry.created.saturating_mul(1000)
+        };
+        let min_age = u64::try_from(WAL_MIN_AGE.as_millis()).unwrap_or(u64::MAX);
+        let stale = created < process_start || now_ms().saturating_sub(created) >= min_age;
+        if !stale {
+            return Ok(());
         }
     }
+    let Ok(data) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &entry.data)
+    else {
+        return Ok(());
+    };
+    let kind = entry.kind.clone();
+    call_engine(core, mount, async move |runtime, plugin, context| {
+        runtime.rollback(plugin, context, &kind, &data).await
+    })
+    .await?;
+    tracing::info!(mount = %mount.entry.path, kind = %entry.kind, "rolled back an unfinished side effect");
+    let (view, key) = (mount.view.clone(), key.to_string());
+    crate::background::offload(move || view.delete(&key))
+        .await
+        .map_err(|e| LeaseError::Engine(e.to_string()))??;
+    Ok(())
 }
 
 async fn expire(core: &Arc<Core>, id: &str, due: u64, key: &str) -> Result<(), LeaseError> {
