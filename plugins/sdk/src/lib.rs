@@ -346,8 +346,7 @@ field_constructor! {
     strings => Strings,
     /// A list of strings (a string is split on commas).
     comma_strings => CommaStrings,
-    /// A PostgreSQL connection string. In an authenticated write its endpoints may be
-    /// dialed during that call; they stay granted only if the engine accepts the write.
+    /// A PostgreSQL connection string; its endpoints stay granted once the engine accepts it.
     sql_dsn => SqlDsn,
     /// A string-to-string map.
     map => KeyValues,
