@@ -522,7 +522,8 @@ fn disable_fences_the_mount_then_waits_for_requests_already_running() {
         let fenced = coffer.call("GET", "hostile/ok", None);
         assert_eq!(fenced.status, 404, "{}", fenced.text);
         assert!(
-            fenced.errors().contains("no handler for route"),
+            fenced.errors().contains("no handler for route")
+                && fenced.errors().contains("is being disabled"),
             "{}",
             fenced.text
         );

@@ -573,9 +573,19 @@ async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
         return token_api(core, &call, rest).await;
     }
     let Some((mount, rest)) = core.route(&path) else {
+        let disabling = core
+            .mount_path_of(&path)
+            .and_then(|at| core.mount_at(&at))
+            .filter(|mount| mount.fenced());
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no handler for route {path:?}. route entry not found."),
+            match disabling {
+                Some(mount) => format!(
+                    "no handler for route {path:?}: the mount at {} is being disabled",
+                    mount.entry.path
+                ),
+                None => format!("no handler for route {path:?}. route entry not found."),
+            },
         ));
     };
     engine(core, &call, mount, rest).await
