@@ -125,26 +125,7 @@ fn the_bao_cli_reads_public_pki_paths_and_cannot_write_them_without_a_token() {
         &["read", "-field=certificate", "pki/cert/ca"],
     ));
     assert!(ca.contains("BEGIN CERTIFICATE"), "{ca}");
-    let csr = Command::new("openssl")
-        .current_dir(&dir)
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "e.key",
-            "-subj",
-            "/CN=evil-ca",
-            "-out",
-            "e.csr",
-        ])
-        .output()
-        .unwrap();
-    assert!(csr.status.success());
+    coffer_tests::ec_csr(&dir, "e", "/CN=evil-ca");
     let csr_arg = format!("csr=@{}", dir.join("e.csr").display());
     for token in [None, Some("cvs.bogus")] {
         let signed = bao(

@@ -507,13 +507,14 @@ fn database_outage_retries_and_loses_nothing() {
         == 400));
 }
 
-#[test]
-fn crash_between_create_role_and_lease_is_rolled_back() {
-    let pg = Postgres::start(false);
+/// A server whose database mount holds one user created without its lease (the server
+/// crashed between CREATE ROLE and storing the lease); it is stopped, with the failpoint
+/// cleared, its unseal keys, and the `v-` role count before that user.
+fn crashed_before_the_lease(pg: &Postgres) -> (Coffer, Vec<String>, usize) {
     let (mut coffer, keys) = config_server("revoke_attempts = 3");
     configure(
         &coffer,
-        &pg,
+        pg,
         "disable",
         json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
     );
@@ -534,6 +535,13 @@ fn crash_between_create_role_and_lease_is_rolled_back() {
     );
     coffer.kill();
     coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
+    (coffer, keys, before)
+}
+
+#[test]
+fn crash_between_create_role_and_lease_is_rolled_back() {
+    let pg = Postgres::start(false);
+    let (mut coffer, keys, before) = crashed_before_the_lease(&pg);
     coffer.start();
     coffer.unseal(&keys);
     assert!(
@@ -812,21 +820,6 @@ fn failed_config_writes_leave_no_grant_and_cannot_fill_the_grant_table() {
     assert_eq!(orphaned.status, 400, "{}", orphaned.text);
 }
 
-/// The names a `LIST` returns (none for a 404).
-fn listed(coffer: &Coffer, path: &str) -> Vec<String> {
-    let reply = coffer.call("LIST", path, None);
-    match reply.status {
-        404 => Vec::new(),
-        200 => reply.data()["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect(),
-        other => panic!("LIST {path}: {other} {}", reply.text),
-    }
-}
-
 #[test]
 fn an_unreachable_database_does_not_hold_up_expiry_on_other_mounts() {
     let pg = Postgres::start(false);
@@ -870,11 +863,9 @@ fn an_unreachable_database_does_not_hold_up_expiry_on_other_mounts() {
         assert_eq!(reply.status, 200, "{}", reply.text);
         let user = reply.data()["username"].as_str().unwrap().to_string();
         assert!(
-            eventually(Duration::from_millis(2500), || listed(
-                &coffer,
-                "leasing/revoked/"
-            )
-            .contains(&user)),
+            eventually(Duration::from_millis(2500), || coffer
+                .list("leasing/revoked/")
+                .contains(&user)),
             "round {round}: a lease on another mount was not revoked within a second of expiry:\n{}",
             coffer.log_text()
         );
@@ -947,34 +938,15 @@ fn disabling_while_credentials_are_created_leaves_no_lease_and_no_user() {
         "users of the disabled mount remain:\n{}",
         coffer.log_text()
     );
-    assert!(listed(&coffer, "sys/leases/lookup/database/").is_empty());
+    assert!(coffer.list("sys/leases/lookup/database/").is_empty());
     assert_eq!(coffer.call("GET", "sys/mounts/database", None).status, 404);
 }
 
 #[test]
 fn a_disable_whose_rollback_fails_keeps_the_mount_and_a_later_one_drops_the_user() {
     let pg = Postgres::start(false);
-    let (mut coffer, keys) = config_server("revoke_attempts = 3");
-    configure(
-        &coffer,
-        &pg,
-        "disable",
-        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
-    );
-    let before = pg.roles_like("v-");
     // A user created without its lease: only the write-ahead entry knows of it.
-    coffer.stop();
-    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
-    coffer.start();
-    coffer.unseal(&keys);
-    assert!(
-        coffer
-            .try_call("GET", "database/creds/grade-api-role")
-            .is_none()
-    );
-    coffer.kill();
-    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
-    assert_eq!(pg.roles_like("v-"), before + 1);
+    let (mut coffer, keys, before) = crashed_before_the_lease(&pg);
     pg.stop();
     coffer.start();
     coffer.unseal(&keys);
@@ -1026,11 +998,9 @@ fn a_storm_of_revocations_on_a_hanging_database_leaves_workers_for_other_mounts(
         assert_eq!(reply.status, 200, "{}", reply.text);
         let user = reply.data()["username"].as_str().unwrap().to_string();
         assert!(
-            eventually(Duration::from_millis(2500), || listed(
-                &coffer,
-                "leasing/revoked/"
-            )
-            .contains(&user)),
+            eventually(Duration::from_millis(2500), || coffer
+                .list("leasing/revoked/")
+                .contains(&user)),
             "round {round}: a lease on another mount was not revoked within a second of expiry:\n{}",
             coffer.log_text()
         );

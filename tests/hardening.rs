@@ -11,36 +11,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coffer_tests::{Coffer, Value, fixtures_config, json, temp_dir};
-
-/// A CSR for a would-be CA, made by openssl.
-fn evil_csr(dir: &Path) -> String {
-    let status = Command::new("openssl")
-        .current_dir(dir)
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "e.key",
-            "-subj",
-            "/CN=evil-ca",
-            "-out",
-            "e.csr",
-        ])
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{status:?}");
-    std::fs::read_to_string(dir.join("e.csr")).unwrap()
-}
 
 /// Everything an unauthorised write could change, as root sees it.
 fn snapshot(coffer: &Coffer) -> Value {
@@ -132,7 +105,7 @@ fn no_engine_write_works_without_a_valid_token() {
             .status,
         204
     );
-    let csr = evil_csr(&dir);
+    let csr = coffer_tests::ec_csr(&dir, "e", "/CN=evil-ca");
     let body = json!({
         "csr": csr, "common_name": "evil.example.com", "ttl": "8760h", "v": "1",
         "certificate": csr, "pem_bundle": csr, "key_name": "k", "issuer_name": "evil",

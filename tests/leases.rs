@@ -20,20 +20,6 @@ fn server() -> (Coffer, Vec<String>) {
     (coffer, keys)
 }
 
-fn keys(coffer: &Coffer, path: &str) -> Vec<String> {
-    let reply = coffer.call("LIST", path, None);
-    match reply.status {
-        404 => Vec::new(),
-        200 => reply.data()["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect(),
-        other => panic!("LIST {path}: {other} {}", reply.text),
-    }
-}
-
 fn issue(coffer: &Coffer, role: &str, query: &str) -> (String, String) {
     let reply = coffer.call("GET", &format!("leasing/creds/{role}{query}"), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -69,9 +55,9 @@ fn leased_response_lookup_and_list() {
             .unwrap()
             .ends_with('Z')
     );
-    assert_eq!(keys(&coffer, "sys/leases/lookup/leasing/"), vec!["creds/"]);
+    assert_eq!(coffer.list("sys/leases/lookup/leasing/"), vec!["creds/"]);
     assert_eq!(
-        keys(&coffer, "sys/leases/lookup/leasing/creds/app/"),
+        coffer.list("sys/leases/lookup/leasing/creds/app/"),
         vec![suffix.to_string()]
     );
     assert_eq!(
@@ -109,21 +95,20 @@ fn leased_response_lookup_and_list() {
 fn expired_leases_are_revoked_within_a_second() {
     let (coffer, _) = server();
     let (lease, user) = issue(&coffer, "short", "?ttl=2");
-    assert_eq!(keys(&coffer, "leasing/issued/"), vec![user.clone()]);
+    assert_eq!(coffer.list("leasing/issued/"), vec![user.clone()]);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        keys(&coffer, "leasing/issued/"),
+        coffer.list("leasing/issued/"),
         vec![user.clone()],
         "revoked too early"
     );
     assert!(
-        eventually(Duration::from_millis(1800), || keys(
-            &coffer,
-            "leasing/revoked/"
-        ) == vec![user.clone()]),
+        eventually(Duration::from_millis(1800), || coffer
+            .list("leasing/revoked/")
+            == vec![user.clone()]),
         "not revoked within a second of expiry"
     );
-    assert!(keys(&coffer, "leasing/issued/").is_empty());
+    assert!(coffer.list("leasing/issued/").is_empty());
     assert_eq!(
         coffer
             .call("PUT", "sys/leases/lookup", Some(json!({"lease_id": lease})))
@@ -146,7 +131,7 @@ fn renew_counts_from_now_and_is_capped_at_max_ttl() {
     assert_eq!(renewed.json["renewable"], json!(true));
     assert_eq!(renewed.json["lease_duration"], json!(20));
     assert_eq!(
-        keys(&coffer, "leasing/renewed/"),
+        coffer.list("leasing/renewed/"),
         vec![user],
         "the engine's renew hook ran"
     );
@@ -212,7 +197,7 @@ fn revoke_prefix_takes_whole_segments_only() {
         204
     );
     assert_eq!(
-        keys(&coffer, "leasing/revoked/"),
+        coffer.list("leasing/revoked/"),
         Vec::<String>::new(),
         "a partial segment matched"
     );
@@ -222,12 +207,12 @@ fn revoke_prefix_takes_whole_segments_only() {
             .status,
         204
     );
-    let mut revoked = keys(&coffer, "leasing/revoked/");
+    let mut revoked = coffer.list("leasing/revoked/");
     revoked.sort();
     let mut expected = vec![app1, app2];
     expected.sort();
     assert_eq!(revoked, expected);
-    assert_eq!(keys(&coffer, "leasing/issued/"), vec![apps]);
+    assert_eq!(coffer.list("leasing/issued/"), vec![apps]);
     assert_eq!(
         coffer
             .call(
@@ -246,7 +231,7 @@ fn failed_revocations_retry_then_succeed() {
     coffer.call("PUT", "leasing/control", Some(json!({"fail_revoke": true})));
     let (lease, user) = issue(&coffer, "flaky", "?ttl=1");
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(keys(&coffer, "leasing/issued/"), vec![user.clone()]);
+    assert_eq!(coffer.list("leasing/issued/"), vec![user.clone()]);
     let lookup = coffer.call("PUT", "sys/leases/lookup", Some(json!({"lease_id": lease})));
     assert_eq!(
         lookup.status, 200,
@@ -266,10 +251,8 @@ fn failed_revocations_retry_then_succeed() {
         Some(json!({"fail_revoke": false})),
     );
     assert!(
-        eventually(Duration::from_secs(15), || keys(
-            &coffer,
-            "leasing/revoked/"
-        ) == vec![user.clone()]),
+        eventually(Duration::from_secs(15), || coffer.list("leasing/revoked/")
+            == vec![user.clone()]),
         "the retry never revoked it:\n{}",
         coffer.log_text()
     );
@@ -314,7 +297,7 @@ fn exhausted_retries_make_a_lease_irrevocable_until_forced() {
         400
     );
     assert_eq!(
-        keys(&coffer, "leasing/issued/"),
+        coffer.list("leasing/issued/"),
         vec![user],
         "force deletes the entry without the engine"
     );
@@ -338,8 +321,8 @@ fn revoking_a_token_revokes_its_leases() {
             .status,
         204
     );
-    assert_eq!(keys(&coffer, "leasing/revoked/"), vec![user]);
-    assert_eq!(keys(&coffer, "leasing/issued/"), vec![root_user]);
+    assert_eq!(coffer.list("leasing/revoked/"), vec![user]);
+    assert_eq!(coffer.list("leasing/issued/"), vec![root_user]);
 }
 
 /// A child token with `ttl` and the user of a lease created with it.
@@ -361,7 +344,7 @@ fn expiring_tokens_take_their_leases_with_them() {
     let (coffer, _) = server();
     let (token, user) = token_with_lease(&coffer, "2s");
     assert!(
-        eventually(Duration::from_secs(5), || keys(&coffer, "leasing/revoked/")
+        eventually(Duration::from_secs(5), || coffer.list("leasing/revoked/")
             == vec![user.clone()]),
         "the token's lease outlived the token"
     );
@@ -394,12 +377,12 @@ fn a_renewed_token_keeps_its_leases_until_its_new_expiry() {
         200
     );
     assert!(
-        keys(&coffer, "leasing/revoked/").is_empty(),
+        coffer.list("leasing/revoked/").is_empty(),
         "revoked at the old expiry"
     );
     // At the new expiry the scheduler takes both.
     assert!(
-        eventually(Duration::from_secs(6), || keys(&coffer, "leasing/revoked/")
+        eventually(Duration::from_secs(6), || coffer.list("leasing/revoked/")
             == vec![user.clone()]),
         "the renewed token's lease outlived the token"
     );
@@ -416,17 +399,17 @@ fn leases_survive_restart_and_expired_ones_are_revoked_after_start() {
     coffer.start();
     coffer.unseal(&unseal_keys);
     assert!(
-        eventually(Duration::from_secs(3), || keys(&coffer, "leasing/revoked/")
+        eventually(Duration::from_secs(3), || coffer.list("leasing/revoked/")
             == vec![short.clone()]),
         "a lease that expired while the server was down was not revoked after start"
     );
-    let mut issued = keys(&coffer, "leasing/issued/");
+    let mut issued = coffer.list("leasing/issued/");
     issued.sort();
     let mut expected = vec![long.clone(), soon.clone()];
     expected.sort();
     assert_eq!(issued, expected);
     assert!(
-        eventually(Duration::from_secs(8), || keys(&coffer, "leasing/issued/")
+        eventually(Duration::from_secs(8), || coffer.list("leasing/issued/")
             == vec![long.clone()]),
         "a live lease did not revoke on time after the restart"
     );
@@ -455,12 +438,9 @@ fn a_crash_loses_no_lease() {
             .status,
         200
     );
-    assert!(eventually(Duration::from_secs(6), || keys(
-        &coffer,
-        "leasing/revoked/"
-    ) == vec![
-        user.clone()
-    ]));
+    assert!(eventually(Duration::from_secs(6), || coffer
+        .list("leasing/revoked/")
+        == vec![user.clone()]));
 }
 
 #[test]
@@ -483,7 +463,7 @@ fn disable_fails_and_keeps_the_mount_when_a_lease_cannot_be_revoked() {
     );
     // Still mounted, still serving, the lease still there.
     assert_eq!(coffer.call("GET", "sys/mounts/leasing", None).status, 200);
-    assert_eq!(keys(&coffer, "leasing/issued/"), vec![user.clone()]);
+    assert_eq!(coffer.list("leasing/issued/"), vec![user.clone()]);
     let lookup = coffer.call("PUT", "sys/leases/lookup", Some(json!({"lease_id": lease})));
     assert_eq!(lookup.status, 200, "{}", lookup.text);
     let (second, _) = issue(&coffer, "app", "");
@@ -499,7 +479,7 @@ fn disable_fails_and_keeps_the_mount_when_a_lease_cannot_be_revoked() {
         let gone = coffer.call("PUT", "sys/leases/lookup", Some(json!({"lease_id": id})));
         assert_eq!(gone.status, 400, "{}", gone.text);
     }
-    assert!(keys(&coffer, "sys/leases/lookup/leasing/").is_empty());
+    assert!(coffer.list("sys/leases/lookup/leasing/").is_empty());
     let unrouted = coffer.call("GET", "leasing/issued/", None);
     assert_eq!(unrouted.status, 404);
 }

@@ -20,20 +20,6 @@ fn server() -> Coffer {
     coffer
 }
 
-fn keys(coffer: &Coffer, path: &str) -> Vec<String> {
-    let reply = coffer.call("LIST", path, None);
-    match reply.status {
-        404 => Vec::new(),
-        200 => reply.data()["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect(),
-        other => panic!("LIST {path}: {other} {}", reply.text),
-    }
-}
-
 /// `auth/token/create` with `body`, made with `token`.
 fn create(coffer: &Coffer, token: &str, body: Value) -> Reply {
     coffer.raw(
@@ -107,13 +93,13 @@ fn a_child_dies_with_its_parent_and_its_leases_go_too() {
     for gone in [&parent, &child, &grandchild] {
         assert_eq!(lookup_self(&coffer, gone).status, 403);
     }
-    let mut revoked = keys(&coffer, "leasing/revoked/");
+    let mut revoked = coffer.list("leasing/revoked/");
     revoked.sort();
     let mut expected = vec![child_user, grandchild_user];
     expected.sort();
     assert_eq!(revoked, expected);
     assert_eq!(lookup_self(&coffer, &bystander).status, 200);
-    assert_eq!(keys(&coffer, "leasing/issued/"), vec![bystander_user]);
+    assert_eq!(coffer.list("leasing/issued/"), vec![bystander_user]);
 }
 
 #[test]
@@ -129,7 +115,7 @@ fn a_parent_that_expires_takes_its_children_along() {
         "the child outlived its expired parent"
     );
     assert!(
-        eventually(Duration::from_secs(5), || keys(&coffer, "leasing/revoked/")
+        eventually(Duration::from_secs(5), || coffer.list("leasing/revoked/")
             == vec![user.clone()]),
         "the child's lease outlived it"
     );
@@ -227,7 +213,7 @@ fn num_uses_is_enforced_and_the_last_use_revokes() {
     );
     // The lease made with the last use went with the token.
     assert!(
-        eventually(Duration::from_secs(3), || keys(&coffer, "leasing/revoked/")
+        eventually(Duration::from_secs(3), || coffer.list("leasing/revoked/")
             == vec![user.clone()]),
         "the used-up token's lease survived"
     );

@@ -472,6 +472,14 @@ mod tests {
         }
     }
 
+    /// A stored 10-minute token under `parent`: (token, accessor).
+    fn stored(store: &TokenStore, parent: Option<&str>) -> Result<(String, String), TokenError> {
+        let mut token = entry(600);
+        token.parent = parent.map(str::to_string);
+        let accessor = token.accessor.clone();
+        Ok((store.create(token, None, &[])?, accessor))
+    }
+
     #[test]
     fn tokens_are_stored_hashed_and_revocable() -> Result<(), Box<dyn std::error::Error>> {
         let (barrier, store) = store()?;
@@ -512,17 +520,10 @@ mod tests {
     fn removing_a_token_removes_its_subtree_but_not_orphans()
     -> Result<(), Box<dyn std::error::Error>> {
         let (_, store) = store()?;
-        let parent_entry = entry(600);
-        let parent_accessor = parent_entry.accessor.clone();
-        let parent = store.create(parent_entry, None, &[])?;
-        let mut child_entry = entry(600);
-        child_entry.parent = Some(parent_accessor.clone());
-        let child_accessor = child_entry.accessor.clone();
-        let child = store.create(child_entry, None, &[])?;
-        let mut grandchild_entry = entry(600);
-        grandchild_entry.parent = Some(child_accessor.clone());
-        let grandchild = store.create(grandchild_entry, None, &[])?;
-        let orphan = store.create(entry(600), None, &[])?;
+        let (parent, parent_accessor) = stored(&store, None)?;
+        let (child, child_accessor) = stored(&store, Some(&parent_accessor))?;
+        let (grandchild, _) = stored(&store, Some(&child_accessor))?;
+        let (orphan, _) = stored(&store, None)?;
         let removed = store.remove_tree(&parent_accessor, |a, e| format!("x/{a}/{e}"))?;
         assert_eq!(removed.len(), 3);
         for gone in [&parent, &child, &grandchild] {
@@ -535,12 +536,8 @@ mod tests {
     #[test]
     fn revoke_orphan_keeps_the_children_as_orphans() -> Result<(), Box<dyn std::error::Error>> {
         let (_, store) = store()?;
-        let parent_entry = entry(600);
-        let parent_accessor = parent_entry.accessor.clone();
-        let parent = store.create(parent_entry, None, &[])?;
-        let mut child_entry = entry(600);
-        child_entry.parent = Some(parent_accessor.clone());
-        let child = store.create(child_entry, None, &[])?;
+        let (parent, parent_accessor) = stored(&store, None)?;
+        let (child, _) = stored(&store, Some(&parent_accessor))?;
         store.remove_orphaning(&parent_accessor, |a, e| format!("x/{a}/{e}"))?;
         assert!(store.lookup(&parent)?.is_none());
         let kept = store.lookup(&child)?.ok_or(BarrierError::NotInitialized)?;

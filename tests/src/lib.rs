@@ -308,6 +308,21 @@ impl Coffer {
         self.raw(method, path, Some(&self.token), body.as_deref(), &[])
     }
 
+    /// The names a `LIST` of `path` returns (none for a 404), failing on anything else.
+    pub fn list(&self, path: &str) -> Vec<String> {
+        let reply = self.call("LIST", path, None);
+        match reply.status {
+            404 => Vec::new(),
+            200 => reply.data()["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string())
+                .collect(),
+            other => panic!("LIST {path}: {other} {}", reply.text),
+        }
+    }
+
     /// A request with full control over token, body text and extra headers.
     pub fn raw(
         &self,
@@ -873,4 +888,31 @@ impl Drop for BlackHole {
             let _ = thread.join();
         }
     }
+}
+
+/// Writes a new P-256 key (`<name>.key`) and a CSR for `subject` (`<name>.csr`) into `dir`
+/// with openssl; returns the CSR's PEM.
+pub fn ec_csr(dir: &Path, name: &str, subject: &str) -> String {
+    let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            subject,
+            "-out",
+            &csr,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "openssl req: {output:?}");
+    std::fs::read_to_string(dir.join(csr)).unwrap()
 }
