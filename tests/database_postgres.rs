@@ -1036,3 +1036,48 @@ fn a_storm_of_revocations_on_a_hanging_database_leaves_workers_for_other_mounts(
         );
     }
 }
+
+#[test]
+fn passwords_in_escape_and_dollar_quoted_literals_stay_out_of_the_debug_log() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    let escape = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD E'{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON grades TO \"{{name}}\";";
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": escape}),
+    );
+    let dollar = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD $pw${{password}}$pw$; GRANT SELECT ON grades TO \"{{name}}\";";
+    let role = coffer.call(
+        "POST",
+        "database/roles/analytics-role",
+        Some(json!({"db_name": "grade-api-db", "creation_statements": dollar})),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    let (_, escape_user, escape_password, _) = creds(&coffer);
+    let reply = coffer.call("GET", "database/creds/analytics-role", None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let dollar_user = reply.data()["username"].as_str().unwrap().to_string();
+    let dollar_password = reply.data()["password"].as_str().unwrap().to_string();
+    for (user, password) in [
+        (&escape_user, &escape_password),
+        (&dollar_user, &dollar_password),
+    ] {
+        assert_eq!(
+            pg.login(user, password, "SELECT count(*) FROM grades"),
+            Ok("1".to_string())
+        );
+    }
+    let log = coffer.log_text();
+    for password in [&escape_password, &dollar_password] {
+        assert!(
+            !log.contains(password.as_str()),
+            "an issued password reached the server log:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("PASSWORD E'***'") && log.contains("PASSWORD $pw$***$pw$"),
+        "the statements were not logged at debug, so this test proves nothing:\n{log}"
+    );
+}
