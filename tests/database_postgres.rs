@@ -1081,3 +1081,91 @@ fn passwords_in_escape_and_dollar_quoted_literals_stay_out_of_the_debug_log() {
         "the statements were not logged at debug, so this test proves nothing:\n{log}"
     );
 }
+
+/// Rewrites `grade-api-db` with a custom `username_template`, allowing every role.
+fn write_config(coffer: &Coffer, pg: &Postgres, template: &str) -> coffer_tests::Reply {
+    coffer.call(
+        "POST",
+        "database/config/grade-api-db",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin", "allowed_roles": "*",
+            "connection_url": pg.connection_url("disable"), "username": PG_ROOT_USER,
+            "password": PG_ROOT_PASSWORD, "username_template": template,
+        })),
+    )
+}
+
+#[test]
+fn a_custom_username_template_that_renders_an_unusable_name_gets_a_400_and_creates_nothing() {
+    let pg = Postgres::start(false);
+    let (mut coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    // Both templates pass the config-time check: its sample names hold no `-` and fit.
+    let quoting = write_config(
+        &coffer,
+        &pg,
+        "{{random 8}}_{{.DisplayName | replace \"-\" \"'\"}}",
+    );
+    assert_eq!(quoting.status, 204, "{}", quoting.text);
+    let roles = || pg.admin("postgres", "SELECT count(*) FROM pg_roles");
+    let before = roles();
+
+    let child = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"display_name": "web-app"})),
+    );
+    assert_eq!(child.status, 200, "{}", child.text);
+    let root = std::mem::replace(
+        &mut coffer.token,
+        child.json["auth"]["client_token"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let quoted = coffer.call("GET", "database/creds/grade-api-role", None);
+    assert_eq!(quoted.status, 400, "{}", quoted.text);
+    assert!(
+        quoted.errors().contains("token'web'app") && quoted.errors().contains("replace"),
+        "{}",
+        quoted.text
+    );
+    coffer.token = root;
+    let fine = coffer.call("GET", "database/creds/grade-api-role", None);
+    assert_eq!(
+        fine.status, 200,
+        "the root token's display name renders fine: {}",
+        fine.text
+    );
+    let user = fine.data()["username"].as_str().unwrap().to_string();
+    assert!(user.ends_with("_root") && user.len() == 13, "{user}");
+    let revoked = coffer.call(
+        "PUT",
+        "sys/leases/revoke",
+        Some(json!({"lease_id": fine.json["lease_id"]})),
+    );
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+
+    let long_role = "analytics-role-whose-name-is-longer-than-any-postgresql-identifier";
+    let long = write_config(&coffer, &pg, "{{random 8}}_{{.RoleName}}");
+    assert_eq!(long.status, 204, "{}", long.text);
+    let role = coffer.call(
+        "POST",
+        &format!("database/roles/{long_role}"),
+        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION})),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    let too_long = coffer.call("GET", &format!("database/creds/{long_role}"), None);
+    assert_eq!(too_long.status, 400, "{}", too_long.text);
+    assert!(
+        too_long.errors().contains("63 bytes") && too_long.errors().contains("truncate"),
+        "{}",
+        too_long.text
+    );
+    assert_eq!(roles(), before, "a refused name created a user");
+}

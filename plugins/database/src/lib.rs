@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::postgres::{DEFAULT_RENEW, DEFAULT_ROTATION, Database, sql_error};
 use crate::template::{
-    DEFAULT_MAX_OPEN_CONNECTIONS, USERNAME_RANDOM_CHARS, base62_from, check_username_template,
-    default_username, escape_url_component, is_sql_safe_name, password_from, pg_timestamp,
-    render_username, role_allowed, with_pool_settings,
+    DEFAULT_MAX_OPEN_CONNECTIONS, USERNAME_RANDOM_CHARS, base62_from, check_username,
+    check_username_template, default_username, escape_url_component, is_sql_safe_name,
+    password_from, pg_timestamp, render_username, role_allowed, with_pool_settings,
 };
 
 /// The only plugin this engine implements.
@@ -775,6 +775,9 @@ fn creds(role_name: &str, req: &Request) -> Result<Response, EngineError> {
         )
         .map_err(invalid)?
     };
+    // The default template cannot produce a bad name; a custom one can, from a display
+    // name or role name it was never checked against.
+    check_username(&username).map_err(invalid)?;
     let password = new_password()?;
     let secret = password_for_statements(&config, &password)?;
     let expiration = pg_timestamp(now + ttl + EXPIRATION_GRACE);
