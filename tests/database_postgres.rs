@@ -1169,3 +1169,62 @@ fn a_custom_username_template_that_renders_an_unusable_name_gets_a_400_and_creat
     );
     assert_eq!(roles(), before, "a refused name created a user");
 }
+
+#[test]
+fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
+    const CONTENDERS: usize = 8;
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    pg.admin(
+        "postgres",
+        "CREATE ROLE static_account WITH LOGIN PASSWORD 'initial'",
+    );
+    let role = coffer.call(
+        "POST",
+        "database/static-roles/analytics-role",
+        Some(json!({
+            "db_name": "grade-api-db", "username": "static_account", "rotation_period": "1h",
+            // The new password is committed, then the rotation takes a moment longer: the
+            // window in which another rotation can overtake it, made wide enough to hit.
+            "rotation_statements": [
+                "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'",
+                "COMMIT",
+                "SELECT pg_sleep(random() / 10)",
+            ],
+        })),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    for round in 0..3 {
+        let statuses: Vec<u16> = std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..CONTENDERS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        coffer
+                            .call("POST", "database/rotate-role/analytics-role", None)
+                            .status
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|call| call.join().unwrap()).collect()
+        });
+        assert!(
+            statuses.iter().all(|status| *status == 204),
+            "round {round}: every rotation waits its turn and succeeds: {statuses:?}\n{}",
+            coffer.log_text()
+        );
+        let creds = coffer.call("GET", "database/static-creds/analytics-role", None);
+        assert_eq!(creds.status, 200, "{}", creds.text);
+        let password = creds.data()["password"].as_str().unwrap();
+        assert_eq!(
+            pg.login("static_account", password, "SELECT 1"),
+            Ok("1".to_string()),
+            "round {round}: the password Coffer hands out is not the one in PostgreSQL"
+        );
+    }
+}

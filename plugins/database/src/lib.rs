@@ -10,6 +10,7 @@
 //! `ALTER ROLE`, and a later connection failure falls back to it, so a crash between the
 //! two steps cannot lock Coffer out.
 
+pub mod lock;
 pub mod postgres;
 pub mod template;
 
@@ -387,18 +388,18 @@ impl Engine for DatabaseEngine {
                     "last_vault_rotation": coffer_sdk::time::rfc3339(role.last_rotation),
                 })))
             }
-            ("static-roles", Operation::Delete) => {
+            ("static-roles", Operation::Delete) => static_role_locked(&name, || {
                 storage::delete(&named("static-role", &name))?;
                 Ok(respond::empty())
-            }
-            ("static-roles", _) => write_static_role(&name, &req),
+            }),
+            ("static-roles", _) => static_role_locked(&name, || write_static_role(&name, &req)),
             ("static-creds", _) => static_creds(&name),
-            ("rotate-role", _) => {
+            ("rotate-role", _) => static_role_locked(&name, || {
                 let mut role: StaticRole = load(&named("static-role", &name))?
                     .ok_or_else(|| invalid(format!("unknown static role: {name}")))?;
                 rotate_static(&name, &mut role)?;
                 Ok(respond::empty())
-            }
+            }),
             _ => Err(EngineError::Unsupported),
         }
     }
@@ -448,13 +449,19 @@ impl Engine for DatabaseEngine {
 
     fn periodic() -> Result<(), EngineError> {
         let now = coffer_sdk::time::unix_now();
+        let is_due = |role: &StaticRole| now >= role.last_rotation + role.rotation_period;
         for name in storage::list("static-role/")? {
-            let Some(mut role) = load::<StaticRole>(&named("static-role", &name))? else {
+            if !load::<StaticRole>(&named("static-role", &name))?.is_some_and(|r| is_due(&r)) {
                 continue;
-            };
-            if now >= role.last_rotation + role.rotation_period
-                && let Err(error) = rotate_static(&name, &mut role)
-            {
+            }
+            // Looked at again under the lock: a manual rotation may just have happened.
+            let rotated = static_role_locked(&name, || {
+                match load::<StaticRole>(&named("static-role", &name))? {
+                    Some(mut role) if is_due(&role) => rotate_static(&name, &mut role),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(error) = rotated {
                 coffer_sdk::log::warn(&format!(
                     "static role {name}: rotation failed: {}",
                     describe_error(&error)
@@ -486,7 +493,17 @@ impl Engine for DatabaseEngine {
     }
 }
 
-fn describe_error(error: &EngineError) -> String {
+/// Runs `body` holding `name`'s static-role lock ([`lock`]): every change to a static
+/// role's record, and every password change of its user, happens under it, so the stored
+/// password is always the last one set in PostgreSQL.
+fn static_role_locked<T>(
+    name: &str,
+    body: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    lock::with_lock(name, random_bytes, body)
+}
+
+pub(crate) fn describe_error(error: &EngineError) -> String {
     match error {
         EngineError::InvalidRequest(m)
         | EngineError::PermissionDenied(m)
