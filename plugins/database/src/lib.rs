@@ -2,7 +2,8 @@
 //!
 //! Paths (Vault's): `config/<name>`, `reset/<name>`, `rotate-root/<name>`, `roles/<name>`,
 //! `creds/<role>`, `static-roles/<name>`, `static-creds/<name>`, `rotate-role/<name>`.
-//! Storage (the mount's own view): `config/<name>`, `role/<name>`, `static-role/<name>`.
+//! Storage (the mount's own view): `config/<name>`, `role/<name>`, `static-role/<name>`,
+//! and `lock/static-role/<name>/<id>` while a static role is being changed ([`lock`]).
 //!
 //! Crash safety: a write-ahead entry is stored before `CREATE ROLE`; the host deletes it
 //! only after the lease is durable, and rolls the user back otherwise. Password changes
