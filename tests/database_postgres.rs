@@ -1228,3 +1228,88 @@ fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
         );
     }
 }
+
+#[test]
+fn manual_rotations_racing_the_periodic_one_leave_the_stored_password_in_force() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    pg.admin(
+        "postgres",
+        "CREATE ROLE static_account WITH LOGIN PASSWORD 'initial'",
+    );
+    // Due at every maintenance pass (every 5 s), with the same widened window as above.
+    let role = coffer.call(
+        "POST",
+        "database/static-roles/analytics-role",
+        Some(json!({
+            "db_name": "grade-api-db", "username": "static_account", "rotation_period": "5s",
+            "rotation_statements": [
+                "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'",
+                "COMMIT",
+                "SELECT pg_sleep(random() / 10)",
+            ],
+        })),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    let first = coffer.call("GET", "database/static-roles/analytics-role", None);
+    let first_rotation = first.data()["last_vault_rotation"].clone();
+    let until = std::time::Instant::now() + Duration::from_secs(12);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut statuses = Vec::new();
+                    while std::time::Instant::now() < until {
+                        statuses.push(
+                            coffer
+                                .call("POST", "database/rotate-role/analytics-role", None)
+                                .status,
+                        );
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        callers
+            .into_iter()
+            .flat_map(|caller| caller.join().unwrap())
+            .collect()
+    });
+    assert!(
+        statuses.iter().all(|status| *status == 204),
+        "{statuses:?}\n{}",
+        coffer.log_text()
+    );
+    // The update waits for any rotation in flight, and after it nothing is due.
+    let quiet = coffer.call(
+        "POST",
+        "database/static-roles/analytics-role",
+        Some(json!({"rotation_period": "1h"})),
+    );
+    assert_eq!(quiet.status, 204, "{}", quiet.text);
+    let creds = coffer.call("GET", "database/static-creds/analytics-role", None);
+    assert_eq!(creds.status, 200, "{}", creds.text);
+    assert_ne!(creds.data()["last_vault_rotation"], first_rotation);
+    assert_eq!(
+        pg.login(
+            "static_account",
+            creds.data()["password"].as_str().unwrap(),
+            "SELECT 1"
+        ),
+        Ok("1".to_string()),
+        "the password Coffer hands out is not the one in PostgreSQL:\n{}",
+        coffer.log_text()
+    );
+    assert!(
+        !coffer.log_text().contains("rotation failed"),
+        "{}",
+        coffer.log_text()
+    );
+}
