@@ -1006,3 +1006,280 @@ fn a_storm_of_revocations_on_a_hanging_database_leaves_workers_for_other_mounts(
         );
     }
 }
+
+#[test]
+fn passwords_in_escape_and_dollar_quoted_literals_stay_out_of_the_debug_log() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    let escape = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD E'{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON grades TO \"{{name}}\";";
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": escape}),
+    );
+    let dollar = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD $pw${{password}}$pw$; GRANT SELECT ON grades TO \"{{name}}\";";
+    let role = coffer.call(
+        "POST",
+        "database/roles/analytics-role",
+        Some(json!({"db_name": "grade-api-db", "creation_statements": dollar})),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    let (_, escape_user, escape_password, _) = creds(&coffer);
+    let reply = coffer.call("GET", "database/creds/analytics-role", None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let dollar_user = reply.data()["username"].as_str().unwrap().to_string();
+    let dollar_password = reply.data()["password"].as_str().unwrap().to_string();
+    for (user, password) in [
+        (&escape_user, &escape_password),
+        (&dollar_user, &dollar_password),
+    ] {
+        assert_eq!(
+            pg.login(user, password, "SELECT count(*) FROM grades"),
+            Ok("1".to_string())
+        );
+    }
+    let log = coffer.log_text();
+    for password in [&escape_password, &dollar_password] {
+        assert!(
+            !log.contains(password.as_str()),
+            "an issued password reached the server log:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("PASSWORD E'***'") && log.contains("PASSWORD $pw$***$pw$"),
+        "the statements were not logged at debug, so this test proves nothing:\n{log}"
+    );
+}
+
+/// Rewrites `grade-api-db` with a custom `username_template`, allowing every role.
+fn write_config(coffer: &Coffer, pg: &Postgres, template: &str) -> coffer_tests::Reply {
+    coffer.call(
+        "POST",
+        "database/config/grade-api-db",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin", "allowed_roles": "*",
+            "connection_url": pg.connection_url("disable"), "username": PG_ROOT_USER,
+            "password": PG_ROOT_PASSWORD, "username_template": template,
+        })),
+    )
+}
+
+#[test]
+fn a_custom_username_template_that_renders_an_unusable_name_gets_a_400_and_creates_nothing() {
+    let pg = Postgres::start(false);
+    let (mut coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    // Both templates pass the config-time check: its sample names hold no `-` and fit.
+    let quoting = write_config(
+        &coffer,
+        &pg,
+        "{{random 8}}_{{.DisplayName | replace \"-\" \"'\"}}",
+    );
+    assert_eq!(quoting.status, 204, "{}", quoting.text);
+    let roles = || pg.admin("postgres", "SELECT count(*) FROM pg_roles");
+    let before = roles();
+
+    let child = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"display_name": "web-app"})),
+    );
+    assert_eq!(child.status, 200, "{}", child.text);
+    let root = std::mem::replace(
+        &mut coffer.token,
+        child.json["auth"]["client_token"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let quoted = coffer.call("GET", "database/creds/grade-api-role", None);
+    assert_eq!(quoted.status, 400, "{}", quoted.text);
+    assert!(
+        quoted.errors().contains("token'web'app") && quoted.errors().contains("replace"),
+        "{}",
+        quoted.text
+    );
+    coffer.token = root;
+    let fine = coffer.call("GET", "database/creds/grade-api-role", None);
+    assert_eq!(
+        fine.status, 200,
+        "the root token's display name renders fine: {}",
+        fine.text
+    );
+    let user = fine.data()["username"].as_str().unwrap().to_string();
+    assert!(user.ends_with("_root") && user.len() == 13, "{user}");
+    let revoked = coffer.call(
+        "PUT",
+        "sys/leases/revoke",
+        Some(json!({"lease_id": fine.json["lease_id"]})),
+    );
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+
+    let long_role = "analytics-role-whose-name-is-longer-than-any-postgresql-identifier";
+    let long = write_config(&coffer, &pg, "{{random 8}}_{{.RoleName}}");
+    assert_eq!(long.status, 204, "{}", long.text);
+    let role = coffer.call(
+        "POST",
+        &format!("database/roles/{long_role}"),
+        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION})),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    let too_long = coffer.call("GET", &format!("database/creds/{long_role}"), None);
+    assert_eq!(too_long.status, 400, "{}", too_long.text);
+    assert!(
+        too_long.errors().contains("63 bytes") && too_long.errors().contains("truncate"),
+        "{}",
+        too_long.text
+    );
+    assert_eq!(roles(), before, "a refused name created a user");
+}
+
+#[test]
+fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
+    const CONTENDERS: usize = 8;
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    pg.admin(
+        "postgres",
+        "CREATE ROLE static_account WITH LOGIN PASSWORD 'initial'",
+    );
+    let role = coffer.call(
+        "POST",
+        "database/static-roles/analytics-role",
+        Some(json!({
+            "db_name": "grade-api-db", "username": "static_account", "rotation_period": "1h",
+            // The new password is committed, then the rotation takes a moment longer: the
+            // window in which another rotation can overtake it, made wide enough to hit.
+            "rotation_statements": [
+                "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'",
+                "COMMIT",
+                "SELECT pg_sleep(random() / 10)",
+            ],
+        })),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    for round in 0..3 {
+        let statuses: Vec<u16> = std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..CONTENDERS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        coffer
+                            .call("POST", "database/rotate-role/analytics-role", None)
+                            .status
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|call| call.join().unwrap()).collect()
+        });
+        assert!(
+            statuses.iter().all(|status| *status == 204),
+            "round {round}: every rotation waits its turn and succeeds: {statuses:?}\n{}",
+            coffer.log_text()
+        );
+        let creds = coffer.call("GET", "database/static-creds/analytics-role", None);
+        assert_eq!(creds.status, 200, "{}", creds.text);
+        let password = creds.data()["password"].as_str().unwrap();
+        assert_eq!(
+            pg.login("static_account", password, "SELECT 1"),
+            Ok("1".to_string()),
+            "round {round}: the password Coffer hands out is not the one in PostgreSQL"
+        );
+    }
+}
+
+#[test]
+fn manual_rotations_racing_the_periodic_one_leave_the_stored_password_in_force() {
+    let pg = Postgres::start(false);
+    let (coffer, _) = config_server("revoke_attempts = 3");
+    configure(
+        &coffer,
+        &pg,
+        "disable",
+        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
+    );
+    pg.admin(
+        "postgres",
+        "CREATE ROLE static_account WITH LOGIN PASSWORD 'initial'",
+    );
+    // Due at every maintenance pass (every 5 s), with the same widened window as above.
+    let role = coffer.call(
+        "POST",
+        "database/static-roles/analytics-role",
+        Some(json!({
+            "db_name": "grade-api-db", "username": "static_account", "rotation_period": "5s",
+            "rotation_statements": [
+                "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'",
+                "COMMIT",
+                "SELECT pg_sleep(random() / 10)",
+            ],
+        })),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    let first = coffer.call("GET", "database/static-roles/analytics-role", None);
+    let first_rotation = first.data()["last_vault_rotation"].clone();
+    let until = std::time::Instant::now() + Duration::from_secs(12);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut statuses = Vec::new();
+                    while std::time::Instant::now() < until {
+                        statuses.push(
+                            coffer
+                                .call("POST", "database/rotate-role/analytics-role", None)
+                                .status,
+                        );
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        callers
+            .into_iter()
+            .flat_map(|caller| caller.join().unwrap())
+            .collect()
+    });
+    assert!(
+        statuses.iter().all(|status| *status == 204),
+        "{statuses:?}\n{}",
+        coffer.log_text()
+    );
+    // The update waits for any rotation in flight, and after it nothing is due.
+    let quiet = coffer.call(
+        "POST",
+        "database/static-roles/analytics-role",
+        Some(json!({"rotation_period": "1h"})),
+    );
+    assert_eq!(quiet.status, 204, "{}", quiet.text);
+    let creds = coffer.call("GET", "database/static-creds/analytics-role", None);
+    assert_eq!(creds.status, 200, "{}", creds.text);
+    assert_ne!(creds.data()["last_vault_rotation"], first_rotation);
+    assert_eq!(
+        pg.login(
+            "static_account",
+            creds.data()["password"].as_str().unwrap(),
+            "SELECT 1"
+        ),
+        Ok("1".to_string()),
+        "the password Coffer hands out is not the one in PostgreSQL:\n{}",
+        coffer.log_text()
+    );
+    assert!(
+        !coffer.log_text().contains("rotation failed"),
+        "{}",
+        coffer.log_text()
+    );
+}

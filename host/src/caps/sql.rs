@@ -785,24 +785,145 @@ fn tls_connector(mode: TlsMode, root_cert: Option<&str>) -> Result<MakeTlsConnec
     Ok(connector)
 }
 
-/// Replaces every single-quoted literal with `'***'` so passwords never reach a log.
+/// Replaces the contents of every string literal with `***`, so passwords rendered into a
+/// statement never reach a log. Follows PostgreSQL's lexer (with its default
+/// `standard_conforming_strings = on`): `'...'` with `''` (also `U&'...'`, `B'...'`,
+/// `X'...'`), `E'...'` with backslash escapes, and `$tag$...$tag$` with any tag.
+/// Quoted identifiers and comments are copied as they are, so a quote inside them cannot
+/// shift where a literal starts. An unterminated literal is hidden to the end.
 pub fn redact(statement: &str) -> String {
+    let chars: Vec<char> = statement.chars().collect();
+    let at = |i: usize| chars.get(i).copied();
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
     let mut out = String::with_capacity(statement.len());
-    let mut in_literal = false;
-    for c in statement.chars() {
-        if c == '\'' {
-            if !in_literal {
+    let mut i = 0;
+    while let Some(c) = at(i) {
+        match c {
+            '\'' => {
+                // `E'` / `e'` as a token of its own opens an escape string.
+                let escapes = matches!(i.checked_sub(1).and_then(at), Some('E' | 'e'))
+                    && !is_word(i.checked_sub(2).and_then(at));
                 out.push_str("'***");
-            }
-            in_literal = !in_literal;
-            if !in_literal {
+                i += 1;
+                loop {
+                    match at(i) {
+                        None => return out,
+                        Some('\\') if escapes => i += 2,
+                        Some('\'') if at(i + 1) == Some('\'') => i += 2,
+                        Some('\'') => break,
+                        Some(_) => i += 1,
+                    }
+                }
                 out.push('\'');
+                i += 1;
             }
-        } else if !in_literal {
-            out.push(c);
+            '$' if !is_word(i.checked_sub(1).and_then(at)) => {
+                let Some(tag) = dollar_tag(&chars, i) else {
+                    out.push(c);
+                    i += 1;
+                    continue;
+                };
+                out.push_str(&tag);
+                out.push_str("***");
+                let body = i + tag.chars().count();
+                match find(&chars, body, &tag) {
+                    Some(end) => {
+                        out.push_str(&tag);
+                        i = end + tag.chars().count();
+                    }
+                    None => return out,
+                }
+            }
+            '"' => {
+                // A quoted identifier, copied whole (`""` is an embedded quote).
+                out.push(c);
+                i += 1;
+                loop {
+                    match at(i) {
+                        None => break,
+                        Some('"') if at(i + 1) == Some('"') => {
+                            out.push_str("\"\"");
+                            i += 2;
+                        }
+                        Some('"') => {
+                            out.push('"');
+                            i += 1;
+                            break;
+                        }
+                        Some(c) => {
+                            out.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            '-' if at(i + 1) == Some('-') => {
+                while let Some(c) = at(i) {
+                    out.push(c);
+                    i += 1;
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if at(i + 1) == Some('*') => {
+                // Block comments nest in PostgreSQL.
+                let mut depth = 0usize;
+                while let Some(c) = at(i) {
+                    if c == '/' && at(i + 1) == Some('*') {
+                        depth += 1;
+                        out.push_str("/*");
+                        i += 2;
+                    } else if c == '*' && at(i + 1) == Some('/') {
+                        depth = depth.saturating_sub(1);
+                        out.push_str("*/");
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
     out
+}
+
+/// The dollar-quote opener (`$$` or `$tag$`) starting at `start`, if there is one there.
+/// A tag is an identifier without `$`; `$1` is a parameter, not a tag.
+fn dollar_tag(chars: &[char], start: usize) -> Option<String> {
+    let mut tag = String::from("$");
+    let mut i = start + 1;
+    loop {
+        let c = chars.get(i).copied()?;
+        if c == '$' {
+            tag.push('$');
+            return Some(tag);
+        }
+        let allowed = if i == start + 1 {
+            c.is_alphabetic() || c == '_'
+        } else {
+            c.is_alphanumeric() || c == '_'
+        };
+        if !allowed {
+            return None;
+        }
+        tag.push(c);
+        i += 1;
+    }
+}
+
+/// Where `needle` next occurs in `chars` at or after `from`.
+fn find(chars: &[char], from: usize, needle: &str) -> Option<usize> {
+    let needle: Vec<char> = needle.chars().collect();
+    (from..chars.len()).find(|&i| chars.get(i..i + needle.len()) == Some(needle.as_slice()))
 }
 
 fn db_error(error: tokio_postgres::Error) -> HostError {
@@ -1564,5 +1685,65 @@ mod tests {
             redact("CREATE ROLE \"v-x\" WITH LOGIN PASSWORD 'hunter2' VALID UNTIL '2026-01-01'"),
             "CREATE ROLE \"v-x\" WITH LOGIN PASSWORD '***' VALID UNTIL '***'"
         );
+    }
+
+    #[test]
+    fn redaction_hides_every_literal_form() {
+        let cases = [
+            ("PASSWORD 'it''s hunter2'", "PASSWORD '***'"),
+            ("PASSWORD E'hunter2'", "PASSWORD E'***'"),
+            ("PASSWORD e'it\\'s hunter2' x", "PASSWORD e'***' x"),
+            ("PASSWORD E'a\\\\' , 'hunter2'", "PASSWORD E'***' , '***'"),
+            ("PASSWORD $$hunter2$$ x", "PASSWORD $$***$$ x"),
+            (
+                "PASSWORD $pw$hunter2$$still'$pw$ x",
+                "PASSWORD $pw$***$pw$ x",
+            ),
+            (
+                "PASSWORD $a$ one $b$ hunter2 $b$ two $a$ x",
+                "PASSWORD $a$***$a$ x",
+            ),
+            (
+                "PASSWORD U&'hunter2' UESCAPE '!'",
+                "PASSWORD U&'***' UESCAPE '***'",
+            ),
+            ("SELECT $1, a$b$c FROM t", "SELECT $1, a$b$c FROM t"),
+        ];
+        for (statement, redacted) in cases {
+            assert_eq!(redact(statement), redacted, "{statement}");
+        }
+    }
+
+    #[test]
+    fn redaction_does_not_let_quotes_elsewhere_shift_a_literal() {
+        // A plain `'...'` has no backslash escapes (standard_conforming_strings = on).
+        assert_eq!(
+            redact("PASSWORD 'x\\' , 'hunter2'"),
+            "PASSWORD '***' , '***'"
+        );
+        // `SOME'..'` is not an escape string: only a standalone `E` is.
+        assert_eq!(redact("NONE'a\\' 'hunter2'"), "NONE'***' '***'");
+        assert_eq!(
+            redact("ALTER ROLE \"it's\" PASSWORD 'hunter2'"),
+            "ALTER ROLE \"it's\" PASSWORD '***'"
+        );
+        assert_eq!(
+            redact("-- it's\nALTER ROLE x PASSWORD 'hunter2' /* it's /* nested' */ */ x"),
+            "-- it's\nALTER ROLE x PASSWORD '***' /* it's /* nested' */ */ x"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_unterminated_literals_to_the_end() {
+        for (statement, redacted) in [
+            ("PASSWORD 'hunter2", "PASSWORD '***"),
+            ("PASSWORD E'hunter2\\'", "PASSWORD E'***"),
+            ("PASSWORD $$hunter2$", "PASSWORD $$***"),
+            ("PASSWORD $a$hunter2$b$", "PASSWORD $a$***"),
+            ("PASSWORD 'it''", "PASSWORD '***"),
+        ] {
+            assert_eq!(redact(statement), redacted, "{statement}");
+            assert!(!redact(statement).contains("hunter2"));
+        }
     }
 }

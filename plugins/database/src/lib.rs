@@ -2,7 +2,8 @@
 //!
 //! Paths (Vault's): `config/<name>`, `reset/<name>`, `rotate-root/<name>`, `roles/<name>`,
 //! `creds/<role>`, `static-roles/<name>`, `static-creds/<name>`, `rotate-role/<name>`.
-//! Storage (the mount's own view): `config/<name>`, `role/<name>`, `static-role/<name>`.
+//! Storage (the mount's own view): `config/<name>`, `role/<name>`, `static-role/<name>`,
+//! and `lock/static-role/<name>/<id>` while a static role is being changed ([`lock`]).
 //!
 //! Crash safety: a write-ahead entry is stored before `CREATE ROLE`; the host deletes it
 //! only after the lease is durable, and rolls the user back otherwise. Password changes
@@ -10,6 +11,7 @@
 //! `ALTER ROLE`, and a later connection failure falls back to it, so a crash between the
 //! two steps cannot lock Coffer out.
 
+pub mod lock;
 pub mod postgres;
 pub mod template;
 
@@ -22,9 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::postgres::{DEFAULT_RENEW, DEFAULT_ROTATION, Database, sql_error};
 use crate::template::{
-    DEFAULT_MAX_OPEN_CONNECTIONS, USERNAME_RANDOM_CHARS, base62_from, check_username_template,
-    default_username, escape_url_component, is_sql_safe_name, password_from, pg_timestamp,
-    render_username, role_allowed, with_pool_settings,
+    DEFAULT_MAX_OPEN_CONNECTIONS, USERNAME_RANDOM_CHARS, base62_from, check_username,
+    check_username_template, default_username, escape_url_component, is_sql_safe_name,
+    password_from, pg_timestamp, render_username, role_allowed, with_pool_settings,
 };
 
 /// The only plugin this engine implements.
@@ -387,18 +389,18 @@ impl Engine for DatabaseEngine {
                     "last_vault_rotation": coffer_sdk::time::rfc3339(role.last_rotation),
                 })))
             }
-            ("static-roles", Operation::Delete) => {
+            ("static-roles", Operation::Delete) => static_role_locked(&name, || {
                 storage::delete(&named("static-role", &name))?;
                 Ok(respond::empty())
-            }
-            ("static-roles", _) => write_static_role(&name, &req),
+            }),
+            ("static-roles", _) => static_role_locked(&name, || write_static_role(&name, &req)),
             ("static-creds", _) => static_creds(&name),
-            ("rotate-role", _) => {
+            ("rotate-role", _) => static_role_locked(&name, || {
                 let mut role: StaticRole = load(&named("static-role", &name))?
                     .ok_or_else(|| invalid(format!("unknown static role: {name}")))?;
                 rotate_static(&name, &mut role)?;
                 Ok(respond::empty())
-            }
+            }),
             _ => Err(EngineError::Unsupported),
         }
     }
@@ -448,13 +450,19 @@ impl Engine for DatabaseEngine {
 
     fn periodic() -> Result<(), EngineError> {
         let now = coffer_sdk::time::unix_now();
+        let is_due = |role: &StaticRole| now >= role.last_rotation + role.rotation_period;
         for name in storage::list("static-role/")? {
-            let Some(mut role) = load::<StaticRole>(&named("static-role", &name))? else {
+            if !load::<StaticRole>(&named("static-role", &name))?.is_some_and(|r| is_due(&r)) {
                 continue;
-            };
-            if now >= role.last_rotation + role.rotation_period
-                && let Err(error) = rotate_static(&name, &mut role)
-            {
+            }
+            // Looked at again under the lock: a manual rotation may just have happened.
+            let rotated = static_role_locked(&name, || {
+                match load::<StaticRole>(&named("static-role", &name))? {
+                    Some(mut role) if is_due(&role) => rotate_static(&name, &mut role),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(error) = rotated {
                 coffer_sdk::log::warn(&format!(
                     "static role {name}: rotation failed: {}",
                     describe_error(&error)
@@ -486,7 +494,17 @@ impl Engine for DatabaseEngine {
     }
 }
 
-fn describe_error(error: &EngineError) -> String {
+/// Runs `body` holding `name`'s static-role lock ([`lock`]): every change to a static
+/// role's record, and every password change of its user, happens under it, so the stored
+/// password is always the last one set in PostgreSQL.
+fn static_role_locked<T>(
+    name: &str,
+    body: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    lock::with_lock(name, random_bytes, body)
+}
+
+pub(crate) fn describe_error(error: &EngineError) -> String {
     match error {
         EngineError::InvalidRequest(m)
         | EngineError::PermissionDenied(m)
@@ -775,6 +793,9 @@ fn creds(role_name: &str, req: &Request) -> Result<Response, EngineError> {
         )
         .map_err(invalid)?
     };
+    // The default template cannot produce a bad name; a custom one can, from a display
+    // name or role name it was never checked against.
+    check_username(&username).map_err(invalid)?;
     let password = new_password()?;
     let secret = password_for_statements(&config, &password)?;
     let expiration = pg_timestamp(now + ttl + EXPIRATION_GRACE);

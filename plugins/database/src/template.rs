@@ -138,7 +138,9 @@ pub fn default_username(display_name: &str, role: &str, random: &str, unix: u64)
 /// Renders a custom `username_template`: `{{ expr | filter ... }}` where expr is
 /// `.DisplayName`, `.RoleName`, `random N`, `unix_time`, `unix_time_millis`, and filters
 /// are `truncate N`, `lowercase`, `uppercase`, `replace "a" "b"`. `random` draws from
-/// `next_random`. The result is cut to 63 bytes.
+/// `next_random`. Nothing is cut or replaced afterwards (as in Vault, a custom template
+/// says exactly what the name is): pass the result through [`check_username`] before it
+/// reaches SQL.
 pub fn render_username(
     template: &str,
     display_name: &str,
@@ -163,7 +165,32 @@ pub fn render_username(
         rest = after.get(end + 2..).unwrap_or_default();
     }
     out.push_str(rest);
-    Ok(truncate(&out, MAX_IDENTIFIER_BYTES))
+    Ok(out)
+}
+
+/// Checks a rendered username before any SQL sees it: PostgreSQL would silently cut a
+/// name longer than 63 bytes (so the user created would not be the one returned), and an
+/// empty name, or one with a quote, backslash, semicolon, NUL or control character,
+/// breaks the quoting of the operator's statements. The error says what to change.
+pub fn check_username(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(
+            "username_template rendered an empty username; make the template produce at least {{random N}}"
+                .to_string(),
+        );
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(format!(
+            "username_template rendered a {}-byte username {name:?}; PostgreSQL allows at most {MAX_IDENTIFIER_BYTES} bytes, so shorten the template or add `| truncate N` to its parts",
+            name.len()
+        ));
+    }
+    if !is_sql_safe_name(name) {
+        return Err(format!(
+            "username_template rendered the username {name:?}, which contains a quote, backslash, semicolon, NUL or control character that cannot be used in SQL names; change the template (its `replace` filters) so it produces only letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    Ok(())
 }
 
 fn evaluate(
@@ -252,6 +279,12 @@ pub fn check_username_template(template: &str) -> Result<(), String> {
     let first = render_username(template, &long_display, &long_role, 0, &mut first_source)?;
     let mut second_source = |n: usize| "b".repeat(n);
     let second = render_username(template, &long_display, &long_role, 0, &mut second_source)?;
+    // Names that render longer are refused when rendered; the randomness must survive in
+    // the part that fits.
+    let (first, second) = (
+        truncate(&first, MAX_IDENTIFIER_BYTES),
+        truncate(&second, MAX_IDENTIFIER_BYTES),
+    );
     if counter == 0 || first == second {
         return Err("username_template must keep random characters within PostgreSQL's 63-byte limit (put {{random N}} early)".to_string());
     }
@@ -411,6 +444,35 @@ mod tests {
             &mut source,
         );
         assert_eq!(name.as_deref(), Ok("v_APP_ZZZZ"));
+    }
+
+    #[test]
+    fn rendered_usernames_postgresql_cannot_use_are_refused() {
+        let mut source = |n: usize| "Z".repeat(n);
+        let quote = "{{random 4}}_{{.DisplayName | replace \"-\" \"'\"}}";
+        assert!(
+            check_username_template(quote).is_ok(),
+            "nothing to replace in the config-time sample"
+        );
+        let rendered = render_username(quote, "token-web", "app", 0, &mut source).unwrap();
+        assert_eq!(rendered, "ZZZZ_token'web");
+        let refused = check_username(&rendered).unwrap_err();
+        assert!(refused.contains("replace"), "{refused}");
+        let long = render_username(
+            "{{random 4}}_{{.RoleName}}",
+            "t",
+            &"r".repeat(70),
+            0,
+            &mut source,
+        )
+        .unwrap();
+        assert_eq!(long.len(), 75, "custom templates are not cut silently");
+        let refused = check_username(&long).unwrap_err();
+        assert!(refused.contains("truncate"), "{refused}");
+        assert!(check_username("").unwrap_err().contains("empty"));
+        assert!(check_username("a\0b").is_err());
+        assert!(check_username(&"x".repeat(MAX_IDENTIFIER_BYTES)).is_ok());
+        assert_eq!(check_username("v_app-1.x"), Ok(()));
     }
 
     #[test]
