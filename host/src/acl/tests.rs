@@ -1581,6 +1581,7 @@ fn random_request_data(rng: &mut StdRng) -> Map<String, Value> {
 #[test]
 fn decisions_do_not_depend_on_the_order_of_policies_or_rules() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0xC0FFE4);
+    let (mut allowed, mut denied, mut parameter_denials) = (0, 0, 0);
     for round in 0..300 {
         let rules: Vec<String> = (0..rng.gen_range(1..12))
             .map(|_| random_rule(&mut rng))
@@ -1614,11 +1615,21 @@ fn decisions_do_not_depend_on_the_order_of_policies_or_rules() -> Result<()> {
                 needs_sudo: rng.gen_bool(0.2),
                 wrap_ttl: rng.gen_bool(0.5).then(|| rng.gen_range(0..300)),
             };
+            let outcome = first.allowed(&req);
             assert_eq!(
-                first.allowed(&req).is_ok(),
+                outcome.is_ok(),
                 second.allowed(&req).is_ok(),
                 "round {round}: {req:?}\n{rules:#?}"
             );
+            match outcome {
+                Ok(()) => allowed += 1,
+                Err(
+                    Denial::DeniedParameter(_)
+                    | Denial::ParameterNotAllowed(_)
+                    | Denial::MissingParameter(_),
+                ) => parameter_denials += 1,
+                Err(_) => denied += 1,
+            }
             assert_eq!(
                 first.capabilities(&path),
                 second.capabilities(&path),
@@ -1631,6 +1642,11 @@ fn decisions_do_not_depend_on_the_order_of_policies_or_rules() -> Result<()> {
             );
         }
     }
+    // The generator reaches every kind of outcome, so the comparison means something.
+    assert!(
+        allowed > 500 && denied > 1000 && parameter_denials > 100,
+        "allowed {allowed}, denied {denied}, by parameters {parameter_denials}"
+    );
     Ok(())
 }
 
