@@ -259,8 +259,19 @@ impl Capabilities {
 }
 
 impl fmt::Debug for Capabilities {
+    /// The set as it is (`[]` for none), unlike [`Capabilities::names`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.names()).finish()
+        if self.is_root() {
+            return f.write_str("[\"root\"]");
+        }
+        f.debug_list()
+            .entries(
+                Capability::DISPLAY_ORDER
+                    .into_iter()
+                    .filter(|cap| self.contains(*cap))
+                    .map(Capability::name),
+            )
+            .finish()
     }
 }
 

@@ -549,8 +549,8 @@ fn hcl_value(expr: &Expression) -> Result<Value, String> {
         }
         Expression::TemplateExpr(_) => {
             return Err(
-                "`${` and `%{` start HCL2 templates; policies hold literal values (write `$${` \
-                 for a literal `${`)"
+                "templates (`${...}`, `%{...}`) and heredocs are not allowed; policies hold \
+                 literal values: write a quoted string (with `$${` for a literal `${`)"
                     .into(),
             );
         }

@@ -1772,3 +1772,32 @@ fn reference_capabilities(rules: &[String], path: &str) -> Capabilities {
         })
         .unwrap_or(Capabilities::NONE)
 }
+
+#[test]
+fn hcl2_escapes_and_forms_hcl1_also_took() -> Result<()> {
+    // `$${` is HCL2's literal `${`.
+    let policy = Policy::parse("p", "path \"a/$${x}\" {\n capabilities = [\"read\",]\n}")?;
+    assert_eq!(
+        policy.rules().first().map(PathRule::pattern),
+        Some("a/${x}")
+    );
+    // Trailing commas, unquoted keys, negative and float numbers.
+    let policy = Policy::parse(
+        "p",
+        "path \"a\" {\n capabilities = [\"update\"]\n allowed_parameters = { k = [-1, 1.5], \"*\" = [], }\n}",
+    )?;
+    let acl = Acl::new(&[policy]);
+    assert!(allows_data(&acl, Update, "a", json!({"k": 1.5, "z": "x"})));
+    assert!(!allows_data(&acl, Update, "a", json!({"k": 1})));
+    // HCL1 forms HCL2 does not take: two attributes on one line, quoted attribute names.
+    for text in [
+        "path \"a\" { capabilities = [\"read\"], policy = \"read\" }",
+        "path \"a\" {\n \"capabilities\" = [\"read\"]\n}",
+    ] {
+        assert!(
+            parse_error(text).starts_with("failed to parse policy"),
+            "{text}"
+        );
+    }
+    Ok(())
+}
