@@ -584,7 +584,10 @@ fn json_equal(a: &Value, b: &Value) -> bool {
 
 /// Vault's `strings.ToLower` on a parameter name, borrowing when nothing changes.
 fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.chars().any(char::is_uppercase) {
+    if name
+        .chars()
+        .any(|c| c.to_lowercase().ne(std::iter::once(c)))
+    {
         std::borrow::Cow::Owned(name.to_lowercase())
     } else {
         std::borrow::Cow::Borrowed(name)
@@ -762,7 +765,9 @@ impl Acl {
         acl
     }
 
-    /// The ACL of a root token: everything is allowed, including sudo.
+    /// The ACL of a root token: everything is allowed, including sudo. A token whose
+    /// policies include `root` gets this; Vault refuses to combine `root` with other
+    /// policies, and [`Policy::parse`] refuses the name, so no parsed policy is root.
     pub fn root() -> Acl {
         Acl {
             root: true,
