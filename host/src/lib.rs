@@ -4,6 +4,7 @@
 //! `http` → `core` (mounts, tokens, routing) → `runtime` + `caps` → `barrier` → `backend`.
 //! The `cli` module is the `coffer` command's client side; `server` wires a process.
 
+pub mod acl;
 pub mod backend;
 pub mod background;
 pub mod barrier;
