@@ -66,7 +66,8 @@ fn created_token(coffer: &Coffer, token: &str, flags: &[&str]) -> Value {
 #[test]
 fn the_bao_cli_sees_the_token_tree_limits_and_periods() {
     let coffer = Coffer::dev();
-    let parent = created_token(&coffer, "root", &["-policy=default", "-ttl=1h"]);
+    coffer.policy("tree", coffer_tests::TREE_POLICY);
+    let parent = created_token(&coffer, "root", &["-policy=tree", "-ttl=1h"]);
     let parent = parent["client_token"].as_str().unwrap().to_string();
     let child = created_token(&coffer, &parent, &["-ttl=30m"]);
     let child = child["client_token"].as_str().unwrap().to_string();
@@ -165,7 +166,9 @@ import sys, hvac
 addr = sys.argv[1]
 root = hvac.Client(url=addr, token="root")
 root.secrets.pki.generate_root("internal", "example.com", extra_params={"ttl": "8760h"})
-parent = root.auth.token.create(policies=["default"], ttl="1h")["auth"]["client_token"]
+root.sys.create_or_update_policy("tree", 'path "auth/token/create" { capabilities = ["update"] }')
+assert "auth/token/create" in root.sys.read_policy("tree")["data"]["rules"]
+parent = root.auth.token.create(policies=["tree"], ttl="1h")["auth"]["client_token"]
 child = hvac.Client(url=addr, token=parent).auth.token.create(ttl="30m")["auth"]["client_token"]
 assert hvac.Client(url=addr, token=child).auth.token.lookup_self()["data"]["ttl"] > 0
 root.auth.token.revoke(parent)

@@ -165,6 +165,10 @@ fn no_engine_write_works_without_a_valid_token() {
             }
         }
     }
+    // The spec names paths as clients send them, and marks Vault's public PKI reads.
+    assert!(paths.keys().all(|p| !p.contains("//")), "{:?}", paths.keys());
+    assert_eq!(paths["/pki/ca/pem"]["x-vault-unauthenticated"], json!(true));
+    assert!(paths["/pki/issuer/{issuer_ref}/sign-intermediate"].get("x-vault-unauthenticated").is_none());
     // The walk covered every engine's table, not a lucky subset.
     assert!(walked.get("pki").copied().unwrap_or(0) >= 15, "{walked:?}");
     assert!(

@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use coffer_tests::{Coffer, Reply, Value, eventually, fixtures_config, json, temp_dir};
 
+/// A server with the `tree` policy (make children, take leasing leases).
 fn server() -> Coffer {
     let mut coffer = Coffer::with_config(&temp_dir("tokens"), &fixtures_config());
     coffer.init_and_unseal(1, 1);
+    coffer.policy("tree", coffer_tests::TREE_POLICY);
     coffer
 }
 
@@ -63,7 +65,7 @@ fn a_child_dies_with_its_parent_and_its_leases_go_too() {
     let parent = client_token(&create(
         &coffer,
         &root,
-        json!({"ttl": "60s", "explicit_max_ttl": "60s", "policies": ["default"]}),
+        json!({"ttl": "60s", "explicit_max_ttl": "60s", "policies": ["tree"]}),
     ));
     // The repro: a child asking for a hundred years, of a parent that can live a minute.
     let child_reply = create(
@@ -127,7 +129,7 @@ fn revoke_orphan_keeps_the_children_and_only_root_makes_orphans() {
     let parent = client_token(&create(
         &coffer,
         &coffer.token,
-        json!({"ttl": "1h", "policies": ["default"]}),
+        json!({"ttl": "1h", "policies": ["tree"]}),
     ));
     let child = client_token(&create(&coffer, &parent, json!({"ttl": "30m"})));
     // A non-root token cannot leave the tree.

@@ -268,6 +268,8 @@ pub struct Core {
     pub catalog: Catalog,
     /// Tokens.
     pub tokens: TokenStore,
+    /// ACL policies.
+    pub policies: crate::policies::PolicyStore,
     /// Start-up options.
     pub options: CoreOptions,
     /// Cluster id for health output.
@@ -287,6 +289,7 @@ impl Core {
     ) -> Arc<Self> {
         Arc::new(Self {
             tokens: TokenStore::new(barrier.clone()),
+            policies: crate::policies::PolicyStore::new(barrier.clone()),
             barrier,
             runtime,
             catalog,
@@ -299,6 +302,9 @@ impl Core {
 
     /// Loads the mount table and applies config-file mounts. Call after each unseal.
     pub fn post_unseal(&self) -> Result<(), CoreError> {
+        self.policies
+            .ensure_default()
+            .map_err(|e| CoreError::Invalid(format!("cannot create the default policy: {e}")))?;
         let entries: Vec<MountEntry> = match self.barrier.get(MOUNT_TABLE_KEY)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| CoreError::Invalid(format!("corrupt mount table: {e}")))?,
@@ -363,6 +369,7 @@ impl Core {
         // A sealed server holds no key material: parsed CA keys go with the barrier key.
         crate::caps::keys::forget_parsed_keys();
         self.sql_pools.close_all();
+        self.policies.forget();
         self.barrier.seal();
     }
 

@@ -28,6 +28,7 @@ mod openapi;
 use edge::{Charge, Refusal};
 pub use edge::{Edge, EdgeLimits};
 
+use crate::acl::{self, AclRequest};
 use crate::core::{Core, CoreError, Mount, MountRequest, MountTune};
 use crate::fields;
 use crate::lease::{self, LeaseError};
@@ -104,6 +105,15 @@ impl From<crate::tokens::TokenError> for ApiError {
         match error {
             crate::tokens::TokenError::Invalid(m) => Self::bad(m),
             crate::tokens::TokenError::Barrier(e) => Self::from(CoreError::Barrier(e)),
+        }
+    }
+}
+
+impl From<crate::policies::PolicyError> for ApiError {
+    fn from(error: crate::policies::PolicyError) -> Self {
+        match error {
+            crate::policies::PolicyError::Invalid(m) => Self::bad(m),
+            crate::policies::PolicyError::Barrier(e) => Self::from(CoreError::Barrier(e)),
         }
     }
 }
@@ -537,6 +547,7 @@ async fn respond(
         .as_ref()
         .filter(|_| head.last_use)
         .map(|(token, _)| token.clone());
+    let public = head.public;
     let call = Call {
         op: head.op,
         path: head.path,
@@ -544,7 +555,11 @@ async fn respond(
         input,
         caller: head.caller,
     };
-    let response = match dispatch(core, call).await {
+    let outcome = match authorize(core, &call, public) {
+        Ok(()) => dispatch(core, call).await,
+        Err(error) => Err(error),
+    };
+    let response = match outcome {
         Ok(reply) => render(reply),
         Err(error) => error_response(&error),
     };
@@ -554,6 +569,82 @@ async fn respond(
         tracing::warn!(error = ?error.errors, "revoking a used-up token failed; the scheduler retries");
     }
     response
+}
+
+/// The ACL check: a caller that is not root may do what its policies allow on this path,
+/// decided before any backend runs. Public reads and the seal endpoints need no policy.
+/// A refusal is Vault's 403 whether or not the path exists.
+fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), ApiError> {
+    let Some((_, token)) = &call.caller else {
+        return Ok(());
+    };
+    if public || token.is_root() {
+        return Ok(());
+    }
+    let acl = core.policies.acl(&token.policies)?;
+    let path = match call.op {
+        Op::List if !call.path.ends_with('/') => format!("{}/", call.path),
+        _ => call.path.clone(),
+    };
+    let operation = match call.op {
+        Op::Read | Op::Head => acl::Operation::Read,
+        Op::List => acl::Operation::List,
+        Op::Delete => acl::Operation::Delete,
+        Op::Write => write_operation(core, &call.path),
+    };
+    let request = AclRequest::new(&path, operation).with_parameters(&call.input);
+    let request = AclRequest {
+        needs_sudo: request.needs_sudo || operator_setting(core, call),
+        ..request
+    };
+    acl.allowed(&request).map_err(|denial| {
+        tracing::debug!(path = %call.path, %denial, "denied by policy");
+        ApiError::forbidden()
+    })
+}
+
+/// Whether a write is a create or an update for the ACL. Engines whose path table offers
+/// only `create` on the path are asked for `create`; everything else is an update (Vault
+/// does the same for paths without an existence check; Coffer's tables have none yet).
+fn write_operation(core: &Core, path: &str) -> acl::Operation {
+    let create_only = core.route(path).is_some_and(|(mount, rest)| {
+        mount.engine.as_ref().is_ok_and(|loaded| {
+            loaded
+                .paths
+                .iter()
+                .find(|p| p.regex.is_match(&rest))
+                .and_then(|p| {
+                    loaded
+                        .spec
+                        .paths
+                        .get(usize::try_from(p.index).unwrap_or(usize::MAX))
+                })
+                .is_some_and(|spec| {
+                    let has = |op: Operation| spec.operations.iter().any(|o| *o as u8 == op as u8);
+                    has(Operation::Create) && !has(Operation::Update)
+                })
+        })
+    });
+    if create_only {
+        acl::Operation::Create
+    } else {
+        acl::Operation::Update
+    }
+}
+
+/// Requests that are an operator's to make beyond Vault's sudo paths: an engine's root
+/// paths (PKI's `root`, `root/sign-self-issued`), and tuning a mount's sandbox limits.
+fn operator_setting(core: &Core, call: &Call) -> bool {
+    let tunes_limits = call.op == Op::Write
+        && call.path.starts_with("sys/mounts/")
+        && call.path.ends_with("/tune")
+        && ["engine_call_timeout", "engine_memory_limit"]
+            .iter()
+            .any(|k| call.input.get(*k).is_some_and(|v| !v.is_null()));
+    tunes_limits
+        || core.route(&call.path).is_some_and(|(mount, rest)| {
+            mount.engine_type() == "pki" && acl::special_path_matches(acl::PKI_SUDO_PATHS, &rest)
+        })
 }
 
 async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
@@ -1000,6 +1091,31 @@ async fn system(
             }
             Ok(Reply::Envelope(Envelope::sys(data)))
         }
+        (_, rest) if rest == "policy" || rest == "policies/acl" || rest == "policies/acl/" => {
+            policy_list(core, call.op, rest == "policy")
+        }
+        (_, rest) if rest.starts_with("policies/acl/") || rest.starts_with("policy/") => {
+            let (name, legacy) = match rest.strip_prefix("policy/") {
+                Some(name) => (name, true),
+                None => (
+                    rest.strip_prefix("policies/acl/").unwrap_or_default(),
+                    false,
+                ),
+            };
+            policy(core, call, name, legacy)
+        }
+        (Op::Write, "capabilities-self") => capabilities(core, call, &token.1),
+        (Op::Write, "capabilities") => {
+            let target = match call.input.get("token") {
+                Some(Value::String(t)) if !t.is_empty() => t.clone(),
+                _ => return Err(ApiError::bad("missing token")),
+            };
+            let entry = core
+                .tokens
+                .lookup(&target)?
+                .ok_or_else(|| ApiError::bad("invalid token"))?;
+            capabilities(core, call, &entry)
+        }
         (Op::Read, "internal/specs/openapi") => {
             Ok(Reply::Bare(StatusCode::OK, openapi::document(core)))
         }
@@ -1013,6 +1129,83 @@ async fn system(
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
     }
 }
+
+/// `LIST sys/policies/acl` (names plus `root`), or legacy `GET sys/policy`.
+fn policy_list(core: &Core, op: Op, legacy: bool) -> Result<Reply, ApiError> {
+    let mut names = core.policies.list()?;
+    names.push("root".to_string());
+    names.sort();
+    match (op, legacy) {
+        (Op::List, false) => Ok(Reply::Envelope(Envelope::sys(json!({ "keys": names })))),
+        (Op::Read | Op::List, true) => Ok(Reply::Envelope(Envelope::sys(
+            json!({ "keys": names, "policies": names }),
+        ))),
+        _ => Err(ApiError::unsupported_operation()),
+    }
+}
+
+/// `sys/policies/acl/<name>` and legacy `sys/policy/<name>`: read, write (`policy`, or
+/// `rules` on the legacy path; a JSON object is taken as a JSON policy), delete.
+fn policy(core: &Core, call: &Call, name: &str, legacy: bool) -> Result<Reply, ApiError> {
+    let name = crate::policies::normalize(name);
+    if name.is_empty() || name.contains('/') {
+        return Err(ApiError::bad("a policy name is one path segment"));
+    }
+    match call.op {
+        Op::Read => {
+            let text = core.policies.text(&name)?.ok_or_else(ApiError::not_found)?;
+            let field = if legacy { "rules" } else { "policy" };
+            Ok(Reply::Envelope(Envelope::sys(
+                json!({ "name": name, field: text }),
+            )))
+        }
+        Op::Write => {
+            let text = match call.input.get("policy").or_else(|| call.input.get("rules")) {
+                Some(Value::String(text)) => text.clone(),
+                Some(object @ Value::Object(_)) => object.to_string(),
+                _ => return Err(ApiError::bad("missing required field \"policy\"")),
+            };
+            core.policies.put(&name, &text)?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        Op::Delete => {
+            core.policies.delete(&name)?;
+            Ok(Reply::Empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::unsupported_operation()),
+    }
+}
+
+/// `sys/capabilities-self` / `sys/capabilities`: what `token`'s policies allow on each of
+/// `paths` (or `path`), with `capabilities` as well when one path was asked.
+fn capabilities(core: &Core, call: &Call, token: &TokenEntry) -> Result<Reply, ApiError> {
+    let paths = match call.input.get("paths").or_else(|| call.input.get("path")) {
+        Some(value) => {
+            fields::strings(value, true).map_err(|e| ApiError::bad(format!("paths: {e}")))?
+        }
+        None => return Err(ApiError::bad("missing required field \"paths\"")),
+    };
+    if paths.len() > MAX_CAPABILITY_PATHS {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_CAPABILITY_PATHS} paths per request"
+        )));
+    }
+    let acl = core.policies.acl(&token.policies)?;
+    let mut data = Map::new();
+    for path in &paths {
+        data.insert(path.clone(), json!(acl.capabilities(path).names()));
+    }
+    if let [only] = paths.as_slice() {
+        data.insert(
+            "capabilities".to_string(),
+            json!(acl.capabilities(only).names()),
+        );
+    }
+    Ok(Reply::Envelope(Envelope::sys(Value::Object(data))))
+}
+
+/// Paths one capabilities request may ask about.
+const MAX_CAPABILITY_PATHS: usize = 1024;
 
 fn mount_json(mount: &Mount) -> Value {
     let entry = &mount.entry;

@@ -16,6 +16,7 @@ pub mod core;
 pub mod fields;
 pub mod http;
 pub mod lease;
+pub mod policies;
 pub mod runtime;
 pub mod server;
 pub mod tokens;

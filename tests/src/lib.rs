@@ -308,6 +308,16 @@ impl Coffer {
         self.raw(method, path, Some(&self.token), body.as_deref(), &[])
     }
 
+    /// Writes ACL policy `name` (HCL), failing the test if the server refuses it.
+    pub fn policy(&self, name: &str, hcl: &str) {
+        let reply = self.call(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": hcl })),
+        );
+        assert_eq!(reply.status, 204, "policy {name}: {}", reply.text);
+    }
+
     /// The names a `LIST` of `path` returns (none for a 404), failing on anything else.
     pub fn list(&self, path: &str) -> Vec<String> {
         let reply = self.call("LIST", path, None);
@@ -916,3 +926,10 @@ pub fn ec_csr(dir: &Path, name: &str, subject: &str) -> String {
     assert!(output.status.success(), "openssl req: {output:?}");
     std::fs::read_to_string(dir.join(csr)).unwrap()
 }
+
+/// A policy for tokens that make children and take leases from the test engines.
+pub const TREE_POLICY: &str = r#"
+path "auth/token/create" { capabilities = ["update"] }
+path "leasing/creds/*" { capabilities = ["read"] }
+path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }
+"#;

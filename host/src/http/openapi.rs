@@ -28,8 +28,8 @@ pub fn document(core: &Core) -> Value {
                 let public_reads = loaded
                     .unauthenticated
                     .iter()
-                    .any(|p| super::public_match(p, &example(&template)));
-                let full = format!("/{}{template}", mount.entry.path);
+                    .any(|p| super::public_match(p, example(&template).trim_start_matches('/')));
+                let full = format!("/{}{template}", mount.entry.path.trim_end_matches('/'));
                 let mut item = Map::new();
                 item.insert("description".into(), json!(spec.synopsis));
                 let parameters: Vec<Value> = spec
