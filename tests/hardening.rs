@@ -165,10 +165,25 @@ fn no_engine_write_works_without_a_valid_token() {
             }
         }
     }
+    // A certificate that would end before it begins is refused.
+    let backwards = coffer.call(
+        "POST",
+        "pki/issue/web",
+        Some(json!({"common_name": "a.example.com", "not_after": "1969-12-31T23:59:59Z"})),
+    );
+    assert_eq!(backwards.status, 400, "{}", backwards.text);
     // The spec names paths as clients send them, and marks Vault's public PKI reads.
-    assert!(paths.keys().all(|p| !p.contains("//")), "{:?}", paths.keys());
+    assert!(
+        paths.keys().all(|p| !p.contains("//")),
+        "{:?}",
+        paths.keys()
+    );
     assert_eq!(paths["/pki/ca/pem"]["x-vault-unauthenticated"], json!(true));
-    assert!(paths["/pki/issuer/{issuer_ref}/sign-intermediate"].get("x-vault-unauthenticated").is_none());
+    assert!(
+        paths["/pki/issuer/{issuer_ref}/sign-intermediate"]
+            .get("x-vault-unauthenticated")
+            .is_none()
+    );
     // The walk covered every engine's table, not a lucky subset.
     assert!(walked.get("pki").copied().unwrap_or(0) >= 15, "{walked:?}");
     assert!(
@@ -438,4 +453,59 @@ fn floods_of_large_bodies_leave_memory_bounded_and_honest_clients_served() {
     let big = json!({"blob": "x".repeat(400 << 10)});
     let stored = coffer.call("PUT", "secret/big", Some(big));
     assert_eq!(stored.status, 204, "{}", stored.text);
+}
+
+#[test]
+fn declared_lengths_reserve_nothing_and_a_hung_up_disable_still_finishes() {
+    let coffer = edge_server("max_request_size = 1048576");
+    let host = host(&coffer);
+    // Twelve valid-token requests that announce a megabyte each and send one byte.
+    let stalls: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&host).unwrap();
+            write!(
+                stream,
+                "PUT /v1/secret/stall HTTP/1.1\r\nHost: {host}\r\nX-Vault-Token: {}\r\nContent-Length: 1048000\r\n\r\n{{",
+                coffer.token
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let honest = coffer.call(
+        "PUT",
+        "secret/honest",
+        Some(json!({"blob": "x".repeat(60_000)})),
+    );
+    assert_eq!(honest.status, 204, "{}", honest.text);
+    drop(stalls);
+
+    // A disable whose client hangs up while the mount drains still completes.
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| coffer.call("GET", "hostile/loop", None));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut impatient = TcpStream::connect(&host).unwrap();
+        write!(
+            impatient,
+            "DELETE /v1/sys/mounts/hostile HTTP/1.1\r\nHost: {host}\r\nX-Vault-Token: {}\r\n\r\n",
+            coffer.token
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(impatient);
+        running.join().unwrap();
+    });
+    assert!(
+        coffer_tests::eventually(Duration::from_secs(10), || {
+            coffer.call("GET", "sys/mounts/hostile", None).status == 404
+        }),
+        "the mount stayed fenced after its disabling client hung up"
+    );
+    let again = coffer.call(
+        "POST",
+        "sys/mounts/hostile",
+        Some(json!({"type": "hostile"})),
+    );
+    assert_eq!(again.status, 204, "{}", again.text);
 }

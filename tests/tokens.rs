@@ -191,6 +191,21 @@ fn durations_that_overflow_are_a_400_and_the_server_lives_on() {
     );
     assert_eq!(tune.status, 400, "{}", tune.text);
     assert_eq!(coffer.call("GET", "sys/health", None).status, 200);
+    // Half a second is a second, not "no TTL": even a root token expires.
+    let brief = create(&coffer, &coffer.token, json!({"ttl": "0.5s"}));
+    assert_eq!(
+        brief.json["auth"]["lease_duration"],
+        json!(1),
+        "{}",
+        brief.text
+    );
+    let brief = client_token(&brief);
+    assert!(
+        eventually(Duration::from_secs(4), || lookup_self(&coffer, &brief)
+            .status
+            == 403),
+        "a half-second token never expired"
+    );
     // Huge but valid requests are capped to the system max, with a warning.
     let capped = create(&coffer, &coffer.token, json!({"ttl": "876000h"}));
     client_token(&capped);
@@ -221,6 +236,71 @@ fn num_uses_is_enforced_and_the_last_use_revokes() {
     );
     let negative = create(&coffer, &coffer.token, json!({"num_uses": -1}));
     assert_eq!(negative.status, 400, "{}", negative.text);
+    // A use-limited token cannot make unlimited children (Vault's rule).
+    let parent = client_token(&create(
+        &coffer,
+        &coffer.token,
+        json!({"num_uses": 5, "policies": ["tree"]}),
+    ));
+    let child = create(&coffer, &parent, json!({}));
+    assert_eq!(child.status, 400, "{}", child.text);
+    assert!(child.errors().contains("restricted use"), "{}", child.text);
+}
+
+/// Sends a request's head now and its body later, on a raw socket.
+struct HalfSent(std::net::TcpStream);
+
+impl HalfSent {
+    fn start(coffer: &Coffer, method: &str, path: &str, token: &str, body_len: usize) -> Self {
+        use std::io::Write;
+        let host = coffer.addr.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            stream,
+            "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\nX-Vault-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        Self(stream)
+    }
+
+    /// Sends the body and returns the response's status code.
+    fn finish(mut self, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        self.0.write_all(body.as_bytes()).unwrap();
+        let mut response = String::new();
+        self.0.read_to_string(&mut response).unwrap();
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, response)
+    }
+}
+
+#[test]
+fn a_request_whose_token_is_revoked_midway_makes_nothing_that_outlives_it() {
+    let coffer = server();
+    let parent = client_token(&create(
+        &coffer,
+        &coffer.token,
+        json!({"ttl": "1h", "policies": ["tree"]}),
+    ));
+    let body = "{}";
+    let child = HalfSent::start(&coffer, "POST", "auth/token/create", &parent, body.len());
+    let lease = HalfSent::start(&coffer, "GET", "leasing/creds/midway", &parent, body.len());
+    std::thread::sleep(Duration::from_millis(300));
+    let revoke = coffer.call("POST", "auth/token/revoke", Some(json!({"token": parent})));
+    assert_eq!(revoke.status, 204, "{}", revoke.text);
+    let (status, text) = child.finish(body);
+    assert_eq!(status, 403, "a child of a revoked parent was made: {text}");
+    let (status, text) = lease.finish(body);
+    assert_eq!(status, 403, "a lease of a revoked token was kept: {text}");
+    // The credential the engine made is revoked at once, not at its TTL.
+    assert!(
+        eventually(Duration::from_secs(3), || coffer
+            .list("leasing/issued/")
+            .is_empty()
+            && coffer.list("leasing/revoked/").len() == 1),
+        "the revoked token's credential survived: issued {:?}",
+        coffer.list("leasing/issued/")
+    );
 }
 
 #[test]

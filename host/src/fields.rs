@@ -86,6 +86,9 @@ pub fn duration(value: &Value) -> Result<u64, String> {
             Some(_) => return Err("a duration cannot be negative".to_string()),
             None => match n.as_f64() {
                 Some(f) if f < 0.0 => return Err("a duration cannot be negative".to_string()),
+                // Whole seconds, as Go truncates; but a fraction of a second is one second,
+                // never 0 (which means "no TTL" to some fields).
+                Some(f) if f > 0.0 && f < 1.0 => 1,
                 Some(f) if f.is_finite() && f <= MAX_DURATION_SECS as f64 => f as u64,
                 Some(f) if f.is_finite() => return Err(too_long()),
                 _ => return Err(format!("expected a duration, got {n}")),
@@ -157,7 +160,14 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         total_nanos += number * nanos_per_unit;
         rest = tail;
     }
-    let secs = (total_nanos / 1e9).floor();
+    // Whole seconds, as Go truncates (with room for float error); but a positive duration
+    // under a second is one second, never 0 (which means "no TTL" to some fields).
+    let exact = total_nanos / 1e9;
+    let secs = if exact > 0.0 && exact < 1.0 {
+        1.0
+    } else {
+        (exact + 1e-6).floor()
+    };
     if !secs.is_finite() {
         return Err(bad());
     }
@@ -246,7 +256,11 @@ mod tests {
         assert_eq!(duration(&json!("7d")), Ok(7 * 86_400));
         assert_eq!(duration(&json!("1.5h")), Ok(5400));
         assert_eq!(duration(&json!("1h30m")), Ok(5400));
-        assert_eq!(duration(&json!("300ms")), Ok(0));
+        assert_eq!(duration(&json!("300ms")), Ok(1));
+        assert_eq!(duration(&json!(0.5)), Ok(1));
+        assert_eq!(duration(&json!("0s")), Ok(0));
+        assert_eq!(duration(&json!("1.5s")), Ok(1));
+        assert_eq!(duration(&json!("0.1h")), Ok(360));
         assert_eq!(duration(&json!("")), Ok(0));
         assert!(duration(&json!("-5")).is_err());
         assert!(duration(&json!("banana")).is_err());

@@ -95,6 +95,9 @@ impl From<LeaseError> for ApiError {
     fn from(error: LeaseError) -> Self {
         match error {
             LeaseError::Invalid(m) | LeaseError::Engine(m) => Self::bad(m),
+            LeaseError::OwnerRevoked => {
+                Self::new(StatusCode::FORBIDDEN, LeaseError::OwnerRevoked.to_string())
+            }
             LeaseError::Barrier(e) => Self::from(CoreError::Barrier(e)),
         }
     }
@@ -104,6 +107,7 @@ impl From<crate::tokens::TokenError> for ApiError {
     fn from(error: crate::tokens::TokenError) -> Self {
         match error {
             crate::tokens::TokenError::Invalid(m) => Self::bad(m),
+            crate::tokens::TokenError::ParentRevoked => Self::forbidden(),
             crate::tokens::TokenError::Barrier(e) => Self::from(CoreError::Barrier(e)),
         }
     }
@@ -457,7 +461,9 @@ async fn read_body(
     let declared =
         usize::try_from(hyper::body::Body::size_hint(&body).lower()).unwrap_or(usize::MAX);
     let read = async {
-        let mut collected = bytes::BytesMut::with_capacity(declared.min(limit));
+        // Sized by what arrives, never by what the client declares it will send.
+        let mut collected =
+            bytes::BytesMut::with_capacity(declared.min(limit).min(edge::UNCHARGED_BODY));
         let mut charged = collected.capacity();
         edge.charge_body(charge, 0, charged)?;
         let mut seen = 0usize;
@@ -555,20 +561,41 @@ async fn respond(
         input,
         caller: head.caller,
     };
+    // Armed before the request runs: the used-up token is revoked once it is over, even if
+    // the client hangs up and this future is dropped.
+    let _revoke_after = RevokeAfterLastUse {
+        core: core.clone(),
+        token: spent,
+    };
     let outcome = match authorize(core, &call, public) {
         Ok(()) => dispatch(core, call).await,
         Err(error) => Err(error),
     };
-    let response = match outcome {
+    match outcome {
         Ok(reply) => render(reply),
         Err(error) => error_response(&error),
-    };
-    if let Some(token) = spent
-        && let Err(error) = revoke_token(core, &token, false).await
-    {
-        tracing::warn!(error = ?error.errors, "revoking a used-up token failed; the scheduler retries");
     }
-    response
+}
+
+/// Revokes a token whose last use a request took, when that request is over.
+struct RevokeAfterLastUse {
+    core: Arc<Core>,
+    token: Option<String>,
+}
+
+impl Drop for RevokeAfterLastUse {
+    fn drop(&mut self) {
+        let (Some(token), Ok(runtime)) = (self.token.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let core = self.core.clone();
+        runtime.spawn(async move {
+            if let Err(error) = revoke_token(&core, &token, false).await {
+                tracing::warn!(error = ?error.errors, "revoking a used-up token failed; the scheduler retries");
+            }
+        });
+    }
 }
 
 /// The ACL check: a caller that is not root may do what its policies allow on this path,
@@ -1323,7 +1350,12 @@ async fn mounts(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply, Ap
             }))
         }
         Op::Delete => {
-            core.disable(&path).await.map_err(|error| match error {
+            // Its own task: a client that hangs up must not leave the mount fenced.
+            let (task_core, task_path) = (core.clone(), path.clone());
+            let disabled = tokio::spawn(async move { task_core.disable(&task_path).await })
+                .await
+                .map_err(|e| ApiError::internal(format!("disabling {path} failed: {e}")))?;
+            disabled.map_err(|error| match error {
                 CoreError::Lease(LeaseError::Barrier(e)) => ApiError::from(e),
                 CoreError::Lease(e) => ApiError::bad(format!("cannot disable {path}: {e}")),
                 other => ApiError::from(other),
@@ -1643,9 +1675,9 @@ async fn revoke_token(
         if orphan_children {
             core.tokens
                 .remove_orphaning(&accessor, lease::token_expiry_key)?;
-            lease::finish_token_revocations(&core, &[accessor]).await
+            lease::finish_token_revocations(&core, &[accessor], lease::Leases::Now).await
         } else {
-            lease::revoke_token_tree(&core, &accessor).await
+            lease::revoke_token_tree(&core, &accessor, lease::Leases::Now).await
         }
     });
     task.await
@@ -1702,6 +1734,11 @@ async fn create_token(
             .any(|p| p != "default" && !parent.policies.contains(p))
     {
         return Err(ApiError::bad("child policies must be subset of parent"));
+    }
+    if parent.num_uses > 0 || parent.uses_spent {
+        return Err(ApiError::bad(
+            "restricted use token cannot generate child tokens",
+        ));
     }
     let no_parent = orphan || flag("no_parent", false)?;
     let period = duration("period")?;

@@ -138,6 +138,9 @@ pub enum LeaseError {
     /// Storage failed.
     #[error(transparent)]
     Barrier(#[from] BarrierError),
+    /// The token that made the request was revoked before its lease was stored (403).
+    #[error("the token was revoked during the request; its new credential is being revoked")]
+    OwnerRevoked,
 }
 
 impl From<crate::tokens::TokenError> for LeaseError {
@@ -145,6 +148,7 @@ impl From<crate::tokens::TokenError> for LeaseError {
         match error {
             crate::tokens::TokenError::Barrier(e) => Self::Barrier(e),
             crate::tokens::TokenError::Invalid(m) => Self::Invalid(m),
+            crate::tokens::TokenError::ParentRevoked => Self::OwnerRevoked,
         }
     }
 }
@@ -289,6 +293,15 @@ pub fn create(
         extra.push((token_key, Some(&[])));
     }
     store_with(core, &entry, None, &extra)?;
+    // Stored first, checked after: a revocation removes the token and then lists its
+    // leases, so either it lists this one, or this check sees the owner gone. Then the
+    // credential is revoked by the scheduler at once and the caller is refused.
+    if let Some(accessor) = &entry.token_accessor
+        && !core.tokens.present(accessor)?
+    {
+        expedite(core, &entry.id)?;
+        return Err(LeaseError::OwnerRevoked);
+    }
     Ok((entry, warnings))
 }
 
@@ -565,7 +578,11 @@ pub async fn revoke_prefix(
 }
 
 /// Revokes every lease owned by a token (on token revocation or expiry).
-pub async fn revoke_token_leases(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError> {
+pub async fn revoke_token_leases(
+    core: &Arc<Core>,
+    accessor: &str,
+    leases: Leases,
+) -> Result<(), LeaseError> {
     let prefix = format!("{TOKEN_PREFIX}{accessor}/");
     loop {
         let keys = core.barrier.scan(&prefix, None, PREFIX_BATCH)?;
@@ -575,10 +592,15 @@ pub async fn revoke_token_leases(core: &Arc<Core>, accessor: &str) -> Result<(),
         let mut progressed = false;
         for key in keys {
             let id = key.get(prefix.len()..).unwrap_or_default().to_string();
+            if leases == Leases::Scheduled {
+                expedite(core, &id)?;
+            }
             core.barrier.delete(&key)?;
             progressed = true;
             // A failure leaves the lease scheduled for retry; the token is gone either way.
-            if let Err(error) = revoke(core, &id, false).await {
+            if leases == Leases::Now
+                && let Err(error) = revoke(core, &id, false).await
+            {
                 tracing::warn!(lease = %id, %error, "revoking a token's lease failed; it will be retried");
             }
         }
@@ -971,24 +993,52 @@ async fn expire_token(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError
     {
         return Ok(()); // renewed since; its new expiry is indexed separately
     }
-    revoke_token_tree(core, accessor).await
+    revoke_token_tree(core, accessor, Leases::Scheduled).await
+}
+
+/// How the leases of revoked tokens are taken back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leases {
+    /// Now, before returning (an API revoke, whose caller expects them gone).
+    Now,
+    /// Made due at once and left to the scheduler, which revokes them within its
+    /// per-mount bounds (expiry and crash recovery: one hung database must not hold the
+    /// scheduler's workers).
+    Scheduled,
 }
 
 /// Revokes the token with `accessor` and every token below it: their entries first (so
 /// none of them works any more), then each one's leases, then each one's marker.
-pub async fn revoke_token_tree(core: &Arc<Core>, accessor: &str) -> Result<(), LeaseError> {
+pub async fn revoke_token_tree(
+    core: &Arc<Core>,
+    accessor: &str,
+    leases: Leases,
+) -> Result<(), LeaseError> {
     let removed = core.tokens.remove_tree(accessor, token_expiry_key)?;
-    finish_token_revocations(core, &removed).await
+    finish_token_revocations(core, &removed, leases).await
 }
 
 /// Revokes the leases of tokens already removed, clearing each one's marker after.
 pub async fn finish_token_revocations(
     core: &Arc<Core>,
     accessors: &[String],
+    leases: Leases,
 ) -> Result<(), LeaseError> {
     for accessor in accessors {
-        revoke_token_leases(core, accessor).await?;
+        revoke_token_leases(core, accessor, leases).await?;
         core.tokens.finish_revocation(accessor)?;
+    }
+    Ok(())
+}
+
+/// Makes lease `id` due now, so the scheduler revokes it.
+fn expedite(core: &Core, id: &str) -> Result<(), LeaseError> {
+    if let Some(mut entry) = load(core, id)? {
+        let (previous, now) = (entry.due_ms, now_ms());
+        if previous > now {
+            entry.due_ms = now;
+            store_with(core, &entry, Some(previous), &[])?;
+        }
     }
     Ok(())
 }
@@ -1007,7 +1057,7 @@ async fn resume_token_revocations(core: &Arc<Core>) {
         }
     };
     for accessor in pending {
-        if let Err(error) = revoke_token_tree(core, &accessor).await {
+        if let Err(error) = revoke_token_tree(core, &accessor, Leases::Scheduled).await {
             tracing::warn!(%error, "finishing a token revocation failed; will retry");
         }
     }

@@ -110,6 +110,9 @@ pub enum TokenError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The parent was revoked while the request to create its child ran (403).
+    #[error("the parent token was revoked")]
+    ParentRevoked,
 }
 
 /// The token store over the barrier.
@@ -210,6 +213,7 @@ impl TokenStore {
         }
         let bytes = serde_json::to_vec(&entry).map_err(|e| TokenError::Invalid(e.to_string()))?;
         let (id, accessor, hashed) = (id_key(&token), accessor_key(&entry.accessor), hash(&token));
+
         let parent = entry
             .parent
             .as_ref()
@@ -221,6 +225,17 @@ impl TokenStore {
         writes.extend(parent.as_deref().map(|key| (key, Some(&[][..]))));
         writes.extend(index.iter().map(|key| (key.as_str(), Some(&[][..]))));
         self.barrier.write_all(&writes)?;
+        // Written first, checked after: a revocation of the parent removes the parent and
+        // then lists its children, so either it lists this one, or this check sees the
+        // parent gone and takes the child back itself.
+        if let Some(parent) = &entry.parent
+            && !self.present(parent)?
+        {
+            let undo: Vec<(&str, Option<&[u8]>)> =
+                writes.iter().map(|(key, _)| (*key, None)).collect();
+            self.barrier.write_all(&undo)?;
+            return Err(TokenError::ParentRevoked);
+        }
         Ok(token)
     }
 
@@ -271,6 +286,11 @@ impl TokenStore {
         let entry = serde_json::from_slice(&bytes)
             .map_err(|_| TokenError::Invalid("corrupt token entry".to_string()))?;
         Ok(Some((key, entry)))
+    }
+
+    /// Whether the token with `accessor` is still stored (revocation removes it first).
+    pub fn present(&self, accessor: &str) -> Result<bool, TokenError> {
+        Ok(self.barrier.get(&accessor_key(accessor))?.is_some())
     }
 
     /// The accessor of `token`, if it is stored (live or not).

@@ -37,7 +37,7 @@ const PARSED_BYTES_PER_VALUE: usize = 64;
 /// Bodies up to this size are not charged to the budget, so small requests are never
 /// turned away while large ones fill it; all of them together stay bounded by the
 /// connection cap (768 × (4 KiB + the JSON of 4 KiB) ≈ 100 MiB at the defaults).
-const UNCHARGED_BODY: usize = 4 << 10;
+pub const UNCHARGED_BODY: usize = 4 << 10;
 /// Pause after a failed `accept` (EMFILE, ENFILE, ENOMEM) so the loop does not spin.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 

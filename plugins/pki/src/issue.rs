@@ -452,6 +452,12 @@ pub fn not_after(
             now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))
         }
     };
+    if end <= now {
+        return Err(invalid(format!(
+            "cannot satisfy request, as the certificate's notAfter of {} is not in the future",
+            rfc3339(end)
+        )));
+    }
     let issuer_end = issuer_cert(issuer)?.not_after;
     if end > issuer_end {
         match issuer.leaf_not_after_behavior.as_str() {
