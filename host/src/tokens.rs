@@ -2,7 +2,8 @@
 //!
 //! A token is looked up by the SHA-256 of its id, so the storage file (even after the
 //! barrier) never holds a usable token. Accessors are the only handle to a token that may
-//! be shown to others. Policies are recorded now and enforced by the ACL layer later.
+//! be shown to others. The policies a token names are enforced by `http::authorize`
+//! through the policy store.
 //!
 //! Tokens form a tree: a child's accessor is indexed under its parent's
 //! (`sys/token/parent/<parent>/<child>`), and revoking a token removes its whole subtree.
