@@ -202,3 +202,38 @@ print("ok")
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn the_bao_cli_works_with_a_token_that_has_only_its_policy() {
+    let coffer = Coffer::dev();
+    ok(&bao(
+        &coffer,
+        Some("root"),
+        &["kv", "put", "secret/app", "password=s3cret"],
+    ));
+    coffer.policy("app", r#"path "secret/app" { capabilities = ["read"] }"#);
+    let app = created_token(&coffer, "root", &["-policy=app", "-ttl=1h"]);
+    let app = app["client_token"].as_str().unwrap().to_string();
+    let password = ok(&bao(
+        &coffer,
+        Some(&app),
+        &["kv", "get", "-field=password", "secret/app"],
+    ));
+    assert_eq!(password.trim(), "s3cret");
+    assert!(denied(&bao(
+        &coffer,
+        Some(&app),
+        &["kv", "put", "secret/app", "password=mine"]
+    )));
+    assert!(denied(&bao(
+        &coffer,
+        Some(&app),
+        &["kv", "get", "secret/other"]
+    )));
+    let capabilities = ok(&bao(
+        &coffer,
+        Some(&app),
+        &["token", "capabilities", "secret/app"],
+    ));
+    assert_eq!(capabilities.trim(), "read");
+}
