@@ -1140,14 +1140,14 @@ fn a_custom_username_template_that_renders_an_unusable_name_gets_a_400_and_creat
     assert_eq!(roles(), before, "a refused name created a user");
 }
 
-#[test]
-fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
-    const CONTENDERS: usize = 8;
-    let pg = Postgres::start(false);
+/// A server with static role `analytics-role` for `static_account`, rotated every
+/// `period`. Its rotation commits the new password and then takes a moment longer: the
+/// window in which another rotation could overtake it, made wide enough to hit.
+fn slowly_rotating_static_role(pg: &Postgres, period: &str) -> Coffer {
     let (coffer, _) = config_server("revoke_attempts = 3");
     configure(
         &coffer,
-        &pg,
+        pg,
         "disable",
         json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
     );
@@ -1159,9 +1159,7 @@ fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
         "POST",
         "database/static-roles/analytics-role",
         Some(json!({
-            "db_name": "grade-api-db", "username": "static_account", "rotation_period": "1h",
-            // The new password is committed, then the rotation takes a moment longer: the
-            // window in which another rotation can overtake it, made wide enough to hit.
+            "db_name": "grade-api-db", "username": "static_account", "rotation_period": period,
             "rotation_statements": [
                 "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'",
                 "COMMIT",
@@ -1170,6 +1168,14 @@ fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
         })),
     );
     assert_eq!(role.status, 204, "{}", role.text);
+    coffer
+}
+
+#[test]
+fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
+    const CONTENDERS: usize = 8;
+    let pg = Postgres::start(false);
+    let coffer = slowly_rotating_static_role(&pg, "1h");
     for round in 0..3 {
         let statuses: Vec<u16> = std::thread::scope(|scope| {
             let calls: Vec<_> = (0..CONTENDERS)
@@ -1202,31 +1208,8 @@ fn concurrent_rotations_of_a_static_role_leave_the_stored_password_in_force() {
 #[test]
 fn manual_rotations_racing_the_periodic_one_leave_the_stored_password_in_force() {
     let pg = Postgres::start(false);
-    let (coffer, _) = config_server("revoke_attempts = 3");
-    configure(
-        &coffer,
-        &pg,
-        "disable",
-        json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
-    );
-    pg.admin(
-        "postgres",
-        "CREATE ROLE static_account WITH LOGIN PASSWORD 'initial'",
-    );
-    // Due at every maintenance pass (every 5 s), with the same widened window as above.
-    let role = coffer.call(
-        "POST",
-        "database/static-roles/analytics-role",
-        Some(json!({
-            "db_name": "grade-api-db", "username": "static_account", "rotation_period": "5s",
-            "rotation_statements": [
-                "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'",
-                "COMMIT",
-                "SELECT pg_sleep(random() / 10)",
-            ],
-        })),
-    );
-    assert_eq!(role.status, 204, "{}", role.text);
+    // Due at every maintenance pass (every 5 s).
+    let coffer = slowly_rotating_static_role(&pg, "5s");
     let first = coffer.call("GET", "database/static-roles/analytics-role", None);
     let first_rotation = first.data()["last_vault_rotation"].clone();
     let until = std::time::Instant::now() + Duration::from_secs(12);
