@@ -446,29 +446,11 @@ fn sign_an_openssl_csr_and_the_cert_manager_request() {
     );
     let text = openssl_ok(&dir, &["x509", "-in", "app.pem", "-noout", "-text"]);
     assert!(text.contains("DNS:app.grade-api.svc.cluster.local"));
-    let ec_key = openssl_ok(
-        &dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ec.key",
-            "-out",
-            "ec.csr",
-            "-subj",
-            "/CN=ec.grade-api.svc.cluster.local",
-        ],
-    );
-    let _ = ec_key;
+    let ec_csr = coffer_tests::ec_csr(&dir, "ec", "/CN=ec.grade-api.svc.cluster.local");
     let wrong_type = coffer.call(
         "POST",
         "pki_int/sign/grade-api-tls",
-        Some(json!({"csr": std::fs::read_to_string(dir.join("ec.csr")).unwrap()})),
+        Some(json!({ "csr": ec_csr })),
     );
     assert_eq!(wrong_type.status, 400);
     assert_eq!(wrong_type.errors(), "role requires keys of type rsa");
