@@ -2,7 +2,7 @@
 //!
 //! A token is looked up by the SHA-256 of its id, so the storage file (even after the
 //! barrier) never holds a usable token. Accessors are the only handle to a token that may
-//! be shown to others. The policies a token names are enforced by `http::authorize`
+//! be shown to others. The policies a token names are enforced by `pipeline::authorize`
 //! through the policy store.
 //!
 //! Tokens form a tree: a child's accessor is indexed under its parent's
@@ -10,6 +10,8 @@
 //! Removal writes a marker per removed token (`sys/token/revoking/<accessor>`) in the same
 //! commit; the lease scheduler revokes that token's leases and then clears the marker, so a
 //! crash midway is finished after the restart.
+
+pub mod api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,258 @@
+//! Calls into a mounted engine: match the path table, type the fields, call the
+//! component, and turn what it returns into a reply — registering the leases it asks for
+//! (behind write-ahead entries, so a crash between the side effect and the lease rolls the
+//! side effect back) and granting the SQL endpoints its accepted config names.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use serde_json::Value;
+
+use super::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
+use crate::core::{Core, Mount};
+use crate::fields;
+use crate::lease;
+use crate::runtime::{
+    EngineError, FieldKind, FieldValue, Operation, Request as EngineRequest, RuntimeError,
+};
+
+/// A mounted engine, as the backend for the paths under its mount point.
+pub struct Engine(pub Arc<Mount>);
+
+impl LogicalBackend for Engine {
+    async fn handle(&self, core: &Arc<Core>, call: &Call, rest: &str) -> Result<Reply, ApiError> {
+        engine(core, call, self.0.clone(), rest.to_string()).await
+    }
+}
+
+async fn engine(
+    core: &Arc<Core>,
+    call: &Call,
+    mount: Arc<Mount>,
+    rest: String,
+) -> Result<Reply, ApiError> {
+    let loaded = mount.engine.as_ref().map_err(|reason| {
+        ApiError::internal(format!(
+            "mount {} is unavailable: {reason}",
+            mount.entry.path
+        ))
+    })?;
+    let (compiled, captures) = loaded
+        .paths
+        .iter()
+        .find_map(|p| p.regex.captures(&rest).map(|c| (p, c)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unsupported path"))?;
+    let spec = loaded
+        .spec
+        .paths
+        .get(usize::try_from(compiled.index).unwrap_or(usize::MAX))
+        .ok_or_else(|| ApiError::internal("path table index out of range"))?;
+    let supports = |op: Operation| spec.operations.iter().any(|o| *o as u8 == op as u8);
+    let operation = match call.op {
+        Op::Read => Operation::Read,
+        Op::List => Operation::List,
+        Op::Delete => Operation::Delete,
+        Op::Write if supports(Operation::Update) => Operation::Update,
+        Op::Write => Operation::Create,
+        Op::Head => return Err(ApiError::unsupported_operation()),
+    };
+    if !supports(operation) {
+        return Err(ApiError::unsupported_operation());
+    }
+    let public = matches!(call.op, Op::Read | Op::List)
+        && loaded
+            .unauthenticated
+            .iter()
+            .any(|p| crate::http::public_match(p, &rest));
+    let token = match (call.caller.as_ref(), public) {
+        (Some(caller), _) => Some(caller),
+        (None, true) => None,
+        (None, false) => return Err(ApiError::forbidden()),
+    };
+    let mut typed = Vec::with_capacity(spec.fields.len());
+    let mut sql_grant = None;
+    for field in &spec.fields {
+        let captured = captures
+            .name(&field.name)
+            .map(|m| Value::String(m.as_str().to_string()));
+        let supplied = captured.as_ref().or_else(|| call.input.get(&field.name));
+        let value = match supplied {
+            Some(value) => fields::typed(field.kind, value)
+                .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?,
+            None => None,
+        };
+        if let (Some(FieldValue::String(dsn)), Some(_), FieldKind::SqlDsn) =
+            (&value, &token, field.kind)
+        {
+            // The operator's authenticated request is what grants SQL access, never the
+            // guest: dialable during this call, lasting once the engine accepts the config.
+            sql_grant = Some(
+                crate::caps::sql::stage(&core.barrier, &mount.entry.uuid, &rest, dsn)
+                    .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?,
+            );
+        }
+        match value.or_else(|| field.default.clone()) {
+            Some(value) => typed.push((field.name.clone(), value)),
+            None if field.required => {
+                return Err(ApiError::bad(format!(
+                    "missing required field {:?}",
+                    field.name
+                )));
+            }
+            None => {}
+        }
+    }
+    let (mount_default_ttl, mount_max_ttl) = mount.ttls();
+    let request = EngineRequest {
+        path_index: compiled.index,
+        path: rest.clone(),
+        operation,
+        fields: typed,
+        raw_body: Value::Object(call.input.clone()).to_string(),
+        display_name: token
+            .as_ref()
+            .map(|(_, e)| e.display_name.clone())
+            .unwrap_or_default(),
+        mount_default_ttl,
+        mount_max_ttl,
+    };
+    let runtime = core.runtime.clone();
+    let plugin = loaded.plugin.clone();
+    let mut context = core.context(&mount);
+    crate::caps::sql::allow_for_this_call(&mut context, sql_grant.as_ref());
+    // The guest runs on a fiber on this worker, yielding every epoch tick.
+    let outcome = runtime.handle(&plugin, context, &request).await;
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Err(engine_error(error)),
+        Err(error) => return Err(runtime_error(&mount, error)),
+    };
+    if matches!(call.op, Op::Write | Op::Delete)
+        && spec
+            .fields
+            .iter()
+            .any(|f| matches!(f.kind, FieldKind::SqlDsn))
+    {
+        // The engine accepted a connection config: its grant follows it.
+        let deleted = matches!(call.op, Op::Delete);
+        crate::caps::sql::settle(
+            &core.barrier,
+            &core.sql_pools,
+            &mount.entry.uuid,
+            &rest,
+            deleted,
+            sql_grant,
+        )
+        .map_err(|e| ApiError::internal(format!("recording the SQL grant: {e}")))?;
+    }
+    if let Some(raw) = response.raw {
+        return Ok(Reply::Raw(raw.content_type, raw.body));
+    }
+    let data = match response.data {
+        None => None,
+        Some(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(value @ Value::Object(_)) => Some(value),
+            _ => {
+                return Err(ApiError::internal(format!(
+                    "engine at {} returned malformed data",
+                    mount.entry.path
+                )));
+            }
+        },
+    };
+    let mut envelope = Envelope {
+        data,
+        warnings: response.warnings,
+        mount_type: mount.engine_type().to_string(),
+        ..Envelope::default()
+    };
+    if response.release_wal.len() > MAX_RELEASED_WAL {
+        // Its side effects stay covered by their write-ahead entries and are rolled back.
+        return Err(ApiError::internal(format!(
+            "engine at {} released {} write-ahead entries in one response; the limit is {MAX_RELEASED_WAL}",
+            mount.entry.path,
+            response.release_wal.len()
+        )));
+    }
+    let release = wal_keys(&mount, &response.release_wal);
+    if let Some(lease_request) = response.lease {
+        if !loaded
+            .spec
+            .secrets
+            .iter()
+            .any(|s| s.name == lease_request.secret_type)
+        {
+            return Err(ApiError::internal(format!(
+                "engine at {} asked for a lease of undeclared secret type {:?}",
+                mount.entry.path, lease_request.secret_type
+            )));
+        }
+        let owner = token.as_ref().map(|(_, e)| e);
+        crash_before_lease_store(&call.path);
+        // The lease takes over the side effects from their write-ahead entries, in the
+        // same commit that stores it.
+        let (entry, warnings) =
+            lease::create(core, &mount, &call.path, &lease_request, owner, &release)?;
+        envelope.lease_id = entry.id.clone();
+        envelope.lease_duration = entry.ttl();
+        envelope.renewable = entry.renewable;
+        envelope.warnings.extend(warnings);
+    } else {
+        for key in &release {
+            if let Err(error) = core.barrier.delete(key) {
+                tracing::warn!(mount = %mount.entry.path, %error, "could not release a write-ahead entry; it will be rolled back later");
+            }
+        }
+    }
+    if envelope.data.is_none() && envelope.warnings.is_empty() && envelope.lease_id.is_empty() {
+        return match call.op {
+            Op::Read | Op::List => Err(ApiError::not_found()),
+            _ => Ok(Reply::Empty(StatusCode::NO_CONTENT)),
+        };
+    }
+    Ok(Reply::Envelope(envelope))
+}
+
+/// Write-ahead entries one response may hand over to its lease (one commit).
+const MAX_RELEASED_WAL: usize = 256;
+
+/// The barrier keys of the write-ahead entries an engine asked to release; ids that are
+/// not ones the host issued (UUIDs) are ignored.
+fn wal_keys(mount: &Mount, ids: &[String]) -> Vec<String> {
+    ids.iter()
+        .filter_map(|id| crate::caps::wal_key(id))
+        .map(|key| mount.view.full(&key))
+        .collect()
+}
+
+/// Fault injection for crash-safety tests, compiled into debug builds only: when
+/// `COFFER_FAILPOINT_CRASH_BEFORE_LEASE` is a substring of the request path, the process
+/// aborts after the engine's side effect and before its lease is stored.
+fn crash_before_lease_store(path: &str) {
+    #[cfg(debug_assertions)]
+    if let Ok(pattern) = std::env::var("COFFER_FAILPOINT_CRASH_BEFORE_LEASE")
+        && !pattern.is_empty()
+        && path.contains(&pattern)
+    {
+        tracing::error!(path, "failpoint: aborting before the lease is stored");
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = path;
+}
+
+fn engine_error(error: EngineError) -> ApiError {
+    match error {
+        EngineError::InvalidRequest(m) => ApiError::bad(m),
+        EngineError::NotFound => ApiError::not_found(),
+        EngineError::PermissionDenied(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+        EngineError::Unsupported => ApiError::unsupported_operation(),
+        EngineError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
+        EngineError::Internal(m) => ApiError::internal(m),
+    }
+}
+
+fn runtime_error(mount: &Mount, error: RuntimeError) -> ApiError {
+    tracing::warn!(mount = %mount.entry.path, %error, "engine call failed");
+    ApiError::internal(format!("{}: {error}", mount.entry.path))
+}
