@@ -46,7 +46,8 @@ pub mod bindings {
 }
 
 pub use bindings::coffer::engine::types::{
-    BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, Operation, Request, Response,
+    BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, Operation, PathSpec, Request,
+    Response,
 };
 use bindings::exports::coffer::engine::{handler, leases, maintenance, schema};
 

@@ -399,6 +399,7 @@ async fn respond(
         query: head.query,
         input,
         caller: head.caller,
+        creates: false,
     };
     let outcome = pipeline::run(core, call, head.public, head.last_use).await;
     match outcome {

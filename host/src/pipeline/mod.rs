@@ -22,7 +22,6 @@ use serde_json::{Map, Value};
 use crate::acl::{self, AclRequest};
 use crate::core::{Core, CoreError};
 use crate::lease::LeaseError;
-use crate::runtime::Operation;
 use crate::tokens::TokenEntry;
 
 pub mod engine;
@@ -186,6 +185,9 @@ pub struct Call {
     pub query: Vec<(String, String)>,
     /// The JSON body's fields (and, for reads and lists, the query's).
     pub input: Map<String, Value>,
+    /// For a write: whether it creates what was not there (Vault's existence check, see
+    /// [`engine::write_kind`]); otherwise it is an update. Set by [`run`].
+    pub creates: bool,
     /// The caller's token, resolved once at admission; `None` when none was sent, or when
     /// an invalid one was sent to a public path.
     pub caller: Option<(String, TokenEntry)>,
@@ -197,7 +199,7 @@ pub struct Call {
 /// hangs up and the future is dropped).
 pub async fn run(
     core: &Arc<Core>,
-    call: Call,
+    mut call: Call,
     public: bool,
     last_use: bool,
 ) -> Result<Reply, ApiError> {
@@ -210,6 +212,20 @@ pub async fn run(
         core: core.clone(),
         token: spent,
     };
+    if call.op == Op::Write {
+        call.creates = match engine::write_kind(core, &call.path) {
+            engine::WriteKind::Create => true,
+            engine::WriteKind::Update => false,
+            engine::WriteKind::Checked(mount, rest) => {
+                // The guest's existence read runs only for a caller that may create or
+                // update here; one that may do neither is refused without it.
+                if authorize_as(core, &call, public, true).is_err() {
+                    authorize_as(core, &call, public, false)?;
+                }
+                !engine::exists(core, &call, mount, &rest).await?
+            }
+        };
+    }
     authorize(core, &call, public)?;
     dispatch(core, call).await
 }
@@ -251,6 +267,11 @@ impl Drop for RevokeAfterLastUse {
 /// decided before any backend runs. Public reads and the seal endpoints need no policy.
 /// A refusal is Vault's 403 whether or not the path exists.
 pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), ApiError> {
+    authorize_as(core, call, public, call.creates)
+}
+
+/// [`authorize`], with a write taken as a create (`creates`) or an update.
+fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result<(), ApiError> {
     let Some((_, token)) = &call.caller else {
         return Ok(());
     };
@@ -271,7 +292,8 @@ pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), Ap
         Op::Read | Op::Head => acl::Operation::Read,
         Op::List => acl::Operation::List,
         Op::Delete => acl::Operation::Delete,
-        Op::Write => write_operation(core, &call.path),
+        Op::Write if creates => acl::Operation::Create,
+        Op::Write => acl::Operation::Update,
     };
     let request = AclRequest::new(&path, operation).with_parameters(&call.input);
     let request = AclRequest {
@@ -282,35 +304,6 @@ pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), Ap
         tracing::debug!(path = %call.path, %denial, "denied by policy");
         ApiError::forbidden()
     })
-}
-
-/// Whether a write is a create or an update for the ACL. Engines whose path table offers
-/// only `create` on the path are asked for `create`; everything else is an update (Vault
-/// does the same for paths without an existence check; Coffer's tables have none yet).
-pub(crate) fn write_operation(core: &Core, path: &str) -> acl::Operation {
-    let create_only = core.route(path).is_some_and(|(mount, rest)| {
-        mount.engine.as_ref().is_ok_and(|loaded| {
-            loaded
-                .paths
-                .iter()
-                .find(|p| p.regex.is_match(&rest))
-                .and_then(|p| {
-                    loaded
-                        .spec
-                        .paths
-                        .get(usize::try_from(p.index).unwrap_or(usize::MAX))
-                })
-                .is_some_and(|spec| {
-                    let has = |op: Operation| spec.operations.iter().any(|o| *o as u8 == op as u8);
-                    has(Operation::Create) && !has(Operation::Update)
-                })
-        })
-    });
-    if create_only {
-        acl::Operation::Create
-    } else {
-        acl::Operation::Update
-    }
 }
 
 /// Requests that are an operator's to make beyond Vault's sudo paths: an engine's root
