@@ -367,3 +367,6 @@ pub(crate) fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
         Err(ApiError::forbidden())
     }
 }
+
+#[cfg(test)]
+mod tests;
