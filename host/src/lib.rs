@@ -17,6 +17,7 @@ pub mod core;
 pub mod fields;
 pub mod http;
 pub mod lease;
+pub mod logical;
 pub mod pipeline;
 pub mod policies;
 pub mod runtime;

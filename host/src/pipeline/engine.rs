@@ -168,11 +168,7 @@ async fn engine(
     if !supports(operation) {
         return Err(ApiError::unsupported_operation());
     }
-    let public = matches!(call.op, Op::Read | Op::List)
-        && loaded
-            .unauthenticated
-            .iter()
-            .any(|p| crate::http::public_match(p, &rest));
+    let public = matches!(call.op, Op::Read | Op::List) && loaded.is_public(&rest);
     let token = match (call.caller.as_ref(), public) {
         (Some(caller), _) => Some(caller),
         (None, true) => None,

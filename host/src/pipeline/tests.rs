@@ -10,6 +10,7 @@ use crate::catalog::Catalog;
 use crate::core::CoreOptions;
 use crate::runtime::Runtime;
 use crate::tokens::{TokenEntry, random_base62, unix_now};
+use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -22,6 +22,7 @@ use crate::tokens::{random_base62, unix_now};
 
 mod leases;
 mod mounts;
+mod openapi;
 mod policies;
 
 use leases::leases;
@@ -280,10 +281,9 @@ pub(crate) async fn system(
                 .ok_or_else(|| ApiError::bad("invalid token"))?;
             capabilities(core, call, &entry)
         }
-        (Op::Read, "internal/specs/openapi") => Ok(Reply::Bare(
-            StatusCode::OK,
-            crate::http::openapi::document(core),
-        )),
+        (Op::Read, "internal/specs/openapi") => {
+            Ok(Reply::Bare(StatusCode::OK, openapi::document(core)))
+        }
         (Op::Read, "plugins/catalog") => {
             let names: Vec<&str> = core.catalog.entries().map(|(n, _)| n).collect();
             Ok(Reply::Envelope(Envelope::sys(json!({ "secret": names }))))
