@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use coffer_tests::{
-    Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, fixtures_config, json, temp_dir,
+    Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, eventually, fixtures_config, json, temp_dir,
 };
 
 fn server() -> Coffer {
@@ -40,6 +40,23 @@ fn trapping_guest_fails_one_request() {
     assert_eq!(reply.status, 500);
     assert!(reply.errors().contains("trapped"), "{}", reply.text);
     assert_eq!(reply.content_type, "application/json");
+    // The panic's message and source line reach the server log (the SDK's panic hook),
+    // not the client.
+    assert!(
+        !reply.text.contains("deliberate trap"),
+        "the panic message reached the client: {}",
+        reply.text
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let log = coffer.log_text();
+            log.contains("engine panicked at")
+                && log.contains("deliberate trap")
+                && log.contains("src/lib.rs:")
+        }),
+        "no panic report in the server log:\n{}",
+        coffer.log_text()
+    );
     assert_still_serving(&coffer);
 }
 

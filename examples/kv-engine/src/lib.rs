@@ -5,11 +5,7 @@
 //! Values are stored under `entries/<path>` in the mount's encrypted storage view; the
 //! engine never sees any other mount's data, and asks the host for nothing else.
 
-use coffer_sdk::serde_json::{self, Value};
-use coffer_sdk::{
-    BackendSpec, Engine, EngineError, Field, Fields, Operation, Request, Response, path, respond,
-    spec, storage,
-};
+use coffer_sdk::prelude::*;
 
 /// Largest value (serialized JSON) one entry may hold: keeps one entry well inside a storage
 /// page and a request body.

@@ -107,10 +107,7 @@ struct CreateWal {
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>, EngineError> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| EngineError::Internal(format!("no randomness: {e}")))?;
-    Ok(bytes)
+    coffer_sdk::random::bytes(n)
 }
 
 fn new_password() -> Result<String, EngineError> {
@@ -410,7 +407,7 @@ impl Engine for DatabaseEngine {
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let mut config = config_of(&data.db_name)?;
         let database = open(&data.db_name, &mut config)?;
-        let expiration = pg_timestamp(coffer_sdk::time::unix_now() + lease.ttl + EXPIRATION_GRACE);
+        let expiration = pg_timestamp(coffer_sdk::time::unix_now()? + lease.ttl + EXPIRATION_GRACE);
         let statements = if data.renew_statements.is_empty() {
             vec![DEFAULT_RENEW.to_string()]
         } else {
@@ -449,7 +446,7 @@ impl Engine for DatabaseEngine {
     }
 
     fn periodic() -> Result<(), EngineError> {
-        let now = coffer_sdk::time::unix_now();
+        let now = coffer_sdk::time::unix_now()?;
         let is_due = |role: &StaticRole| now >= role.last_rotation + role.rotation_period;
         for name in storage::list("static-role/")? {
             if !load::<StaticRole>(&named("static-role", &name))?.is_some_and(|r| is_due(&r)) {
@@ -774,7 +771,7 @@ fn creds(role_name: &str, req: &Request) -> Result<Response, EngineError> {
         req.mount_default_ttl
     }
     .min(max);
-    let now = coffer_sdk::time::unix_now();
+    let now = coffer_sdk::time::unix_now()?;
     let username = if config.username_template.is_empty() {
         default_username(
             &req.display_name,
@@ -911,7 +908,7 @@ fn rotate_static(name: &str, role: &mut StaticRole) -> Result<(), EngineError> {
     }
     role.password = new;
     role.pending_password = None;
-    role.last_rotation = coffer_sdk::time::unix_now();
+    role.last_rotation = coffer_sdk::time::unix_now()?;
     storage::put_json(&named("static-role", name), role)
 }
 
@@ -928,7 +925,7 @@ fn static_creds(name: &str) -> Result<Response, EngineError> {
         "password": role.password,
         "last_vault_rotation": coffer_sdk::time::rfc3339(role.last_rotation),
         "rotation_period": role.rotation_period,
-        "ttl": next.saturating_sub(coffer_sdk::time::unix_now()),
+        "ttl": next.saturating_sub(coffer_sdk::time::unix_now()?),
     })))
 }
 

@@ -68,7 +68,7 @@ pub fn with_lock<T>(
     let folder = format!("{FOLDER}/{role}/");
     let id = crate::template::base62_from(&id_bytes(ID_BYTES)?);
     let key = format!("{folder}{id}");
-    let since = coffer_sdk::time::unix_now();
+    let since = coffer_sdk::time::unix_now()?;
     let taken = storage::put_json(
         &key,
         &Ticket {
@@ -106,9 +106,13 @@ fn wait_for_turn(role: &str, folder: &str, id: &str, since: u64) -> Result<(), E
     let deadline = Instant::now() + MAX_WAIT;
     for (other, _) in others(folder, id)? {
         let key = format!("{folder}{other}");
-        while storage::get_json::<Ticket>(&key)?.is_some_and(|ticket| {
-            ticket.is_ahead_of(&other, (number, id), coffer_sdk::time::unix_now())
-        }) {
+        loop {
+            let now = coffer_sdk::time::unix_now()?;
+            if !storage::get_json::<Ticket>(&key)?
+                .is_some_and(|ticket| ticket.is_ahead_of(&other, (number, id), now))
+            {
+                break;
+            }
             if Instant::now() >= deadline {
                 return Err(EngineError::Upstream(format!(
                     "another rotation of static role {role} is still running after {} s; try again",
@@ -123,7 +127,7 @@ fn wait_for_turn(role: &str, folder: &str, id: &str, since: u64) -> Result<(), E
 
 /// The other live entries in `folder`; stale ones are removed on the way.
 fn others(folder: &str, id: &str) -> Result<Vec<(String, Ticket)>, EngineError> {
-    let now = coffer_sdk::time::unix_now();
+    let now = coffer_sdk::time::unix_now()?;
     let mut live = Vec::new();
     for name in storage::list(folder)? {
         if name == id || name.ends_with('/') {

@@ -421,7 +421,7 @@ pub fn not_after(
     max_ttl: u64,
     issuer: &IssuerEntry,
 ) -> Result<(i64, Vec<String>), EngineError> {
-    let now = i64::try_from(coffer_sdk::time::unix_now()).unwrap_or(i64::MAX);
+    let now = i64::try_from(coffer_sdk::time::unix_now()?).unwrap_or(i64::MAX);
     let mut warnings = Vec::new();
     let mut end = match (
         requested_ttl.filter(|t| *t > 0),
@@ -659,7 +659,7 @@ pub fn issue(
         &issuer,
     )?;
     warnings.extend(ttl_warnings);
-    let now = i64::try_from(coffer_sdk::time::unix_now()).unwrap_or(0);
+    let now = i64::try_from(coffer_sdk::time::unix_now()?).unwrap_or(i64::MAX);
     let serial = new_serial()?;
     let mut params = CertificateParams::default();
     params.serial_number = Some(SerialNumber::from_slice(&serial));

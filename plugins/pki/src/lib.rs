@@ -67,8 +67,9 @@ pub fn go_duration(secs: u64) -> String {
 
 pub use coffer_sdk::glob;
 
-fn now() -> i64 {
-    i64::try_from(coffer_sdk::time::unix_now()).unwrap_or(i64::MAX)
+/// Unix seconds now, or the request fails (see `coffer_sdk::time`).
+fn now() -> Result<i64, EngineError> {
+    Ok(i64::try_from(coffer_sdk::time::unix_now()?).unwrap_or(i64::MAX))
 }
 
 fn subject_fields() -> Vec<coffer_sdk::FieldSchema> {
@@ -593,8 +594,8 @@ fn generate_ca(root: bool, exported: &str, req: &Request) -> Result<Response, En
         }
         let serial = new_serial()?;
         let start =
-            now() - i64::try_from(req.duration("not_before_duration").unwrap_or(30)).unwrap_or(30);
-        let end = now().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+            now()? - i64::try_from(req.duration("not_before_duration").unwrap_or(30)).unwrap_or(30);
+        let end = now()?.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
         let mut params = ca_params(
             dn,
             req.int("max_path_length").unwrap_or(-1),
@@ -699,7 +700,7 @@ fn sign_intermediate(issuer_ref: &str, req: &Request) -> Result<Response, Engine
     )?;
     let serial = new_serial()?;
     let start =
-        now() - i64::try_from(req.duration("not_before_duration").unwrap_or(30)).unwrap_or(30);
+        now()? - i64::try_from(req.duration("not_before_duration").unwrap_or(30)).unwrap_or(30);
     let mut params = ca_params(
         dn,
         req.int("max_path_length").unwrap_or(-1),
@@ -1067,14 +1068,14 @@ fn revoke(serial: &str, certificate: &str) -> Result<Response, EngineError> {
         }
     }
     let mut response_warnings = Vec::new();
-    if entry.not_after < now() {
+    if entry.not_after < now()? {
         response_warnings
             .push("certificate has already expired; it was revoked anyway".to_string());
     }
     let time = match entry.revoked_at {
         Some(time) => time,
         None => {
-            let time = coffer_sdk::time::unix_now();
+            let time = coffer_sdk::time::unix_now()?;
             entry.revoked_at = Some(time);
             // One commit: a revoked certificate is never missing from the CRL's index.
             let mut batch = storage::Batch::new();
@@ -1166,9 +1167,9 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
         + 1;
 
     let params = CertificateRevocationListParams {
-        this_update: time::OffsetDateTime::from_unix_timestamp(now())
+        this_update: time::OffsetDateTime::from_unix_timestamp(now()?)
             .map_err(|e| EngineError::Internal(e.to_string()))?,
-        next_update: time::OffsetDateTime::from_unix_timestamp(now() + CRL_LIFETIME)
+        next_update: time::OffsetDateTime::from_unix_timestamp(now()? + CRL_LIFETIME)
             .map_err(|e| EngineError::Internal(e.to_string()))?,
         crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
         issuing_distribution_point: None,
@@ -1285,7 +1286,7 @@ fn tidy(req: &Request) -> Result<Response, EngineError> {
             let Some(entry) = load::<CertEntry>(&format!("certs/{key}"))? else {
                 continue;
             };
-            if entry.not_after.saturating_add(buffer) >= now()
+            if entry.not_after.saturating_add(buffer) >= now()?
                 || (entry.revoked_at.is_some() && !revoked)
                 || (entry.revoked_at.is_none() && !store)
             {

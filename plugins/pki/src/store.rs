@@ -90,10 +90,7 @@ pub fn new_id() -> Result<String, EngineError> {
 
 /// Random bytes from wasi:random.
 pub fn random(n: usize) -> Result<Vec<u8>, EngineError> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| EngineError::Internal(format!("no randomness: {e}")))?;
-    Ok(bytes)
+    coffer_sdk::random::bytes(n)
 }
 
 /// A positive 20-byte serial number.

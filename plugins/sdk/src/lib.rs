@@ -23,14 +23,27 @@
 //! What it must never do: reach anything the host did not grant. Every capability is an
 //! import; this crate only wraps them.
 
-#![allow(
-    missing_docs,
-    reason = "generated bindings are documented by the WIT files"
-)]
+//! The sandbox an engine runs in (clocks and randomness work; stdout/stderr are dropped;
+//! no files, sockets or environment; a fresh instance per call) is documented at the top
+//! of `wit/host/host.wit`. Panics are written to the server log by [`engine!`].
+//!
+//! Most engines need only `use coffer_sdk::prelude::*;`.
+
+/// What most engines import: the [`Engine`] trait, the builders, typed field access,
+/// responses, storage and logging, and `serde_json`'s `json!` and `Value`.
+pub mod prelude {
+    pub use crate::{
+        BackendSpec, Engine, EngineError, Field, FieldExt, FieldKind, FieldSchema, FieldValue,
+        Fields, LeaseRef, LeaseRequest, Operation, Request, Response, log, path, random,
+        respond, spec, storage, time,
+    };
+    pub use serde_json::{self, Value, json};
+}
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/engine`, or
 /// `coffer:engine/database-engine` with the `sql` feature.
 #[cfg(not(any(feature = "sql", feature = "pki")))]
+#[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/engine",
@@ -46,6 +59,7 @@ pub mod bindings {
 /// workspace-wide build unifies the `sql` and `pki` features. Components are built one by
 /// one (`scripts/build-components`), so each ships only its own world's imports.
 #[cfg(all(feature = "sql", feature = "pki"))]
+#[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/engine",
@@ -59,6 +73,7 @@ pub mod bindings {
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/pki-engine`.
 #[cfg(all(feature = "pki", not(feature = "sql")))]
+#[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/engine",
@@ -81,6 +96,7 @@ pub mod keys {
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/database-engine`.
 #[cfg(all(feature = "sql", not(feature = "pki")))]
+#[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/engine",
@@ -116,14 +132,17 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     }
 }
 
-/// Wall-clock helpers for guests.
+/// Wall-clock time, from `wasi:clocks/wall-clock` (the host's real clock).
 pub mod time {
-    /// Unix seconds now.
-    pub fn unix_now() -> u64 {
+    use crate::EngineError;
+
+    /// Unix seconds now. An error (a host clock before 1970) fails the request loudly
+    /// rather than letting an engine compute expiries or codes from a zero time.
+    pub fn unix_now() -> Result<u64, EngineError> {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
-            .unwrap_or(0)
+            .map_err(|_| EngineError::Internal("the host clock reads before 1970".to_string()))
     }
 
     /// (year, month, day, hour, minute, second) in UTC.
@@ -146,6 +165,25 @@ pub mod time {
     pub fn rfc3339(unix: u64) -> String {
         let (y, mo, d, h, mi, s) = civil(unix);
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    }
+}
+
+/// Randomness from `wasi:random/random`: the host's cryptographically secure generator.
+pub mod random {
+    use crate::EngineError;
+
+    /// Fills `bytes` with random bytes, or fails the request (never returns predictable
+    /// bytes).
+    pub fn fill(bytes: &mut [u8]) -> Result<(), EngineError> {
+        getrandom::fill(bytes)
+            .map_err(|e| EngineError::Internal(format!("no randomness from the host: {e}")))
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(n: usize) -> Result<Vec<u8>, EngineError> {
+        let mut bytes = vec![0u8; n];
+        fill(&mut bytes)?;
+        Ok(bytes)
     }
 }
 
@@ -186,27 +224,33 @@ macro_rules! engine {
         struct CofferExports;
         impl $crate::bindings::exports::coffer::engine::schema::Guest for CofferExports {
             fn describe() -> $crate::BackendSpec {
+                $crate::panic_hook::install();
                 <$engine as $crate::Engine>::describe()
             }
         }
         impl $crate::bindings::exports::coffer::engine::handler::Guest for CofferExports {
             fn handle(req: $crate::Request) -> Result<$crate::Response, $crate::EngineError> {
+                $crate::panic_hook::install();
                 <$engine as $crate::Engine>::handle(req)
             }
         }
         impl $crate::bindings::exports::coffer::engine::leases::Guest for CofferExports {
             fn renew(lease: $crate::LeaseRef) -> Result<(), $crate::EngineError> {
+                $crate::panic_hook::install();
                 <$engine as $crate::Engine>::renew(lease)
             }
             fn revoke(lease: $crate::LeaseRef) -> Result<(), $crate::EngineError> {
+                $crate::panic_hook::install();
                 <$engine as $crate::Engine>::revoke(lease)
             }
         }
         impl $crate::bindings::exports::coffer::engine::maintenance::Guest for CofferExports {
             fn periodic() -> Result<(), $crate::EngineError> {
+                $crate::panic_hook::install();
                 <$engine as $crate::Engine>::periodic()
             }
             fn rollback(kind: String, data: Vec<u8>) -> Result<(), $crate::EngineError> {
+                $crate::panic_hook::install();
                 <$engine as $crate::Engine>::rollback(kind, data)
             }
         }
@@ -604,5 +648,36 @@ pub mod log {
     /// Logs at debug.
     pub fn debug(message: &str) {
         log(Level::Debug, message);
+    }
+    /// Logs at error.
+    pub fn error(message: &str) {
+        log(Level::Error, message);
+    }
+}
+
+/// Guest panics, reported where an operator looks: the [`engine!`] exports install a hook
+/// that writes the panic's message and source location to the server log (through the
+/// `log` capability, at error, tagged with the mount) before the call traps. The client
+/// gets a 500 without the message, which may hold data it should not see.
+#[doc(hidden)]
+pub mod panic_hook {
+    /// Installs the hook for this instance (each call runs in a fresh instance).
+    pub fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                let payload = info.payload();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(a panic without a message)");
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                    .unwrap_or_else(|| "an unknown location".to_string());
+                crate::log::error(&format!("engine panicked at {location}: {message}"));
+            }));
+        });
     }
 }
