@@ -966,3 +966,35 @@ fn malformed_role_writes_are_a_400_and_store_nothing() {
     assert_eq!(read.data()["orphan"], json!(true));
     assert!(read.data().get("colour").is_none());
 }
+
+#[test]
+fn a_new_role_needs_create_and_an_existing_one_update() {
+    let coffer = server();
+    coffer.policy(
+        "create-only",
+        r#"path "auth/token/roles/*" { capabilities = ["create"] }"#,
+    );
+    coffer.policy(
+        "update-only",
+        r#"path "auth/token/roles/*" { capabilities = ["update"] }"#,
+    );
+    let token = |policy: &str| {
+        client_token(&create(
+            &coffer,
+            &coffer.token,
+            json!({"ttl": "1h", "policies": [policy]}),
+        ))
+    };
+    let (creator, updater) = (token("create-only"), token("update-only"));
+    let write = |token: &str, body: Value| post(&coffer, Some(token), "auth/token/roles/ops", body);
+    assert_eq!(write(&updater, json!({"orphan": true})).status, 403);
+    assert_eq!(coffer.call("GET", "auth/token/roles/ops", None).status, 404);
+    let made = write(&creator, json!({"allowed_policies": ["a"]}));
+    assert_eq!(made.status, 204, "{}", made.text);
+    assert_eq!(write(&creator, json!({"orphan": true})).status, 403);
+    let updated = write(&updater, json!({"orphan": true}));
+    assert_eq!(updated.status, 204, "{}", updated.text);
+    let read = coffer.call("GET", "auth/token/roles/ops", None);
+    assert_eq!(read.data()["orphan"], json!(true));
+    assert_eq!(read.data()["allowed_policies"], json!(["a"]));
+}

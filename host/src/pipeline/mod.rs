@@ -285,9 +285,17 @@ pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), Ap
 }
 
 /// Whether a write is a create or an update for the ACL. Engines whose path table offers
-/// only `create` on the path are asked for `create`; everything else is an update (Vault
-/// does the same for paths without an existence check; Coffer's tables have none yet).
+/// only `create` on the path are asked for `create`; a token role is created when it does
+/// not exist yet (Vault's existence check on `auth/token/roles/<name>`); everything else is
+/// an update (Vault does the same for paths without an existence check; Coffer's engine
+/// tables have none yet).
 pub(crate) fn write_operation(core: &Core, path: &str) -> acl::Operation {
+    if let Some(role) = path.strip_prefix("auth/token/roles/") {
+        return match core.tokens.role(role) {
+            Ok(Some(_)) => acl::Operation::Update,
+            _ => acl::Operation::Create,
+        };
+    }
     let create_only = core.route(path).is_some_and(|(mount, rest)| {
         mount.engine.as_ref().is_ok_and(|loaded| {
             loaded
