@@ -998,3 +998,42 @@ fn a_new_role_needs_create_and_an_existing_one_update() {
     assert_eq!(read.data()["orphan"], json!(true));
     assert_eq!(read.data()["allowed_policies"], json!(["a"]));
 }
+
+#[test]
+fn roles_survive_a_restart_and_unsupported_role_fields_are_refused() {
+    let mut coffer = Coffer::with_config(&temp_dir("roles-restart"), &fixtures_config());
+    let keys = coffer.init_and_unseal(1, 1);
+    role(
+        &coffer,
+        "kept",
+        json!({"allowed_policies": ["a"], "token_period": "30m"}),
+    );
+    coffer.stop();
+    coffer.start();
+    coffer.unseal(&keys);
+    let read = coffer.call("GET", "auth/token/roles/kept", None);
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.data()["token_period"], json!(1800));
+    let made = from_role(&coffer, &coffer.token, "kept", json!({}));
+    client_token(&made);
+    assert_eq!(made.json["auth"]["lease_duration"], json!(1800));
+    // Identity is not there yet: an entity alias is refused, not ignored.
+    let aliased = from_role(
+        &coffer,
+        &coffer.token,
+        "kept",
+        json!({"entity_alias": "bob"}),
+    );
+    assert_eq!(aliased.status, 400, "{}", aliased.text);
+    assert!(
+        aliased.errors().contains("entity_alias"),
+        "{}",
+        aliased.text
+    );
+    let aliases = coffer.call(
+        "POST",
+        "auth/token/roles/kept",
+        Some(json!({"allowed_entity_aliases": ["bob"]})),
+    );
+    assert_eq!(aliases.status, 400, "{}", aliases.text);
+}

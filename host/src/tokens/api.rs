@@ -344,6 +344,14 @@ pub(crate) async fn create_token(
             "restricted use token cannot generate child tokens",
         ));
     }
+    if input
+        .get("entity_alias")
+        .is_some_and(|alias| !alias.is_null() && alias.as_str() != Some(""))
+    {
+        return Err(ApiError::bad(
+            "entity_alias is not supported: Coffer has no identity store yet",
+        ));
+    }
     let requested: Option<Vec<String>> = match input.get("policies") {
         None | Some(Value::Null) => None,
         Some(value) => Some(
