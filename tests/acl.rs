@@ -319,3 +319,67 @@ fn the_policy_api_validates_and_protects_default_and_root() {
         403
     );
 }
+
+/// Vault's existence check: on a path whose table offers create, update and read, a write
+/// to something that is not there needs `create`, a write over something that is needs
+/// `update`; a refused write changes nothing.
+#[test]
+fn create_and_update_are_told_apart_by_an_existence_check() {
+    let coffer = Coffer::dev();
+    assert_eq!(
+        coffer
+            .call("POST", "secret/app", Some(json!({"v": "1"})))
+            .status,
+        204
+    );
+    coffer.policy(
+        "create-only",
+        r#"path "secret/*" { capabilities = ["create", "read"] }"#,
+    );
+    coffer.policy(
+        "update-only",
+        r#"path "secret/*" { capabilities = ["update", "read"] }"#,
+    );
+    let creator = token(&coffer, &["create-only"]);
+    let updater = token(&coffer, &["update-only"]);
+    let write = |token: &str, path: &str, v: &str| {
+        as_token(&coffer, token, "POST", path, Some(json!({ "v": v }))).status
+    };
+    // create: new entries yes, existing ones no.
+    assert_eq!(write(&creator, "secret/new", "c"), 204);
+    assert_eq!(write(&creator, "secret/app", "c"), 403);
+    assert_eq!(write(&creator, "secret/new", "again"), 403);
+    // update: existing entries yes, new ones no.
+    assert_eq!(write(&updater, "secret/app", "u"), 204);
+    assert_eq!(write(&updater, "secret/fresh", "u"), 403);
+    assert_eq!(coffer.call("GET", "secret/fresh", None).status, 404);
+    assert_eq!(
+        coffer.call("GET", "secret/app", None).data()["v"],
+        json!("u")
+    );
+    assert_eq!(
+        coffer.call("GET", "secret/new", None).data()["v"],
+        json!("c")
+    );
+    // A token that may do neither is refused the same way whether or not the entry exists.
+    let stranger = token(&coffer, &["default"]);
+    assert_eq!(write(&stranger, "secret/app", "x"), 403);
+    assert_eq!(write(&stranger, "secret/none", "x"), 403);
+    // A write the engine would refuse is still the engine's 400 for a permitted caller.
+    let empty = as_token(&coffer, &creator, "POST", "secret/empty", Some(json!({})));
+    assert_eq!(empty.status, 400, "{}", empty.text);
+    assert!(empty.text.contains("no data provided"), "{}", empty.text);
+    // Root is unaffected either way.
+    assert_eq!(
+        coffer
+            .call("POST", "secret/app", Some(json!({"v": "r"})))
+            .status,
+        204
+    );
+    assert_eq!(
+        coffer
+            .call("POST", "secret/r", Some(json!({"v": "r"})))
+            .status,
+        204
+    );
+}

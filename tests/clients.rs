@@ -238,6 +238,70 @@ fn the_bao_cli_works_with_a_token_that_has_only_its_policy() {
     assert_eq!(capabilities.trim(), "read");
 }
 
+/// hvac's policy and capability calls: a policy written in HCL (legacy `sys/policy`) and
+/// one written as JSON (`sys/policies/acl`, hvac serializes a dict) both decide a token's
+/// requests; capabilities for self and for another token; `default` cannot be deleted.
+#[test]
+fn hvac_writes_policies_in_hcl_and_json_and_checks_capabilities() {
+    let coffer = Coffer::dev();
+    let script = r#"
+import sys, hvac
+addr = sys.argv[1]
+root = hvac.Client(url=addr, token="root")
+root.secrets.kv.v1.create_or_update_secret("app", {"v": "1"}, mount_point="secret")
+root.secrets.kv.v1.create_or_update_secret("other", {"v": "2"}, mount_point="secret")
+root.sys.create_or_update_policy("reader", 'path "secret/app" {\n  capabilities = ["read", "list"]\n}\n')
+root.sys.create_or_update_acl_policy("writer", {"path": {"secret/app": {"capabilities": ["update"], "allowed_parameters": {"v": ["ok-*"]}}}})
+assert '"secret/app"' in root.sys.read_acl_policy("writer")["data"]["policy"]
+assert "reader" in root.sys.read_policy("reader")["data"]["name"]
+names = root.sys.list_acl_policies()["data"]["keys"]
+assert {"reader", "writer", "default", "root"} <= set(names), names
+reader = root.auth.token.create(policies=["reader"], ttl="1h")["auth"]["client_token"]
+writer = root.auth.token.create(policies=["writer"], ttl="1h")["auth"]["client_token"]
+r = hvac.Client(url=addr, token=reader)
+w = hvac.Client(url=addr, token=writer)
+assert r.secrets.kv.v1.read_secret("app", mount_point="secret")["data"]["v"] == "1"
+for attempt in (lambda: r.secrets.kv.v1.read_secret("other", mount_point="secret"),
+                lambda: r.secrets.kv.v1.create_or_update_secret("app", {"v": "x"}, method="PUT", mount_point="secret"),
+                lambda: w.secrets.kv.v1.create_or_update_secret("app", {"v": "bad"}, method="PUT", mount_point="secret"),
+                lambda: w.secrets.kv.v1.read_secret("app", mount_point="secret")):
+    try:
+        attempt()
+        sys.exit("a request beyond the policy went through")
+    except hvac.exceptions.Forbidden:
+        pass
+w.secrets.kv.v1.create_or_update_secret("app", {"v": "ok-2"}, method="PUT", mount_point="secret")
+assert root.secrets.kv.v1.read_secret("app", mount_point="secret")["data"]["v"] == "ok-2"
+own = r.sys.get_capabilities(["secret/app", "secret/other"])
+assert sorted(own["secret/app"]) == ["list", "read"], own
+assert own["secret/other"] == ["deny"], own
+theirs = root.sys.get_capabilities(["secret/app"], token=writer)
+assert theirs["secret/app"] == ["update"], theirs
+try:
+    root.sys.delete_acl_policy("default")
+    sys.exit("default was deleted")
+except hvac.exceptions.InvalidRequest:
+    pass
+root.sys.delete_acl_policy("writer")
+try:
+    w.secrets.kv.v1.create_or_update_secret("app", {"v": "ok-3"}, method="PUT", mount_point="secret")
+    sys.exit("a deleted policy still granted")
+except hvac.exceptions.Forbidden:
+    pass
+print("ok")
+"#;
+    let output = Command::new(venv().join("bin/python"))
+        .args(["-c", script, &coffer.addr])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn hvac_uses_token_roles_and_accessors() {
     let coffer = Coffer::dev();

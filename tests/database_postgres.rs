@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use coffer_tests::{
-    Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, Value, eventually, fixtures_config, json,
-    stdout, temp_dir,
+    Coffer, DEV_TOKEN, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, Value, eventually,
+    fixtures_config, json, stdout, temp_dir,
 };
 
 const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{{name}}\";";
@@ -67,7 +67,78 @@ fn creds(coffer: &Coffer) -> (String, String, String, u64) {
 #[test]
 fn tutorial_walkthrough_through_the_cli_over_tls() {
     let pg = Postgres::start(true);
-    let coffer = Coffer::dev();
+    tutorial_walkthrough(&Coffer::dev(), &pg, "v-root-grade-ap-");
+}
+
+/// The same walkthrough by an operator whose token has only the operator policy; then a
+/// workload token whose one policy is `database/creds/grade-api-role` reads credentials
+/// there and nothing else.
+#[test]
+fn tutorial_walkthrough_as_an_operator_then_a_workload_with_one_path() {
+    let pg = Postgres::start(true);
+    let mut coffer = Coffer::dev();
+    coffer.become_operator();
+    tutorial_walkthrough(&coffer, &pg, "v-token-grade-a");
+    coffer.token = DEV_TOKEN.to_string();
+    coffer.policy(
+        "grade-api",
+        r#"path "database/creds/grade-api-role" { capabilities = ["read"] }"#,
+    );
+    coffer.call(
+        "POST",
+        "database/roles/analytics-role",
+        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION})),
+    );
+    let created = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["grade-api"], "ttl": "1h"})),
+    );
+    coffer.token = created.json["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let creds = coffer.call("GET", "database/creds/grade-api-role", None);
+    assert_eq!(creds.status, 200, "{}", creds.text);
+    let (user, password) = (
+        creds.data()["username"].as_str().unwrap(),
+        creds.data()["password"].as_str().unwrap(),
+    );
+    assert_eq!(pg.login(user, password, "SELECT 1"), Ok("1".to_string()));
+    let roles_before = pg.roles_like("v-");
+    for (method, path) in [
+        ("GET", "database/creds/analytics-role"),
+        ("GET", "database/config/grade-api-db"),
+        ("GET", "database/roles/grade-api-role"),
+        ("POST", "database/roles/grade-api-role"),
+        ("POST", "database/rotate-root/grade-api-db"),
+        ("LIST", "database/roles"),
+        ("POST", "database/creds/grade-api-role"),
+        ("DELETE", "database/config/grade-api-db"),
+        ("POST", "sys/leases/revoke-prefix/database/creds"),
+        ("LIST", "sys/leases/lookup/database/creds/grade-api-role/"),
+        ("POST", "sys/mounts/database/tune"),
+        ("GET", "pki/roles/x"),
+    ] {
+        let reply = coffer.call(
+            method,
+            path,
+            Some(json!({"db_name": "grade-api-db", "creation_statements": "DROP TABLE grades"})),
+        );
+        assert_eq!(reply.status, 403, "{method} {path}: {}", reply.text);
+    }
+    assert_eq!(
+        pg.roles_like("v-"),
+        roles_before,
+        "a refused read minted a user"
+    );
+    assert!(
+        pg.role_exists(user),
+        "a refused request revoked the workload's user"
+    );
+}
+
+fn tutorial_walkthrough(coffer: &Coffer, pg: &Postgres, user_prefix: &str) {
     let cli = |args: &[&str]| stdout(&coffer.cli(args));
     cli(&["secrets", "enable", "database"]);
     let url = pg.connection_url("require");
@@ -127,10 +198,7 @@ fn tutorial_walkthrough_through_the_cli_over_tls() {
     assert!(lease.starts_with("database/creds/grade-api-role/"));
     assert_eq!(issued["lease_duration"], json!(3600));
     assert_eq!(issued["renewable"], json!(true));
-    assert!(
-        user.starts_with("v-root-grade-ap-") && user.len() <= 63,
-        "{user}"
-    );
+    assert!(user.starts_with(user_prefix) && user.len() <= 63, "{user}");
     assert_eq!(
         pg.login(
             user,

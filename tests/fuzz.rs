@@ -284,7 +284,7 @@ fn fuzz_public_path_matching_agrees_with_the_model() {
         };
         let path = mutated_text(rng, &paths);
         assert_eq!(
-            coffer_host::http::public_match(&pattern, &path),
+            coffer_host::core::public_match(&pattern, &path),
             public_model(&pattern, &path),
             "pattern {pattern:?} path {path:?}"
         );

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use coffer_tests::{Coffer, Value, free_port, json, stdout, temp_dir};
+use coffer_tests::{Coffer, DEV_TOKEN, Value, free_port, json, stdout, temp_dir};
 
 const ROLE_DOMAINS: &str = "grade-api.svc.cluster.local,grade-api.grade-api.svc.cluster.local";
 
@@ -119,7 +119,51 @@ fn verify(dir: &Path, leaf: &str) -> Output {
 
 #[test]
 fn tutorial_walkthrough_through_the_cli() {
-    let coffer = Coffer::dev();
+    tutorial_walkthrough(&Coffer::dev());
+}
+
+/// The same walkthrough by an operator whose token has only the operator policy (PKI's
+/// root paths are sudo paths; the policy grants sudo under the PKI mounts); without sudo
+/// deleting the root or cross-signing is refused.
+#[test]
+fn tutorial_walkthrough_as_an_operator_with_an_operator_policy() {
+    let mut coffer = Coffer::dev();
+    coffer.become_operator();
+    tutorial_walkthrough(&coffer);
+    coffer.token = DEV_TOKEN.to_string();
+    coffer.policy(
+        "no-sudo",
+        r#"path "pki/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#,
+    );
+    let created = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["no-sudo"], "ttl": "1h"})),
+    );
+    let issuers_before = coffer.list("pki/issuers");
+    coffer.token = created.json["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Vault's PKI root paths, exactly: `root` (DELETE removes every issuer and key) and
+    // `root/sign-self-issued`; `root/generate/*` is not one of them.
+    for (method, path) in [
+        ("DELETE", "pki/root"),
+        ("POST", "pki/root/sign-self-issued"),
+    ] {
+        let reply = coffer.call(method, path, Some(json!({"certificate": "x"})));
+        assert_eq!(reply.status, 403, "{method} {path}: {}", reply.text);
+    }
+    assert_eq!(
+        coffer.call("GET", "pki/roles/none", None).status,
+        404,
+        "the policy does reach the mount"
+    );
+    coffer.token = DEV_TOKEN.to_string();
+    assert_eq!(coffer.list("pki/issuers"), issuers_before);
+}
+
+fn tutorial_walkthrough(coffer: &Coffer) {
     let dir = temp_dir("pki-cli");
     let cli = |args: &[&str]| stdout(&coffer.cli(args));
     cli(&["secrets", "enable", "-path=pki", "pki"]);

@@ -134,6 +134,43 @@ pub struct LoadedEngine {
     pub unauthenticated: Vec<String>,
 }
 
+impl LoadedEngine {
+    /// Whether reads of `rest` (below the mount) are among the engine's declared
+    /// unauthenticated paths.
+    pub fn is_public(&self, rest: &str) -> bool {
+        self.unauthenticated.iter().any(|p| public_match(p, rest))
+    }
+}
+
+/// Vault's matching of an engine's unauthenticated paths: segments compare exactly, `+`
+/// stands for any one segment, and a `*` (only ever the last character) makes the rest a
+/// prefix match. A trailing `/` on the path (a LIST) is ignored.
+pub fn public_match(pattern: &str, path: &str) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let (stem, prefix) = match pattern.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (pattern, false),
+    };
+    let wanted: Vec<&str> = stem.split('/').collect();
+    // The last piece holds the rest of the path, slashes included.
+    let given: Vec<&str> = path.splitn(wanted.len(), '/').collect();
+    if given.len() != wanted.len() {
+        return false;
+    }
+    let last = wanted.len().saturating_sub(1);
+    wanted
+        .iter()
+        .zip(&given)
+        .enumerate()
+        .all(|(index, (want, segment))| match (index == last, *want) {
+            (true, "+") if prefix => !segment.is_empty() && !segment.starts_with('/'),
+            (true, want) if prefix => segment.starts_with(want),
+            (true, "+") => !segment.is_empty() && !segment.contains('/'),
+            (false, "+") => !segment.is_empty(),
+            (_, want) => *segment == want,
+        })
+}
+
 /// A live mount.
 pub struct Mount {
     /// Persisted entry.

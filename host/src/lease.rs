@@ -23,8 +23,7 @@ use tokio::sync::Semaphore;
 use crate::barrier::BarrierError;
 use crate::core::{Core, Mount};
 use crate::fields::go_duration;
-use crate::runtime::bindings::coffer::engine::types::LeaseRequest;
-use crate::runtime::{EngineError, LeaseRef, RuntimeError};
+use crate::runtime::{EngineError, LeaseRef, LeaseRequest, RuntimeError};
 use crate::tokens::{TokenEntry, random_base62, unix_now};
 
 /// Revocation attempts before a lease is marked irrevocable (Vault's number).

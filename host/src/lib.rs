@@ -2,14 +2,14 @@
 //!
 //! Layers, with dependencies pointing down:
 //! `http` (wire only) → `pipeline` (ACL, routing) → `system` / `tokens` / engines →
-//! `core` (mounts, tokens, routing) → `runtime` + `caps` → `barrier` → `backend`.
+//! `core` (mounts, tokens, routing) → `lease` → `runtime` (with its `caps`) → `barrier` →
+//! `backend`. `caps` is re-exported at the root for the callers that stage SQL grants.
 //! The `cli` module is the `coffer` command's client side; `server` wires a process.
 
 pub mod acl;
 pub mod backend;
 pub mod background;
 pub mod barrier;
-pub mod caps;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -17,9 +17,12 @@ pub mod core;
 pub mod fields;
 pub mod http;
 pub mod lease;
+pub mod logical;
 pub mod pipeline;
 pub mod policies;
 pub mod runtime;
+/// The host capabilities, which live under [`runtime`] (they link themselves into it).
+pub use runtime::caps;
 pub mod server;
 pub mod system;
 pub mod tokens;

@@ -42,7 +42,7 @@ impl From<AclError> for PolicyError {
 /// Stored policies and the ACLs compiled from them.
 pub struct PolicyStore {
     barrier: Arc<Barrier>,
-    acls: Mutex<HashMap<Vec<String>, Arc<Acl>>>,
+    acls: Mutex<AclCache>,
 }
 
 fn key(name: &str) -> String {
@@ -59,7 +59,7 @@ impl PolicyStore {
     pub fn new(barrier: Arc<Barrier>) -> Self {
         Self {
             barrier,
-            acls: Mutex::new(HashMap::new()),
+            acls: Mutex::new(AclCache::default()),
         }
     }
 
@@ -133,9 +133,13 @@ impl PolicyStore {
         if names.iter().any(|n| n == "root") {
             return Ok(Arc::new(Acl::root()));
         }
-        if let Some(acl) = self.acls.lock().ok().and_then(|c| c.get(names).cloned()) {
-            return Ok(acl);
-        }
+        let generation = match self.acls.lock() {
+            Ok(cache) => match cache.compiled.get(names) {
+                Some(acl) => return Ok(acl.clone()),
+                None => cache.generation,
+            },
+            Err(_) => u64::MAX,
+        };
         let mut policies = Vec::with_capacity(names.len());
         for name in names {
             if let Some(text) = self.text(name)? {
@@ -151,20 +155,34 @@ impl PolicyStore {
         }
         let acl = Arc::new(Acl::new(&policies));
         if let Ok(mut cache) = self.acls.lock() {
-            if cache.len() >= MAX_CACHED_ACLS {
-                cache.clear();
+            // Compiled from texts read before a change that has since dropped the cache:
+            // served to this caller (it asked before the change finished) but not kept.
+            if cache.generation == generation {
+                if cache.compiled.len() >= MAX_CACHED_ACLS {
+                    cache.compiled.clear();
+                }
+                cache.compiled.insert(names.to_vec(), acl.clone());
             }
-            cache.insert(names.to_vec(), acl.clone());
         }
         Ok(acl)
     }
 
-    /// Drops every compiled ACL (after a policy change, and at seal).
+    /// Drops every compiled ACL (after a policy change, and at seal; an HA standby calls
+    /// it on a change notice). An ACL being compiled from texts read before this call is
+    /// not cached when it finishes.
     pub fn forget(&self) {
         if let Ok(mut cache) = self.acls.lock() {
-            cache.clear();
+            cache.compiled.clear();
+            cache.generation = cache.generation.wrapping_add(1);
         }
     }
+}
+
+/// Compiled ACLs by policy-name set, and how many times the cache was dropped.
+#[derive(Default)]
+struct AclCache {
+    compiled: HashMap<Vec<String>, Arc<Acl>>,
+    generation: u64,
 }
 
 #[cfg(test)]
@@ -178,6 +196,40 @@ mod tests {
         let init = barrier.initialize(1, 1)?;
         barrier.submit_share(init.shares.first().ok_or(BarrierError::NotInitialized)?)?;
         Ok(PolicyStore::new(barrier))
+    }
+
+    /// An ACL compiled from texts read just before a write must not be cached after it:
+    /// while another thread compiles ACLs nonstop, every write is seen by the next check.
+    #[test]
+    fn a_compile_racing_a_write_does_not_cache_the_old_text()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let store = Arc::new(store()?);
+        let names = vec!["p".to_string()];
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, names, stop) = (store.clone(), names.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = store.acl(&names);
+                }
+            })
+        };
+        let mut stale = 0;
+        for round in 0..2000 {
+            store.put(
+                "p",
+                &format!(r#"path "v{round}" {{ capabilities = ["read"] }}"#),
+            )?;
+            let path = format!("v{round}");
+            let request = AclRequest::new(&path, Operation::Read);
+            if store.acl(&names)?.allowed(&request).is_err() {
+                stale += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().map_err(|_| "reader panicked")?;
+        assert_eq!(stale, 0, "checks after a write saw the previous policy");
+        Ok(())
     }
 
     #[test]

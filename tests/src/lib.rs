@@ -933,3 +933,34 @@ path "auth/token/create" { capabilities = ["update"] }
 path "leasing/creds/*" { capabilities = ["read"] }
 path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }
 "#;
+
+/// What a platform team's operator policy grants (no root token): enable and tune
+/// engines, run the database and PKI engines' operator paths (PKI's root paths need
+/// sudo), and manage leases (revoke-prefix and LIST lookup are sudo paths).
+pub const OPERATOR_POLICY: &str = r#"
+path "sys/mounts" { capabilities = ["read"] }
+path "sys/mounts/*" { capabilities = ["create", "read", "update", "delete"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+path "database/*" { capabilities = ["create", "read", "update", "delete", "list"] }
+path "pki/*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }
+path "pki_int/*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }
+path "sys/leases/*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }
+"#;
+
+impl Coffer {
+    /// Writes [`OPERATOR_POLICY`] as `operator`, and makes this server's `call` and `cli`
+    /// use a new token with only that policy (and `default`) from now on.
+    pub fn become_operator(&mut self) {
+        self.policy("operator", OPERATOR_POLICY);
+        let reply = self.call(
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": ["operator"], "ttl": "2h" })),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        self.token = reply.json["auth"]["client_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+}

@@ -22,7 +22,6 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 pub mod edge;
-pub(crate) mod openapi;
 
 use edge::{Charge, Refusal};
 pub use edge::{Edge, EdgeLimits};
@@ -257,41 +256,10 @@ fn engine_public(core: &Core, path: &str) -> bool {
     let Some((mount, rest)) = core.route(path) else {
         return false;
     };
-    mount.engine.as_ref().is_ok_and(|loaded| {
-        loaded
-            .unauthenticated
-            .iter()
-            .any(|p| public_match(p, &rest))
-    })
-}
-
-/// Vault's matching of an engine's unauthenticated paths: segments compare exactly, `+`
-/// stands for any one segment, and a `*` (only ever the last character) makes the rest a
-/// prefix match. A trailing `/` on the path (a LIST) is ignored.
-pub fn public_match(pattern: &str, path: &str) -> bool {
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let (stem, prefix) = match pattern.strip_suffix('*') {
-        Some(stem) => (stem, true),
-        None => (pattern, false),
-    };
-    let wanted: Vec<&str> = stem.split('/').collect();
-    // The last piece holds the rest of the path, slashes included.
-    let given: Vec<&str> = path.splitn(wanted.len(), '/').collect();
-    if given.len() != wanted.len() {
-        return false;
-    }
-    let last = wanted.len().saturating_sub(1);
-    wanted
-        .iter()
-        .zip(&given)
-        .enumerate()
-        .all(|(index, (want, segment))| match (index == last, *want) {
-            (true, "+") if prefix => !segment.is_empty() && !segment.starts_with('/'),
-            (true, want) if prefix => segment.starts_with(want),
-            (true, "+") => !segment.is_empty() && !segment.contains('/'),
-            (false, "+") => !segment.is_empty(),
-            (_, want) => *segment == want,
-        })
+    mount
+        .engine
+        .as_ref()
+        .is_ok_and(|loaded| loaded.is_public(&rest))
 }
 
 /// Reads a body of at most `limit` bytes within the body timeout, charging what it keeps
@@ -399,6 +367,7 @@ async fn respond(
         query: head.query,
         input,
         caller: head.caller,
+        creates: false,
     };
     let outcome = pipeline::run(core, call, head.public, head.last_use).await;
     match outcome {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::core::public_match;
 
 #[test]
 fn percent_decoding_and_globs() {

@@ -25,6 +25,123 @@ impl LogicalBackend for Engine {
     }
 }
 
+/// How a write to an engine path is told apart as a create or an update (Vault's
+/// existence check), from the path table: a path offering `create`, `update` and `read`
+/// is existence-checked (the engine reads it first: found is an update, not found a
+/// create); one offering `create` but not `update` is a create; anything else an update.
+pub(crate) enum WriteKind {
+    /// Always a create.
+    Create,
+    /// Always an update (and anything that is not an engine path).
+    Update,
+    /// Decided by [`exists`] on this mount and path below it.
+    Checked(Arc<Mount>, String),
+}
+
+/// The [`WriteKind`] of a write to `path`.
+pub(crate) fn write_kind(core: &Core, path: &str) -> WriteKind {
+    let Some((mount, rest)) = core.route(path) else {
+        return WriteKind::Update;
+    };
+    let Ok(loaded) = mount.engine.as_ref() else {
+        return WriteKind::Update;
+    };
+    let Ok((_, _, spec)) = matched(loaded, &rest) else {
+        return WriteKind::Update;
+    };
+    let has = |op| supports(spec, op);
+    match (
+        has(Operation::Create),
+        has(Operation::Update),
+        has(Operation::Read),
+    ) {
+        (true, true, true) => WriteKind::Checked(mount.clone(), rest),
+        (true, false, _) => WriteKind::Create,
+        _ => WriteKind::Update,
+    }
+}
+
+/// Vault's existence check: whether the engine finds something at `rest` when it reads
+/// it with the path's captured fields only (never the write's body). A read the engine
+/// answers is "exists", its not-found is "does not"; any other failure is the write's.
+pub(crate) async fn exists(
+    core: &Arc<Core>,
+    call: &Call,
+    mount: Arc<Mount>,
+    rest: &str,
+) -> Result<bool, ApiError> {
+    let loaded = mount.engine.as_ref().map_err(|reason| {
+        ApiError::internal(format!(
+            "mount {} is unavailable: {reason}",
+            mount.entry.path
+        ))
+    })?;
+    let (compiled, captures, spec) = matched(loaded, rest)?;
+    let mut typed = Vec::new();
+    for field in &spec.fields {
+        if let Some(captured) = captures.name(&field.name) {
+            let value = fields::typed(field.kind, &Value::String(captured.as_str().to_string()))
+                .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?;
+            if let Some(value) = value {
+                typed.push((field.name.clone(), value));
+            }
+        }
+    }
+    let (mount_default_ttl, mount_max_ttl) = mount.ttls();
+    let request = EngineRequest {
+        path_index: compiled.index,
+        path: rest.to_string(),
+        operation: Operation::Read,
+        fields: typed,
+        raw_body: "{}".to_string(),
+        display_name: call
+            .caller
+            .as_ref()
+            .map(|(_, e)| e.display_name.clone())
+            .unwrap_or_default(),
+        mount_default_ttl,
+        mount_max_ttl,
+    };
+    let context = core.context(&mount);
+    match core.runtime.handle(&loaded.plugin, context, &request).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(EngineError::NotFound)) => Ok(false),
+        Ok(Err(error)) => Err(engine_error(error)),
+        Err(error) => Err(runtime_error(&mount, error)),
+    }
+}
+
+/// The first entry of the mount's path table matching `rest`: its compiled pattern, the
+/// captures, and its spec.
+fn matched<'a>(
+    loaded: &'a crate::core::LoadedEngine,
+    rest: &'a str,
+) -> Result<
+    (
+        &'a crate::core::CompiledPath,
+        regex::Captures<'a>,
+        &'a crate::runtime::PathSpec,
+    ),
+    ApiError,
+> {
+    let (compiled, captures) = loaded
+        .paths
+        .iter()
+        .find_map(|p| p.regex.captures(rest).map(|c| (p, c)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unsupported path"))?;
+    let spec = loaded
+        .spec
+        .paths
+        .get(usize::try_from(compiled.index).unwrap_or(usize::MAX))
+        .ok_or_else(|| ApiError::internal("path table index out of range"))?;
+    Ok((compiled, captures, spec))
+}
+
+/// Whether the path table entry offers `operation`.
+fn supports(spec: &crate::runtime::PathSpec, operation: Operation) -> bool {
+    spec.operations.iter().any(|o| *o as u8 == operation as u8)
+}
+
 async fn engine(
     core: &Arc<Core>,
     call: &Call,
@@ -37,21 +154,13 @@ async fn engine(
             mount.entry.path
         ))
     })?;
-    let (compiled, captures) = loaded
-        .paths
-        .iter()
-        .find_map(|p| p.regex.captures(&rest).map(|c| (p, c)))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unsupported path"))?;
-    let spec = loaded
-        .spec
-        .paths
-        .get(usize::try_from(compiled.index).unwrap_or(usize::MAX))
-        .ok_or_else(|| ApiError::internal("path table index out of range"))?;
-    let supports = |op: Operation| spec.operations.iter().any(|o| *o as u8 == op as u8);
+    let (compiled, captures, spec) = matched(loaded, &rest)?;
+    let supports = |op: Operation| supports(spec, op);
     let operation = match call.op {
         Op::Read => Operation::Read,
         Op::List => Operation::List,
         Op::Delete => Operation::Delete,
+        Op::Write if call.creates && supports(Operation::Create) => Operation::Create,
         Op::Write if supports(Operation::Update) => Operation::Update,
         Op::Write => Operation::Create,
         Op::Head => return Err(ApiError::unsupported_operation()),
@@ -59,11 +168,7 @@ async fn engine(
     if !supports(operation) {
         return Err(ApiError::unsupported_operation());
     }
-    let public = matches!(call.op, Op::Read | Op::List)
-        && loaded
-            .unauthenticated
-            .iter()
-            .any(|p| crate::http::public_match(p, &rest));
+    let public = matches!(call.op, Op::Read | Op::List) && loaded.is_public(&rest);
     let token = match (call.caller.as_ref(), public) {
         (Some(caller), _) => Some(caller),
         (None, true) => None,

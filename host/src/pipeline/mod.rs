@@ -17,179 +17,14 @@
 use std::sync::Arc;
 
 use hyper::StatusCode;
-use serde_json::{Map, Value};
 
 use crate::acl::{self, AclRequest};
-use crate::core::{Core, CoreError};
-use crate::lease::LeaseError;
-use crate::runtime::Operation;
-use crate::tokens::TokenEntry;
+use crate::core::Core;
 
 pub mod engine;
 
-/// An API failure: a status and the messages for `errors`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub(crate) status: StatusCode,
-    pub(crate) errors: Vec<String>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            errors: vec![message.into()],
-        }
-    }
-    pub(crate) fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    pub(crate) fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission denied")
-    }
-    pub(crate) fn not_found() -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            errors: Vec::new(),
-        }
-    }
-    pub(crate) fn unsupported_operation() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
-    }
-    pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-}
-
-impl From<CoreError> for ApiError {
-    fn from(error: CoreError) -> Self {
-        match error {
-            CoreError::Invalid(m) => Self::bad(m),
-            CoreError::Barrier(crate::barrier::BarrierError::Sealed) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed")
-            }
-            other => Self::internal(other.to_string()),
-        }
-    }
-}
-
-impl From<LeaseError> for ApiError {
-    fn from(error: LeaseError) -> Self {
-        match error {
-            LeaseError::Invalid(m) | LeaseError::Engine(m) => Self::bad(m),
-            LeaseError::OwnerRevoked => {
-                Self::new(StatusCode::FORBIDDEN, LeaseError::OwnerRevoked.to_string())
-            }
-            LeaseError::Barrier(e) => Self::from(CoreError::Barrier(e)),
-        }
-    }
-}
-
-impl From<crate::tokens::TokenError> for ApiError {
-    fn from(error: crate::tokens::TokenError) -> Self {
-        match error {
-            crate::tokens::TokenError::Invalid(m) => Self::bad(m),
-            crate::tokens::TokenError::ParentRevoked => Self::forbidden(),
-            crate::tokens::TokenError::Barrier(e) => Self::from(CoreError::Barrier(e)),
-        }
-    }
-}
-
-impl From<crate::policies::PolicyError> for ApiError {
-    fn from(error: crate::policies::PolicyError) -> Self {
-        match error {
-            crate::policies::PolicyError::Invalid(m) => Self::bad(m),
-            crate::policies::PolicyError::Barrier(e) => Self::from(CoreError::Barrier(e)),
-        }
-    }
-}
-
-impl From<crate::barrier::BarrierError> for ApiError {
-    fn from(error: crate::barrier::BarrierError) -> Self {
-        match error {
-            crate::barrier::BarrierError::Invalid(m) => Self::bad(m),
-            crate::barrier::BarrierError::AlreadyInitialized => {
-                Self::bad("Vault is already initialized")
-            }
-            crate::barrier::BarrierError::NotInitialized => Self::bad("Vault is not initialized"),
-            other => Self::from(CoreError::Barrier(other)),
-        }
-    }
-}
-
-/// What a handler produces.
-pub enum Reply {
-    /// The standard envelope.
-    Envelope(Envelope),
-    /// No body (204), or 202 for queued work.
-    Empty(StatusCode),
-    /// A bare JSON object (unauthenticated sys endpoints).
-    Bare(StatusCode, Value),
-    /// A raw, non-JSON body.
-    Raw(String, Vec<u8>),
-}
-
-/// Vault's response envelope, before it is serialized.
-#[derive(Default)]
-pub struct Envelope {
-    /// `data`.
-    pub data: Option<Value>,
-    /// `warnings`.
-    pub warnings: Vec<String>,
-    /// `lease_id` (empty when the reply holds no secret).
-    pub lease_id: String,
-    /// `lease_duration`, seconds.
-    pub lease_duration: u64,
-    /// `renewable`.
-    pub renewable: bool,
-    /// `auth`, for replies that mint a token.
-    pub auth: Option<Value>,
-    /// `mount_type`.
-    pub mount_type: String,
-    /// Copy `data`'s keys to the top level (Vault does this for `sys/*`).
-    pub sys: bool,
-}
-
-impl Envelope {
-    pub(crate) fn sys(data: Value) -> Self {
-        Self {
-            data: Some(data),
-            sys: true,
-            mount_type: "system".to_string(),
-            ..Self::default()
-        }
-    }
-}
-
-/// The operation a request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// GET.
-    Read,
-    /// LIST, or GET with `?list=true`.
-    List,
-    /// POST or PUT.
-    Write,
-    /// DELETE.
-    Delete,
-    /// HEAD.
-    Head,
-}
-
-/// A parsed API request.
-pub struct Call {
-    /// What the call asks for.
-    pub op: Op,
-    /// The logical path, after `/v1/`, percent-decoded.
-    pub path: String,
-    /// The query string's pairs.
-    pub query: Vec<(String, String)>,
-    /// The JSON body's fields (and, for reads and lists, the query's).
-    pub input: Map<String, Value>,
-    /// The caller's token, resolved once at admission; `None` when none was sent, or when
-    /// an invalid one was sent to a public path.
-    pub caller: Option<(String, TokenEntry)>,
-}
+pub use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
+pub(crate) use crate::logical::{authenticate, require_root};
 
 /// Runs one API call through the pipeline: ACL, then the backend that serves the path.
 /// `public` is a declared unauthenticated read; `last_use` says the caller's token has no
@@ -197,7 +32,7 @@ pub struct Call {
 /// hangs up and the future is dropped).
 pub async fn run(
     core: &Arc<Core>,
-    call: Call,
+    mut call: Call,
     public: bool,
     last_use: bool,
 ) -> Result<Reply, ApiError> {
@@ -210,20 +45,28 @@ pub async fn run(
         core: core.clone(),
         token: spent,
     };
+    if call.op == Op::Write
+        && let Some(role) = call.path.strip_prefix("auth/token/roles/")
+    {
+        // Vault's existence check on token roles: a new role needs `create`, an existing
+        // one `update`.
+        call.creates = core.tokens.role(role).ok().flatten().is_none();
+    } else if call.op == Op::Write {
+        call.creates = match engine::write_kind(core, &call.path) {
+            engine::WriteKind::Create => true,
+            engine::WriteKind::Update => false,
+            engine::WriteKind::Checked(mount, rest) => {
+                // The guest's existence read runs only for a caller that may create or
+                // update here; one that may do neither is refused without it.
+                if authorize_as(core, &call, public, true).is_err() {
+                    authorize_as(core, &call, public, false)?;
+                }
+                !engine::exists(core, &call, mount, &rest).await?
+            }
+        };
+    }
     authorize(core, &call, public)?;
     dispatch(core, call).await
-}
-
-/// What serves a part of the path space: `sys/`, the token store, or a mounted engine.
-/// A backend never sees a policy: the pipeline has decided before it is called.
-pub trait LogicalBackend {
-    /// Serves `call`; `rest` is the path below the backend's mount point.
-    fn handle(
-        &self,
-        core: &Arc<Core>,
-        call: &Call,
-        rest: &str,
-    ) -> impl std::future::Future<Output = Result<Reply, ApiError>> + Send;
 }
 
 /// Revokes a token whose last use a request took, when that request is over.
@@ -251,6 +94,11 @@ impl Drop for RevokeAfterLastUse {
 /// decided before any backend runs. Public reads and the seal endpoints need no policy.
 /// A refusal is Vault's 403 whether or not the path exists.
 pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), ApiError> {
+    authorize_as(core, call, public, call.creates)
+}
+
+/// [`authorize`], with a write taken as a create (`creates`) or an update.
+fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result<(), ApiError> {
     let Some((_, token)) = &call.caller else {
         return Ok(());
     };
@@ -271,7 +119,8 @@ pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), Ap
         Op::Read | Op::Head => acl::Operation::Read,
         Op::List => acl::Operation::List,
         Op::Delete => acl::Operation::Delete,
-        Op::Write => write_operation(core, &call.path),
+        Op::Write if creates => acl::Operation::Create,
+        Op::Write => acl::Operation::Update,
     };
     let request = AclRequest::new(&path, operation).with_parameters(&call.input);
     let request = AclRequest {
@@ -282,43 +131,6 @@ pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), Ap
         tracing::debug!(path = %call.path, %denial, "denied by policy");
         ApiError::forbidden()
     })
-}
-
-/// Whether a write is a create or an update for the ACL. Engines whose path table offers
-/// only `create` on the path are asked for `create`; a token role is created when it does
-/// not exist yet (Vault's existence check on `auth/token/roles/<name>`); everything else is
-/// an update (Vault does the same for paths without an existence check; Coffer's engine
-/// tables have none yet).
-pub(crate) fn write_operation(core: &Core, path: &str) -> acl::Operation {
-    if let Some(role) = path.strip_prefix("auth/token/roles/") {
-        return match core.tokens.role(role) {
-            Ok(Some(_)) => acl::Operation::Update,
-            _ => acl::Operation::Create,
-        };
-    }
-    let create_only = core.route(path).is_some_and(|(mount, rest)| {
-        mount.engine.as_ref().is_ok_and(|loaded| {
-            loaded
-                .paths
-                .iter()
-                .find(|p| p.regex.is_match(&rest))
-                .and_then(|p| {
-                    loaded
-                        .spec
-                        .paths
-                        .get(usize::try_from(p.index).unwrap_or(usize::MAX))
-                })
-                .is_some_and(|spec| {
-                    let has = |op: Operation| spec.operations.iter().any(|o| *o as u8 == op as u8);
-                    has(Operation::Create) && !has(Operation::Update)
-                })
-        })
-    });
-    if create_only {
-        acl::Operation::Create
-    } else {
-        acl::Operation::Update
-    }
 }
 
 /// Requests that are an operator's to make beyond Vault's sudo paths: an engine's root
@@ -366,19 +178,5 @@ pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiE
     engine::Engine(mount).handle(core, &call, &rest).await
 }
 
-// ---------------------------------------------------------------------------------------
-// Authentication.
-
-/// The caller admission resolved, or 403 (admission already refused a missing or invalid
-/// token everywhere but on public paths).
-pub(crate) fn authenticate(call: &Call) -> Result<&(String, TokenEntry), ApiError> {
-    call.caller.as_ref().ok_or_else(ApiError::forbidden)
-}
-
-pub(crate) fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
-    if token.is_root() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden())
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,7 @@ use crate::tokens::{random_base62, unix_now};
 
 mod leases;
 mod mounts;
+mod openapi;
 mod policies;
 
 use leases::leases;
@@ -281,10 +282,9 @@ pub(crate) async fn system(
             capabilities(core, call, &entry)
         }
         (Op::Write, "capabilities-accessor") => policies::capabilities_accessor(core, call),
-        (Op::Read, "internal/specs/openapi") => Ok(Reply::Bare(
-            StatusCode::OK,
-            crate::http::openapi::document(core),
-        )),
+        (Op::Read, "internal/specs/openapi") => {
+            Ok(Reply::Bare(StatusCode::OK, openapi::document(core)))
+        }
         (Op::Read, "plugins/catalog") => {
             let names: Vec<&str> = core.catalog.entries().map(|(n, _)| n).collect();
             Ok(Reply::Envelope(Envelope::sys(json!({ "secret": names }))))

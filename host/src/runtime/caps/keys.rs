@@ -396,6 +396,14 @@ impl CallState {
     }
 }
 
+/// Links `coffer:host/keys`: what this module implements for every call, reachable only
+/// as far as the call's state grants.
+pub(crate) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<CallState>,
+) -> wasmtime::Result<()> {
+    keys::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(linker, |s| s)
+}
+
 impl keys::Host for CallState {
     fn generate(
         &mut self,

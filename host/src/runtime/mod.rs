@@ -1,9 +1,11 @@
 //! The engine runtime: compiles each component once, instantiates it for every call into
 //! a fresh `Store`, and bounds each call's time and memory.
 //!
-//! What it owns: the process-wide wasmtime `Engine`, the `Linker` with the host
-//! capabilities, the on-disk cache of compiled artifacts, and turning a guest's trap,
-//! timeout or memory exhaustion into a [`RuntimeError`] that fails one request.
+//! What it owns: the process-wide wasmtime `Engine`, the `Linker` into which each host
+//! capability in [`caps`] links itself, the on-disk cache of compiled artifacts, and turning
+//! a guest's trap, timeout or memory exhaustion into a [`RuntimeError`] that fails one
+//! request. The generated WIT bindings are private to this module and its capabilities;
+//! everything else sees the re-exported types below.
 //!
 //! What it must never do: let a guest reach anything not linked here. WASI is linked only
 //! because Rust's wasip2 std imports it; its context has no preopened directories, no
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     Trap, UpdateDeadline,
@@ -25,11 +27,12 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::barrier::{BarrierError, View};
-use crate::caps;
+
+pub mod caps;
 
 /// Generated host bindings for the `coffer:engine/all-capabilities` world (every capability).
 #[allow(missing_docs, reason = "generated; documented in wit/")]
-pub mod bindings {
+mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/engine",
         world: "coffer:engine/all-capabilities",
@@ -46,7 +49,8 @@ pub mod bindings {
 }
 
 pub use bindings::coffer::engine::types::{
-    BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, Operation, Request, Response,
+    BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, LeaseRequest, Operation, PathSpec,
+    Request, Response,
 };
 use bindings::exports::coffer::engine::{handler, leases, maintenance, schema};
 
@@ -253,11 +257,7 @@ impl Runtime {
         let engine = wasmtime::Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
-        bindings::AllCapabilities::add_to_linker::<CallState, HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(setup)?;
+        caps::add_to_linker(&mut linker).map_err(setup)?;
         // Cached artifacts are native code this process will run: only a directory no
         // one else can write to is trusted with them.
         let cache_dir = cache_dir.filter(|dir| match private_directory(dir) {

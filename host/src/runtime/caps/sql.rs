@@ -1130,6 +1130,14 @@ fn new_scram_verifier(password: &str) -> Result<String, HostError> {
     Ok(scram_sha256_verifier(password.as_bytes(), &salt))
 }
 
+/// Links `coffer:host/sql`: what this module implements for every call, reachable only
+/// as far as the call's state grants.
+pub(crate) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<CallState>,
+) -> wasmtime::Result<()> {
+    sql::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(linker, |s| s)
+}
+
 impl sql::Host for CallState {
     async fn scram_sha256_verifier(&mut self, password: String) -> Result<String, HostError> {
         let password = zeroize::Zeroizing::new(password);

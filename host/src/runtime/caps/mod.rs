@@ -15,6 +15,8 @@ pub mod sql;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use wasmtime::component::{HasSelf, Linker};
+
 use crate::barrier::View;
 use crate::runtime::CallState;
 use crate::runtime::barrier_to_host;
@@ -139,11 +141,33 @@ fn check_key(key: &str, allow_empty: bool) -> Result<(), HostError> {
     Ok(())
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Links every capability into the runtime's linker, each from its own module: the shared
+/// types, storage and log here, then [`sql::add_to_linker`] and [`keys::add_to_linker`].
+/// What a given call may actually reach is decided per call by its [`State`].
+pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    crate::runtime::bindings::coffer::engine::types::add_to_linker::<CallState, HasSelf<CallState>>(
+        linker,
+        |s| s,
+    )?;
+    storage::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    log::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    sql::add_to_linker(linker)?;
+    keys::add_to_linker(linker)
 }
 
 impl types::Host for CallState {}
@@ -221,7 +245,7 @@ impl storage::Host for CallState {
             kind,
             data: base64::engine::general_purpose::STANDARD.encode(&data),
             created: unix_now(),
-            created_ms: crate::lease::now_ms(),
+            created_ms: now_ms(),
         };
         let bytes = serde_json::to_vec(&entry).map_err(|e| HostError::Internal(e.to_string()))?;
         self.caps

@@ -25,10 +25,9 @@ pub fn document(core: &Core) -> Value {
         };
         for spec in &loaded.spec.paths {
             for template in templates(&spec.pattern) {
-                let public_reads = loaded
-                    .unauthenticated
-                    .iter()
-                    .any(|p| super::public_match(p, example(&template).trim_start_matches('/')));
+                let public_reads = loaded.unauthenticated.iter().any(|p| {
+                    crate::core::public_match(p, example(&template).trim_start_matches('/'))
+                });
                 let full = format!("/{}{template}", mount.entry.path.trim_end_matches('/'));
                 let mut item = Map::new();
                 item.insert("description".into(), json!(spec.synopsis));
