@@ -1,7 +1,8 @@
 //! The token tree, as Vault has it: children die with their parents (and take their leases
 //! along), never outlive them, and every lifetime knob is bounded or enforced. Driven over
 //! HTTP against the real binary with the `leasing` fixture, whose leases are visible in
-//! its own storage (`issued/`, `revoked/`).
+//! its own storage (`issued/`, `revoked/`). Accessors and token roles are attacked (no
+//! token, a `default` token, malformed writes) and used as Vault users use them.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
