@@ -301,3 +301,103 @@ print("ok")
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn hvac_uses_token_roles_and_accessors() {
+    let coffer = Coffer::dev();
+    let script = r#"
+import sys, hvac
+addr = sys.argv[1]
+root = hvac.Client(url=addr, token="root")
+root.sys.create_or_update_policy("creator", 'path "auth/token/create/*" { capabilities = ["update"] }')
+root.auth.token.create_or_update_role("app", allowed_policies=["app"], token_period="1h")
+assert "app" in root.auth.token.list_roles()["data"]["keys"]
+assert root.auth.token.read_role("app")["data"]["token_period"] == 3600
+creator = root.auth.token.create(policies=["creator"], ttl="1h")["auth"]["client_token"]
+made = hvac.Client(url=addr, token=creator).auth.token.create(role_name="app")["auth"]
+assert made["policies"] == ["app", "default"], made
+assert made["lease_duration"] == 3600, made
+try:
+    hvac.Client(url=addr, token=creator).auth.token.create(role_name="app", policies=["root"])
+    sys.exit("a role handed out root")
+except hvac.exceptions.InvalidRequest:
+    pass
+accessor = made["accessor"]
+assert accessor in root.auth.token.list_accessors()["data"]["keys"]
+looked = root.auth.token.lookup_accessor(accessor)["data"]
+assert looked["id"] == "" and looked["role"] == "app", looked
+assert root.auth.token.renew_accessor(accessor)["auth"]["client_token"] == ""
+root.auth.token.revoke_accessor(accessor)
+assert accessor not in root.auth.token.list_accessors()["data"]["keys"]
+try:
+    hvac.Client(url=addr, token=made["client_token"]).auth.token.lookup_self()
+    sys.exit("a token revoked by accessor still works")
+except hvac.exceptions.Forbidden:
+    pass
+try:
+    hvac.Client(url=addr, token=creator).auth.token.list_accessors()
+    sys.exit("a token without sudo listed accessors")
+except hvac.exceptions.Forbidden:
+    pass
+root.auth.token.delete_role("app")
+try:
+    root.auth.token.read_role("app")
+    sys.exit("a deleted role is still there")
+except hvac.exceptions.InvalidPath:
+    pass
+print("ok")
+"#;
+    let output = Command::new(venv().join("bin/python"))
+        .args(["-c", script, &coffer.addr])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_bao_cli_creates_from_a_role_and_works_by_accessor() {
+    let coffer = Coffer::dev();
+    ok(&bao(
+        &coffer,
+        Some("root"),
+        &[
+            "write",
+            "auth/token/roles/app",
+            "allowed_policies=app",
+            "orphan=true",
+        ],
+    ));
+    let made = created_token(&coffer, "root", &["-role=app"]);
+    assert_eq!(made["policies"], json!(["app", "default"]), "{made}");
+    assert_eq!(made["orphan"], json!(true), "{made}");
+    let accessor = made["accessor"].as_str().unwrap();
+    let token = made["client_token"].as_str().unwrap();
+    let listed = ok(&bao(
+        &coffer,
+        Some("root"),
+        &["list", "auth/token/accessors"],
+    ));
+    assert!(listed.contains(accessor), "{listed}");
+    let looked = ok(&bao(
+        &coffer,
+        Some("root"),
+        &["token", "lookup", "-format=json", "-accessor", accessor],
+    ));
+    let looked: Value = serde_json::from_str(&looked).unwrap();
+    assert_eq!(looked["data"]["id"], json!(""), "{looked}");
+    assert_eq!(looked["data"]["role"], json!("app"), "{looked}");
+    ok(&bao(
+        &coffer,
+        Some("root"),
+        &["token", "revoke", "-accessor", accessor],
+    ));
+    assert!(
+        denied(&bao(&coffer, Some(token), &["token", "lookup"])),
+        "a token revoked by accessor still works"
+    );
+}

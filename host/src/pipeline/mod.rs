@@ -45,7 +45,13 @@ pub async fn run(
         core: core.clone(),
         token: spent,
     };
-    if call.op == Op::Write {
+    if call.op == Op::Write
+        && let Some(role) = call.path.strip_prefix("auth/token/roles/")
+    {
+        // Vault's existence check on token roles: a new role needs `create`, an existing
+        // one `update`.
+        call.creates = core.tokens.role(role).ok().flatten().is_none();
+    } else if call.op == Op::Write {
         call.creates = match engine::write_kind(core, &call.path) {
             engine::WriteKind::Create => true,
             engine::WriteKind::Update => false,

@@ -281,6 +281,7 @@ pub(crate) async fn system(
                 .ok_or_else(|| ApiError::bad("invalid token"))?;
             capabilities(core, call, &entry)
         }
+        (Op::Write, "capabilities-accessor") => policies::capabilities_accessor(core, call),
         (Op::Read, "internal/specs/openapi") => {
             Ok(Reply::Bare(StatusCode::OK, openapi::document(core)))
         }

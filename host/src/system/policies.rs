@@ -1,4 +1,4 @@
-//! `sys/policies/acl`, legacy `sys/policy`, and `sys/capabilities[-self]`.
+//! `sys/policies/acl`, legacy `sys/policy`, and `sys/capabilities[-self|-accessor]`.
 
 use serde_json::{Map, Value, json};
 
@@ -85,6 +85,19 @@ pub(crate) fn capabilities(
         );
     }
     Ok(Reply::Envelope(Envelope::sys(Value::Object(data))))
+}
+
+/// `sys/capabilities-accessor`: [`capabilities`] of the live token with `accessor`.
+pub(crate) fn capabilities_accessor(core: &Core, call: &Call) -> Result<Reply, ApiError> {
+    let accessor = match call.input.get("accessor") {
+        Some(Value::String(accessor)) if !accessor.is_empty() => accessor,
+        _ => return Err(ApiError::bad("missing accessor")),
+    };
+    let (_, entry) = core
+        .tokens
+        .live_by_accessor(accessor)?
+        .ok_or_else(|| ApiError::bad("invalid accessor"))?;
+    capabilities(core, call, &entry)
 }
 
 /// Paths one capabilities request may ask about.

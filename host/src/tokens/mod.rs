@@ -12,6 +12,7 @@
 //! crash midway is finished after the restart.
 
 pub mod api;
+pub mod roles;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ const TREE_PAGE: usize = 256;
 const ID_PREFIX: &str = "sys/token/id/";
 const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
 const PARENT_PREFIX: &str = "sys/token/parent/";
+/// Accessors one `LIST auth/token/accessors` returns at most: the reply is built in memory
+/// and each listed accessor costs two decrypting reads to check that its token is live.
+pub const MAX_LISTED_ACCESSORS: usize = 10_000;
+
 /// Tokens removed whose leases (and, after a crash, subtrees) are still to be revoked.
 pub const REVOKING_PREFIX: &str = "sys/token/revoking/";
 
@@ -101,6 +106,15 @@ impl TokenEntry {
     pub fn is_root(&self) -> bool {
         self.policies.iter().any(|p| p == "root")
     }
+
+    /// The token role that made this token: tokens made with `auth/token/create/<role>`
+    /// carry that path (role names have no `/`), so the role is read from it.
+    pub fn role(&self) -> Option<&str> {
+        self.path
+            .strip_prefix("auth/token/create/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|role| !role.is_empty())
+    }
 }
 
 /// Token store failures.
@@ -124,6 +138,8 @@ pub struct TokenStore {
     /// Serialises every read-modify-write of a token entry (use counting, renewal) with
     /// removal, so neither can write back an entry a revocation just deleted.
     updating: std::sync::Mutex<()>,
+    /// Serialises role writes (the role count bound, field-by-field updates).
+    roles: std::sync::Mutex<()>,
 }
 
 /// Unix seconds now.
@@ -148,6 +164,11 @@ pub fn random_base62(n: usize) -> String {
 
 fn poisoned() -> TokenError {
     TokenError::Invalid("the token store is unavailable after an internal failure".to_string())
+}
+
+/// Whether a stored entry still works: not expired, uses not spent.
+fn is_live(entry: &TokenEntry, now: u64) -> bool {
+    entry.expire_time.is_none_or(|e| e > now) && !entry.uses_spent
 }
 
 fn hash(token: &str) -> String {
@@ -184,6 +205,7 @@ impl TokenStore {
         Self {
             barrier,
             updating: std::sync::Mutex::new(()),
+            roles: std::sync::Mutex::new(()),
         }
     }
 
@@ -250,10 +272,7 @@ impl TokenStore {
         };
         let entry: TokenEntry = serde_json::from_slice(&bytes)
             .map_err(|_| TokenError::Invalid("corrupt token entry".to_string()))?;
-        if entry.expire_time.is_some_and(|e| e <= unix_now()) || entry.uses_spent {
-            return Ok(None);
-        }
-        Ok(Some(entry))
+        Ok(is_live(&entry, unix_now()).then_some(entry))
     }
 
     /// Looks `token` up for one request, counting the use against `num_uses`.
@@ -289,6 +308,36 @@ impl TokenStore {
         let entry = serde_json::from_slice(&bytes)
             .map_err(|_| TokenError::Invalid("corrupt token entry".to_string()))?;
         Ok(Some((key, entry)))
+    }
+
+    /// The entry of the live token with `accessor`: expired and used-up tokens are absent,
+    /// as [`TokenStore::lookup`] has them.
+    pub fn live_by_accessor(
+        &self,
+        accessor: &str,
+    ) -> Result<Option<(String, TokenEntry)>, TokenError> {
+        Ok(self
+            .by_accessor(accessor)?
+            .filter(|(_, entry)| is_live(entry, unix_now())))
+    }
+
+    /// Accessors of live tokens, in order, at most `limit`; `true` when more tokens are
+    /// stored than were looked at (the list is then incomplete).
+    pub fn accessors(&self, limit: usize) -> Result<(Vec<String>, bool), TokenError> {
+        let keys = self
+            .barrier
+            .scan(ACCESSOR_PREFIX, None, limit.saturating_add(1))?;
+        let truncated = keys.len() > limit;
+        let mut live = Vec::new();
+        for key in keys.iter().take(limit) {
+            let Some(accessor) = key.get(ACCESSOR_PREFIX.len()..) else {
+                continue;
+            };
+            if self.live_by_accessor(accessor)?.is_some() {
+                live.push(accessor.to_string());
+            }
+        }
+        Ok((live, truncated))
     }
 
     /// Whether the token with `accessor` is still stored (revocation removes it first).
@@ -422,9 +471,34 @@ impl TokenStore {
         expiry_key: impl Fn(&str, u64) -> String,
     ) -> Result<TokenEntry, TokenError> {
         let _updating = self.updating.lock().map_err(|_| poisoned())?;
-        let mut entry = self
+        let entry = self
             .lookup(token)?
             .ok_or_else(|| TokenError::Invalid("token not found".to_string()))?;
+        self.renew_entry(id_key(token), entry, increment, expiry_key)
+    }
+
+    /// [`TokenStore::renew`] of the token with `accessor` (`renew-accessor`).
+    pub fn renew_by_accessor(
+        &self,
+        accessor: &str,
+        increment: u64,
+        expiry_key: impl Fn(&str, u64) -> String,
+    ) -> Result<TokenEntry, TokenError> {
+        let _updating = self.updating.lock().map_err(|_| poisoned())?;
+        let (key, entry) = self
+            .live_by_accessor(accessor)?
+            .ok_or_else(|| TokenError::Invalid("invalid accessor".to_string()))?;
+        self.renew_entry(key, entry, increment, expiry_key)
+    }
+
+    /// Renews `entry`, stored at `key`; the caller holds `updating` and read `entry` under it.
+    fn renew_entry(
+        &self,
+        key: String,
+        mut entry: TokenEntry,
+        increment: u64,
+        expiry_key: impl Fn(&str, u64) -> String,
+    ) -> Result<TokenEntry, TokenError> {
         if entry.expire_time.is_none() {
             return Err(TokenError::Invalid(
                 "this token does not expire, so there is nothing to renew".to_string(),
@@ -451,7 +525,7 @@ impl TokenStore {
         let expire = now.saturating_add(wanted).min(limit);
         entry.expire_time = Some(expire);
         let bytes = serde_json::to_vec(&entry).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let (id, index) = (id_key(token), expiry_key(&entry.accessor, expire));
+        let (id, index) = (key, expiry_key(&entry.accessor, expire));
         let stale = previous
             .filter(|p| *p != expire)
             .map(|p| expiry_key(&entry.accessor, p));
