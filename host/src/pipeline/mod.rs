@@ -155,7 +155,7 @@ pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiE
         return crate::system::System.handle(core, &call, rest).await;
     }
     if let Some(rest) = path.strip_prefix("auth/token/") {
-        return crate::tokens::api::TokenStore
+        return crate::tokens::api::TokenAuth
             .handle(core, &call, rest)
             .await;
     }

@@ -11,16 +11,16 @@ use serde_json::{Value, json};
 use crate::core::Core;
 use crate::fields;
 use crate::lease;
-use crate::pipeline::{
+use crate::logical::{
     ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate, require_root,
 };
 use crate::tokens::roles::{TokenRole, valid_role_name};
 use crate::tokens::{MAX_LISTED_ACCESSORS, SYSTEM_MAX_TTL, TokenEntry, random_base62, unix_now};
 
 /// The `auth/token/` backend.
-pub struct TokenStore;
+pub struct TokenAuth;
 
-impl LogicalBackend for TokenStore {
+impl LogicalBackend for TokenAuth {
     async fn handle(&self, core: &Arc<Core>, call: &Call, rest: &str) -> Result<Reply, ApiError> {
         token_api(core, call, rest).await
     }

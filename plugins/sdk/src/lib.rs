@@ -34,8 +34,8 @@
 pub mod prelude {
     pub use crate::{
         BackendSpec, Engine, EngineError, Field, FieldExt, FieldKind, FieldSchema, FieldValue,
-        Fields, LeaseRef, LeaseRequest, Operation, Request, Response, log, path, random,
-        respond, spec, storage, time,
+        Fields, LeaseRef, LeaseRequest, Operation, Request, Response, log, path, random, respond,
+        spec, storage, time,
     };
     pub use serde_json::{self, Value, json};
 }
