@@ -300,3 +300,187 @@ fn tls_listener_serves_the_api_and_the_cli_verifies_it() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `coffer policy write|read|list|delete|fmt` and `token capabilities`, and that the policy
+/// written through the CLI is the one the server enforces.
+#[test]
+fn policy_verbs_and_token_capabilities() {
+    let mut coffer = Coffer::dev();
+    coffer.call("POST", "secret/app", Some(json!({"v": "1"})));
+    let file = coffer.home.join("app.hcl");
+    std::fs::write(
+        &file,
+        "path \"secret/app\" {\n  capabilities = [\"read\", \"list\"]\n}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        stdout(&coffer.cli(&["policy", "write", "app", &file.display().to_string()])),
+        "Success! Uploaded policy: app"
+    );
+    let from_stdin = coffer.cli_with_stdin(
+        &["policy", "write", "other", "-"],
+        Some("path \"secret/other\" { capabilities = [\"deny\"] }"),
+    );
+    assert_eq!(stdout(&from_stdin), "Success! Uploaded policy: other");
+    assert_eq!(
+        stdout(&coffer.cli(&["policy", "read", "app"])),
+        std::fs::read_to_string(&file).unwrap().trim_end()
+    );
+    let listed = stdout(&coffer.cli(&["policy", "list"]));
+    for name in ["app", "other", "default", "root"] {
+        assert!(listed.lines().any(|l| l == name), "{name} in {listed}");
+    }
+    // Refusals are errors with a reason, and change nothing.
+    for name in ["default", "root"] {
+        let refused = coffer.cli(&["policy", "delete", name]);
+        assert_eq!(refused.status.code(), Some(2), "deleting {name}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr)
+                .contains(&format!("cannot delete the {name} policy")),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    let missing = coffer.cli(&["policy", "read", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let bad = coffer.home.join("bad.hcl");
+    std::fs::write(&bad, "path \"x\" { capabilities = [\"fly\"] }").unwrap();
+    let refused = coffer.cli(&["policy", "write", "bad", &bad.display().to_string()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(!stdout(&coffer.cli(&["policy", "list"])).contains("bad"));
+
+    // A token with the policy: capabilities for self and, from root, for it.
+    let created = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["app"], "ttl": "1h"})),
+    );
+    let user = created.json["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        stdout(&coffer.cli(&["token", "capabilities", &user, "secret/app"])),
+        "list, read"
+    );
+    assert_eq!(
+        stdout(&coffer.cli(&["token", "capabilities", &user, "secret/other"])),
+        "deny"
+    );
+    assert_eq!(
+        stdout(&coffer.cli(&["token", "capabilities", "secret/app"])),
+        "root"
+    );
+    let root = std::mem::replace(&mut coffer.token, user.clone());
+    assert_eq!(
+        stdout(&coffer.cli(&["token", "capabilities", "secret/app"])),
+        "list, read"
+    );
+    assert_eq!(
+        stdout(&coffer.cli(&["read", "-field=v", "secret/app"])),
+        "1"
+    );
+    let denied = coffer.cli(&["write", "secret/app", "v=2"]);
+    assert_eq!(denied.status.code(), Some(2));
+    coffer.token = root;
+    assert_eq!(
+        stdout(&coffer.cli(&["policy", "delete", "app"])),
+        "Success! Deleted policy: app"
+    );
+    coffer.token = user;
+    assert_eq!(coffer.cli(&["read", "secret/app"]).status.code(), Some(2));
+}
+
+#[test]
+fn policy_fmt_rewrites_a_valid_file_and_leaves_a_bad_one() {
+    let dir = coffer_tests::temp_dir("policy-fmt");
+    let messy = dir.join("messy.hcl");
+    std::fs::write(
+        &messy,
+        "path   \"secret/*\"   {\ncapabilities=[\"read\",\"list\"]\n     }\n\n\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(coffer_tests::binary())
+        .args(["policy", "fmt", &messy.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("Success! Formatted policy: {}", messy.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(&messy).unwrap(),
+        "path \"secret/*\" {\n  capabilities = [\"read\", \"list\"]\n}\n"
+    );
+    let bad = dir.join("bad.hcl");
+    let text = "path \"secret/*\" { capabilities = [\"read\" }";
+    std::fs::write(&bad, text).unwrap();
+    let output = std::process::Command::new(coffer_tests::binary())
+        .args(["policy", "fmt", &bad.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Error formatting"),
+        "{output:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&bad).unwrap(),
+        text,
+        "a bad file was touched"
+    );
+}
+
+/// `-output-policy` prints Vault's policy for the request and sends nothing: it works
+/// against an address where nothing listens.
+#[test]
+fn output_policy_prints_the_policy_a_command_needs() {
+    let closed = format!("http://127.0.0.1:{}", coffer_tests::free_port());
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(coffer_tests::binary())
+            .args(args)
+            .env("COFFER_ADDR", &closed)
+            .env_remove("COFFER_TOKEN")
+            .env_remove("VAULT_TOKEN")
+            .env("HOME", coffer_tests::temp_dir("output-policy-home"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(
+        run(&["read", "-output-policy", "secret/app"]),
+        "path \"secret/app\" {\n  capabilities = [\"read\"]\n}"
+    );
+    assert_eq!(
+        run(&["write", "-output-policy", "database/roles/app", "db_name=x"]),
+        "path \"database/roles/app\" {\n  capabilities = [\"create\", \"update\"]\n}"
+    );
+    assert_eq!(
+        run(&["list", "-output-policy", "secret/"]),
+        "path \"secret/\" {\n  capabilities = [\"list\"]\n}"
+    );
+    assert_eq!(
+        run(&["delete", "-output-policy", "secret/app"]),
+        "path \"secret/app\" {\n  capabilities = [\"delete\"]\n}"
+    );
+    assert_eq!(
+        run(&[
+            "lease",
+            "revoke",
+            "-prefix",
+            "-output-policy",
+            "database/creds/"
+        ]),
+        "path \"sys/leases/revoke-prefix/database/creds/\" {\n  capabilities = [\"create\", \"update\", \"sudo\"]\n}"
+    );
+    // Without the flag the same command needs the server, and says so.
+    let output = std::process::Command::new(coffer_tests::binary())
+        .args(["read", "secret/app"])
+        .env("COFFER_ADDR", &closed)
+        .env("COFFER_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -21,15 +21,26 @@ use crate::fields::go_duration;
 const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8200";
 /// Flags that take no value.
 const BOOLEAN_FLAGS: &[&str] = &[
-    "dev", "force", "f", "prefix", "orphan", "self", "reset", "help", "h", "sync",
+    "dev",
+    "force",
+    "f",
+    "prefix",
+    "orphan",
+    "self",
+    "reset",
+    "help",
+    "h",
+    "sync",
+    "output-policy",
 ];
 
-/// A CLI failure and its exit code.
+/// A CLI failure and its exit code. Code 0 is not a failure: the command stopped early
+/// with `message` for stdout (`-output-policy`).
 #[derive(Debug)]
 pub struct CliError {
     /// Process exit code.
     pub code: i32,
-    /// Printed to stderr.
+    /// Printed to stderr (to stdout for code 0).
     pub message: String,
 }
 
@@ -105,6 +116,8 @@ struct Api {
     address: String,
     token: Option<String>,
     ca_cert: Option<PathBuf>,
+    /// `-output-policy`: print the policy the first request needs instead of sending it.
+    output_policy: bool,
 }
 
 struct ApiReply {
@@ -139,6 +152,7 @@ impl Api {
             address: address.trim_end_matches('/').to_string(),
             token,
             ca_cert,
+            output_policy: args.bool("output-policy"),
         })
     }
 
@@ -148,6 +162,12 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<ApiReply, CliError> {
+        if self.output_policy {
+            return Err(CliError {
+                code: 0,
+                message: output_policy(method, path),
+            });
+        }
         let url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
         let method =
             Method::from_bytes(method.as_bytes()).map_err(|e| CliError::local(e.to_string()))?;
@@ -259,7 +279,7 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         .split_first()
         .ok_or_else(|| CliError::local(usage()))?;
     let (verb, rest) = match (verb.as_str(), rest.split_first()) {
-        ("operator" | "secrets" | "token" | "lease", Some((sub, tail))) => {
+        ("operator" | "secrets" | "token" | "lease" | "policy" | "auth", Some((sub, tail))) => {
             (format!("{verb} {sub}"), tail)
         }
         _ => (verb.clone(), rest),
@@ -271,6 +291,12 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         args.positional
             .get(index)
             .map(|p| p.trim_start_matches('/').to_string())
+            .ok_or_else(|| CliError::local(format!("Not enough arguments: expected {what}")))
+    };
+    let file_arg = |index: usize, what: &str| -> Result<String, CliError> {
+        args.positional
+            .get(index)
+            .cloned()
             .ok_or_else(|| CliError::local(format!("Not enough arguments: expected {what}")))
     };
     match verb.as_str() {
@@ -454,42 +480,7 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         }
         "secrets list" => {
             let reply = api.call("GET", "sys/mounts", None).await?;
-            let body = reply.body.unwrap_or(Value::Null);
-            if out.json {
-                return Ok(pretty(body.get("data").unwrap_or(&Value::Null)));
-            }
-            let mut rows = vec![
-                [
-                    "Path".to_string(),
-                    "Type".to_string(),
-                    "Accessor".to_string(),
-                    "Description".to_string(),
-                ],
-                [
-                    "----".to_string(),
-                    "----".to_string(),
-                    "--------".to_string(),
-                    "-----------".to_string(),
-                ],
-            ];
-            if let Some(Value::Object(mounts)) = body.get("data") {
-                for (path, mount) in mounts {
-                    let field = |k: &str| {
-                        mount
-                            .get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string()
-                    };
-                    rows.push([
-                        path.clone(),
-                        field("type"),
-                        field("accessor"),
-                        field("description"),
-                    ]);
-                }
-            }
-            Ok(columns(&rows))
+            mount_table(&out, &reply.body.unwrap_or(Value::Null))
         }
         "secrets tune" => {
             let path = path_arg(0, "a mount path")?;
@@ -535,12 +526,12 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
             if let Some(renewable) = args.flag("renewable") {
                 body.insert("renewable".to_string(), json!(renewable));
             }
-            let path = if args.bool("orphan") {
-                "auth/token/create-orphan"
-            } else {
-                "auth/token/create"
+            let path = match args.flag("role") {
+                Some(role) => format!("auth/token/create/{role}"),
+                None if args.bool("orphan") => "auth/token/create-orphan".to_string(),
+                None => "auth/token/create".to_string(),
             };
-            let reply = api.call("POST", path, Some(Value::Object(body))).await?;
+            let reply = api.call("POST", &path, Some(Value::Object(body))).await?;
             out.secret(&reply)
         }
         "token lookup" => {
@@ -584,6 +575,169 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
                 _ => api.call("POST", "auth/token/revoke-self", None).await?,
             };
             Ok("Success! Revoked token (if it existed)".to_string())
+        }
+        "token capabilities" => {
+            let (token, path) = match args.positional.as_slice() {
+                [path] => (None, path),
+                [token, path] => (Some(token), path),
+                _ => {
+                    return Err(CliError::local(
+                        "Usage: coffer token capabilities [TOKEN] PATH",
+                    ));
+                }
+            };
+            let path = path.trim_start_matches('/');
+            let reply = match token {
+                None => {
+                    api.call(
+                        "POST",
+                        "sys/capabilities-self",
+                        Some(json!({ "paths": [path] })),
+                    )
+                    .await?
+                }
+                Some(token) => {
+                    api.call(
+                        "POST",
+                        "sys/capabilities",
+                        Some(json!({ "token": token, "paths": [path] })),
+                    )
+                    .await?
+                }
+            };
+            let body = reply.body.unwrap_or(Value::Null);
+            let data = body.get("data").unwrap_or(&body);
+            let mut capabilities: Vec<String> = data
+                .get(path)
+                .or_else(|| data.get("capabilities"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            capabilities.sort();
+            if out.json {
+                return Ok(pretty(&json!(capabilities)));
+            }
+            Ok(if capabilities.is_empty() {
+                "deny".to_string()
+            } else {
+                capabilities.join(", ")
+            })
+        }
+        "policy write" => {
+            let name = path_arg(0, "a policy name and a file (or - for stdin)")?;
+            let source = file_arg(1, "a file (or - for stdin) after the policy name")?;
+            let text = if source == "-" {
+                read_stdin()?
+            } else {
+                std::fs::read_to_string(&source)
+                    .map_err(|e| CliError::local(format!("Error reading {source:?}: {e}")))?
+            };
+            api.call(
+                "PUT",
+                &format!("sys/policies/acl/{name}"),
+                Some(json!({ "policy": text })),
+            )
+            .await?;
+            Ok(format!("Success! Uploaded policy: {name}"))
+        }
+        "policy read" => {
+            let name = path_arg(0, "a policy name")?;
+            let reply = match api
+                .call("GET", &format!("sys/policies/acl/{name}"), None)
+                .await
+            {
+                Err(e) if e.message.contains("Code: 404") => {
+                    return Err(CliError::api(format!("No policy named: {name}")));
+                }
+                other => other?,
+            };
+            let body = reply.body.unwrap_or(Value::Null);
+            if out.json {
+                return Ok(pretty(body.get("data").unwrap_or(&Value::Null)));
+            }
+            Ok(body
+                .pointer("/data/policy")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .trim_end()
+                .to_string())
+        }
+        "policy list" => {
+            let reply = api.call("LIST", "sys/policies/acl", None).await?;
+            out.list(&reply)
+        }
+        "policy delete" => {
+            let name = path_arg(0, "a policy name")?;
+            api.call("DELETE", &format!("sys/policies/acl/{name}"), None)
+                .await?;
+            Ok(format!("Success! Deleted policy: {name}"))
+        }
+        "policy fmt" => {
+            let file = file_arg(0, "a policy file")?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::local(format!("Error reading {file:?}: {e}")))?;
+            let formatted = format_policy(&text)
+                .map_err(|e| CliError::local(format!("Error formatting {file}: {e}")))?;
+            std::fs::write(&file, formatted)
+                .map_err(|e| CliError::local(format!("Error writing {file:?}: {e}")))?;
+            Ok(format!("Success! Formatted policy: {file}"))
+        }
+        "auth enable" => {
+            let method = path_arg(0, "an auth method type")?;
+            let path = args
+                .flag("path")
+                .map(|p| p.trim_matches('/').to_string())
+                .unwrap_or_else(|| method.clone());
+            let mut config = Map::new();
+            for (flag, key) in [
+                ("default-lease-ttl", "default_lease_ttl"),
+                ("max-lease-ttl", "max_lease_ttl"),
+            ] {
+                if let Some(value) = args.flag(flag) {
+                    config.insert(key.to_string(), json!(value));
+                }
+            }
+            let body = json!({ "type": method, "description": args.flag("description").unwrap_or_default(), "config": config });
+            api.call("POST", &format!("sys/auth/{path}"), Some(body))
+                .await?;
+            Ok(format!("Success! Enabled {method} auth method at: {path}/"))
+        }
+        "auth disable" => {
+            let path = path_arg(0, "an auth method path")?;
+            let path = path.trim_end_matches('/');
+            api.call("DELETE", &format!("sys/auth/{path}"), None)
+                .await?;
+            Ok(format!(
+                "Success! Disabled the auth method (if it existed) at: {path}/"
+            ))
+        }
+        "auth list" => {
+            let reply = api.call("GET", "sys/auth", None).await?;
+            mount_table(&out, &reply.body.unwrap_or(Value::Null))
+        }
+        "auth tune" => {
+            let path = path_arg(0, "an auth method path")?;
+            let path = path.trim_end_matches('/');
+            let mut body = Map::new();
+            for (flag, key) in [
+                ("default-lease-ttl", "default_lease_ttl"),
+                ("max-lease-ttl", "max_lease_ttl"),
+                ("description", "description"),
+            ] {
+                if let Some(value) = args.flag(flag) {
+                    body.insert(key.to_string(), json!(value));
+                }
+            }
+            api.call(
+                "POST",
+                &format!("sys/auth/{path}/tune"),
+                Some(Value::Object(body)),
+            )
+            .await?;
+            Ok(format!("Success! Tuned the auth method at: {path}/"))
         }
         "lease renew" => {
             let id = path_arg(0, "a lease id")?;
@@ -640,11 +794,98 @@ fn usage() -> String {
      server      Start a Coffer server (-dev or -config FILE)\n    \
      status      Print seal and HA status\n\n\
      Other commands:\n    \
+     auth        enable | disable | list | tune\n    \
      lease       renew | revoke [-prefix] [-force] | lookup\n    \
      operator    init | unseal | seal\n    \
+     policy      write | read | list | delete | fmt\n    \
      secrets     enable | disable | list | tune\n    \
-     token       create | lookup | renew | revoke"
+     token       create [-role] | lookup | renew | revoke | capabilities\n\n\
+     Any request command takes -output-policy: print the ACL policy it needs, send nothing."
         .to_string()
+}
+
+/// A mount table (`sys/mounts`, `sys/auth`) as Vault's CLI prints it.
+fn mount_table(out: &Output, body: &Value) -> Result<String, CliError> {
+    let data = body.get("data").unwrap_or(&Value::Null);
+    if out.json {
+        return Ok(pretty(data));
+    }
+    let mut rows = vec![
+        [
+            "Path".to_string(),
+            "Type".to_string(),
+            "Accessor".to_string(),
+            "Description".to_string(),
+        ],
+        [
+            "----".to_string(),
+            "----".to_string(),
+            "--------".to_string(),
+            "-----------".to_string(),
+        ],
+    ];
+    if let Value::Object(mounts) = data {
+        for (path, mount) in mounts {
+            let field = |k: &str| {
+                mount
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            rows.push([
+                path.clone(),
+                field("type"),
+                field("accessor"),
+                field("description"),
+            ]);
+        }
+    }
+    Ok(columns(&rows))
+}
+
+/// What `-output-policy` prints for one request (Vault's `api/output_policy.go`): the
+/// path without its query, `read`/`list`/`create, update`/`delete`, and `sudo` on the
+/// paths that need it.
+fn output_policy(method: &str, path: &str) -> String {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let path = path.trim_start_matches('/');
+    let listing = query
+        .split('&')
+        .any(|pair| matches!(pair.split_once('='), Some(("list", v)) if crate::fields::parse_bool(v).unwrap_or(false)));
+    let mut capabilities: Vec<&str> = match method {
+        _ if listing => vec!["list"],
+        "LIST" => vec!["list"],
+        "POST" | "PUT" => vec!["create", "update"],
+        "PATCH" => vec!["patch"],
+        "DELETE" => vec!["delete"],
+        _ => vec!["read"],
+    };
+    if crate::acl::sudo_required(path) {
+        capabilities.push("sudo");
+    }
+    format!(
+        "path \"{path}\" {{\n  capabilities = [\"{}\"]\n}}",
+        capabilities.join("\", \"")
+    )
+}
+
+/// `coffer policy fmt`: the policy checked as Coffer would store it, then printed in
+/// canonical HCL.
+fn format_policy(text: &str) -> Result<String, String> {
+    crate::acl::Policy::parse("fmt", text).map_err(|e| e.to_string())?;
+    let body: hcl::Body = hcl::parse(text).map_err(|e| e.to_string())?;
+    use hcl::format::Format as _;
+    // Arrays on one line, as Vault's `policy fmt` (hclwrite) leaves them.
+    let mut formatter = hcl::format::Formatter::builder()
+        .compact_arrays(true)
+        .build_vec();
+    let bytes = body.format_vec(&mut formatter).map_err(|e| e.to_string())?;
+    let mut formatted = String::from_utf8(bytes).map_err(|e| e.to_string())?;
+    if !formatted.ends_with('\n') {
+        formatted.push('\n');
+    }
+    Ok(formatted)
 }
 
 fn read_stdin() -> Result<String, CliError> {

@@ -41,6 +41,8 @@ fn main() {
                 println!("{text}");
             }
         }
+        // `-output-policy` ends the command before any request, successfully.
+        Err(error) if error.code == 0 => println!("{}", error.message),
         Err(error) => {
             eprintln!("{}", error.message);
             std::process::exit(error.code);
