@@ -3,7 +3,9 @@
 //! Plugin files are opened through a cap-std directory handle on the operator's plugin
 //! directory, so no catalog entry (`../x`, an absolute path, a symlink out) can reach a
 //! file outside it. Built-in engines are catalog entries with a well-known file name and
-//! no pin; an operator entry with the same name replaces the built-in.
+//! no pin, read from the installation's own built-in directory — never from the
+//! operator's plugin directory, which holds only pinned third-party engines. An operator
+//! entry with a built-in's name replaces the built-in.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -86,36 +88,56 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Loads the built-ins present in `dir` and every configured plugin.
+    /// Loads the built-ins present in `builtin_dir` and every configured plugin from
+    /// `plugin_dir` (each checked against its pin).
     pub fn load(
         runtime: &Runtime,
-        dir: Option<&Path>,
+        builtin_dir: Option<&Path>,
+        plugin_dir: Option<&Path>,
         configured: &[PluginConfig],
     ) -> Result<Self, CatalogError> {
         let mut catalog = Self::default();
-        let Some(dir_path) = dir else {
-            return Ok(catalog);
-        };
-        let dir = Dir::open_ambient_dir(dir_path, ambient_authority()).map_err(|e| {
-            CatalogError::Directory {
-                dir: dir_path.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        for (name, file) in BUILTINS {
-            if configured.iter().any(|p| p.name == *name) {
-                continue;
-            }
-            match read(&dir, name, file) {
-                Ok(bytes) => {
-                    let plugin = runtime.load(name, &bytes)?;
-                    catalog
-                        .plugins
-                        .insert((*name).to_string(), Arc::new(plugin));
+        let wanted: Vec<&(&str, &str)> = BUILTINS
+            .iter()
+            .filter(|(name, _)| !configured.iter().any(|p| p.name == *name))
+            .collect();
+        let mut missing = Vec::new();
+        match builtin_dir.map(|path| (path, open_dir(path))) {
+            Some((_, Ok(dir))) => {
+                for (name, file) in wanted {
+                    match read(&dir, name, file) {
+                        Ok(bytes) => {
+                            let plugin = runtime.load(name, &bytes)?;
+                            catalog
+                                .plugins
+                                .insert((*name).to_string(), Arc::new(plugin));
+                        }
+                        Err(_) => missing.push(*name),
+                    }
                 }
-                Err(error) => tracing::warn!(%error, "built-in engine not available"),
             }
+            Some((path, Err(error))) => {
+                tracing::warn!(dir = %path.display(), %error, "built-in engine directory unavailable");
+            }
+            None => missing.extend(wanted.iter().map(|(name, _)| *name)),
         }
+        if !missing.is_empty() {
+            tracing::warn!(
+                dir = %builtin_dir.map(|d| d.display().to_string()).unwrap_or_else(|| "(none)".to_string()),
+                engines = %missing.join(", "),
+                "built-in engines not installed; mounts of them fail until they are"
+            );
+        }
+        if configured.is_empty() {
+            return Ok(catalog);
+        }
+        let Some(dir_path) = plugin_dir else {
+            return Err(CatalogError::Directory {
+                dir: "(none)".to_string(),
+                reason: "[[plugin]] entries need `plugin_directory` set".to_string(),
+            });
+        };
+        let dir = open_dir(dir_path)?;
         for entry in configured {
             let bytes = read(&dir, &entry.name, &entry.file)?;
             let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
@@ -144,6 +166,13 @@ impl Catalog {
             .iter()
             .map(|(n, p)| (n.as_str(), p.sha256.as_str()))
     }
+}
+
+fn open_dir(path: &Path) -> Result<Dir, CatalogError> {
+    Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| CatalogError::Directory {
+        dir: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 fn read(dir: &Dir, name: &str, file: &str) -> Result<Vec<u8>, CatalogError> {

@@ -12,8 +12,12 @@ use crate::fields;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Directory holding plugin components; catalog entries name files inside it.
+    /// Directory holding third-party plugin components; `[[plugin]]` entries name files
+    /// inside it.
     pub plugin_directory: Option<PathBuf>,
+    /// Where the built-in engines are installed (default: `COFFER_BUILTIN_DIR`, else next
+    /// to the `coffer` binary). Independent of `plugin_directory`.
+    pub builtin_directory: Option<PathBuf>,
     /// Where compiled components are cached (default: `<storage dir>/cache`).
     pub cache_directory: Option<PathBuf>,
     /// Cluster name shown by health endpoints.
@@ -168,6 +172,9 @@ impl ServerConfig {
         };
         resolve(&mut config.storage.path);
         if let Some(dir) = config.plugin_directory.as_mut() {
+            resolve(dir);
+        }
+        if let Some(dir) = config.builtin_directory.as_mut() {
             resolve(dir);
         }
         if let Some(dir) = config.cache_directory.as_mut() {

@@ -32,7 +32,7 @@ pub struct ServerArgs {
     pub dev_root_token_id: Option<String>,
     /// `-dev-listen-address`.
     pub dev_listen_address: Option<String>,
-    /// `-plugin-dir` (dev mode; config mode uses `plugin_directory`).
+    /// `-plugin-dir` (dev mode): where the built-in engines are installed.
     pub plugin_dir: Option<PathBuf>,
 }
 
@@ -45,14 +45,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The plugin directory for dev mode: the flag, `COFFER_PLUGIN_DIR`, or the components
-/// built next to this binary (`target/wasm32-wasip2/<profile>`).
-fn dev_plugin_dir(args: &ServerArgs) -> Option<PathBuf> {
-    if let Some(dir) = &args.plugin_dir {
+/// Where the built-in engines (kv, database, pki) are installed: `-plugin-dir` (dev) or
+/// the config's `builtin_directory`, else `COFFER_BUILTIN_DIR` (or the older
+/// `COFFER_PLUGIN_DIR`), else the components built next to this binary
+/// (`target/wasm32-wasip2/<profile>`). Never the operator's `plugin_directory`.
+fn builtin_dir(explicit: Option<&PathBuf>) -> Option<PathBuf> {
+    if let Some(dir) = explicit {
         return Some(dir.clone());
     }
-    if let Some(dir) = std::env::var_os("COFFER_PLUGIN_DIR") {
-        return Some(PathBuf::from(dir));
+    for name in ["COFFER_BUILTIN_DIR", "COFFER_PLUGIN_DIR"] {
+        if let Some(dir) = std::env::var_os(name) {
+            return Some(PathBuf::from(dir));
+        }
     }
     let exe = std::env::current_exe().ok()?;
     let profile_dir = exe.parent()?;
@@ -71,9 +75,9 @@ fn cache_dir_for_dev() -> Option<PathBuf> {
 }
 
 async fn run_dev(args: &ServerArgs) -> anyhow::Result<()> {
-    let plugin_dir = dev_plugin_dir(args);
+    let plugin_dir = builtin_dir(args.plugin_dir.as_ref());
     let runtime = Runtime::new(cache_dir_for_dev())?;
-    let catalog = load_catalog(runtime.clone(), plugin_dir.clone(), Vec::new()).await?;
+    let catalog = load_catalog(runtime.clone(), plugin_dir.clone(), None, Vec::new()).await?;
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
     let barrier = Arc::new(Barrier::new(backend));
     let core = Core::new(barrier.clone(), runtime, catalog, CoreOptions::default());
@@ -122,7 +126,7 @@ async fn run_dev(args: &ServerArgs) -> anyhow::Result<()> {
     println!();
     println!("    Api Address: http://{address}");
     println!(
-        "    Plugin directory: {}",
+        "    Built-in engines: {}",
         plugin_dir
             .map(|d| d.display().to_string())
             .unwrap_or_else(|| "(none)".to_string())
@@ -146,13 +150,20 @@ async fn run_dev(args: &ServerArgs) -> anyhow::Result<()> {
 
 async fn load_catalog(
     runtime: Arc<Runtime>,
-    dir: Option<PathBuf>,
+    builtin_dir: Option<PathBuf>,
+    plugin_dir: Option<PathBuf>,
     plugins: Vec<crate::catalog::PluginConfig>,
 ) -> anyhow::Result<Catalog> {
     // Compiling components is CPU-heavy; keep it off the async workers.
-    let catalog =
-        tokio::task::spawn_blocking(move || Catalog::load(&runtime, dir.as_deref(), &plugins))
-            .await??;
+    let catalog = tokio::task::spawn_blocking(move || {
+        Catalog::load(
+            &runtime,
+            builtin_dir.as_deref(),
+            plugin_dir.as_deref(),
+            &plugins,
+        )
+    })
+    .await??;
     Ok(catalog)
 }
 
@@ -191,6 +202,7 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
     let runtime = Runtime::new(Some(cache))?;
     let catalog = load_catalog(
         runtime.clone(),
+        builtin_dir(config.builtin_directory.as_ref()),
         config.plugin_directory.clone(),
         config.plugins.clone(),
     )

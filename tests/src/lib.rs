@@ -438,7 +438,7 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn fixtures_config() -> String {
     let plugins = plugin_dir();
     let hostile = sha256_file(&plugins.join("coffer_fixture_hostile.wasm"));
-    let leasing = sha256_file(&plugins.join("coffer_fixture_leasing.wasm"));
+    let leasing = sha256_file(&plugins.join("coffer_example_leasing.wasm"));
     format!(
         r#"
 plugin_directory = "{{plugins}}"
@@ -460,7 +460,7 @@ sha256 = "{hostile}"
 
 [[plugin]]
 name = "leasing"
-file = "coffer_fixture_leasing.wasm"
+file = "coffer_example_leasing.wasm"
 sha256 = "{leasing}"
 
 [[mount]]

@@ -17,7 +17,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// An unsealed in-memory core with no engines, and its root token.
 fn core() -> Result<(Arc<Core>, String), Box<dyn std::error::Error>> {
     let runtime = Runtime::new(None)?;
-    let catalog = Catalog::load(&runtime, None, &[])?;
+    let catalog = Catalog::load(&runtime, None, None, &[])?;
     let barrier = Arc::new(Barrier::new(Arc::new(MemoryBackend::default())));
     let core = Core::new(barrier.clone(), runtime, catalog, CoreOptions::default());
     let init = barrier.initialize(1, 1)?;

@@ -46,7 +46,7 @@ pub mod prelude {
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/engine",
+        path: "wit/engine",
         world: "coffer:engine/engine",
         pub_export_macro: true,
         export_macro_name: "export_engine",
@@ -62,7 +62,7 @@ pub mod bindings {
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/engine",
+        path: "wit/engine",
         world: "coffer:engine/all-capabilities",
         pub_export_macro: true,
         export_macro_name: "export_engine",
@@ -76,7 +76,7 @@ pub mod bindings {
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/engine",
+        path: "wit/engine",
         world: "coffer:engine/pki-engine",
         pub_export_macro: true,
         export_macro_name: "export_engine",
@@ -99,7 +99,7 @@ pub mod keys {
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/engine",
+        path: "wit/engine",
         world: "coffer:engine/database-engine",
         pub_export_macro: true,
         export_macro_name: "export_engine",
