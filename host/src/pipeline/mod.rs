@@ -263,6 +263,9 @@ pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), Ap
         return Ok(());
     }
     let acl = core.policies.acl(&token.policies)?;
+    if let Some(decided) = authorize_lease_call(core, call, token, &acl) {
+        return decided;
+    }
     let path = match call.op {
         Op::List if !call.path.ends_with('/') => format!("{}/", call.path),
         _ => call.path.clone(),
@@ -282,6 +285,57 @@ pub(crate) fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), Ap
         tracing::debug!(path = %call.path, %denial, "denied by policy");
         ApiError::forbidden()
     })
+}
+
+/// Lease ownership: a renew, revoke or lookup of one lease (`sys/leases/{renew,revoke,
+/// lookup}`, the `sys/renew` and `sys/revoke` aliases, the lease id in the body or the URL)
+/// is allowed outright for the token that created the lease. For any other lease, or an
+/// id that names none, the ACL decides on the lease-qualified path
+/// `sys/leases/<op>/<lease_id>` (update; no sudo), so `default`'s exact grants on
+/// `sys/leases/renew` and `sys/leases/lookup` reach only the caller's own leases, and an
+/// operator's `sys/leases/revoke/database/creds/*` reaches every database lease. A caller
+/// without permission gets 403 whether or not the lease exists. `None`: not such a call
+/// (or no lease id given), decided as any other path.
+fn authorize_lease_call(
+    core: &Core,
+    call: &Call,
+    token: &TokenEntry,
+    acl: &acl::Acl,
+) -> Option<Result<(), ApiError>> {
+    if call.op != Op::Write {
+        return None;
+    }
+    let rest = call.path.strip_prefix("sys/")?;
+    let canonical = match rest.strip_prefix("leases/") {
+        Some(tail) => tail.to_string(),
+        None => crate::system::lease_alias(rest)?
+            .strip_prefix("leases/")?
+            .to_string(),
+    };
+    let (action, suffix) = canonical
+        .split_once('/')
+        .unwrap_or((canonical.as_str(), ""));
+    if !matches!(action, "renew" | "revoke" | "lookup") {
+        return None;
+    }
+    let id = crate::system::lease_id_from(call, suffix)?;
+    let owned = match crate::lease::lookup(core, &id) {
+        Ok(entry) => entry
+            .is_some_and(|entry| entry.token_accessor.as_deref() == Some(token.accessor.as_str())),
+        Err(error) => return Some(Err(ApiError::from(error))),
+    };
+    if owned {
+        return Some(Ok(()));
+    }
+    let qualified = format!("sys/leases/{action}/{id}");
+    let request = AclRequest {
+        needs_sudo: false,
+        ..AclRequest::new(&qualified, acl::Operation::Update).with_parameters(&call.input)
+    };
+    Some(acl.allowed(&request).map_err(|denial| {
+        tracing::debug!(path = %call.path, lease = %id, %denial, "lease call denied by policy");
+        ApiError::forbidden()
+    }))
 }
 
 /// Whether a write is a create or an update for the ACL. Engines whose path table offers
@@ -322,7 +376,11 @@ pub(crate) fn operator_setting(core: &Core, call: &Call) -> bool {
         && ["engine_call_timeout", "engine_memory_limit"]
             .iter()
             .any(|k| call.input.get(*k).is_some_and(|v| !v.is_null()));
+    // Vault's token store checks sudo on revoke-orphan in its handler (its root-path
+    // pattern, `revoke-orphan/*`, does not cover the bare path).
+    let revokes_orphan = call.op == Op::Write && call.path == "auth/token/revoke-orphan";
     tunes_limits
+        || revokes_orphan
         || core.route(&call.path).is_some_and(|(mount, rest)| {
             mount.engine_type() == "pki" && acl::special_path_matches(acl::PKI_SUDO_PATHS, &rest)
         })
@@ -338,6 +396,14 @@ pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiE
         return crate::tokens::api::TokenStore
             .handle(core, &call, rest)
             .await;
+    }
+    if let Some((entry, _rest)) = core.auth_route(&path) {
+        // Where auth engines will be served; the catalog has none yet, so no such mount
+        // can have been enabled.
+        return Err(ApiError::internal(format!(
+            "auth method type {:?} at auth/{} is not available",
+            entry.engine, entry.path
+        )));
     }
     let Some((mount, rest)) = core.route(&path) else {
         let disabling = core
