@@ -588,6 +588,24 @@ fn tuning_auth_token_bounds_new_tokens_across_restart() {
         "{}",
         plain.text
     );
+    // Renewal stays within the tuned max, measured from creation.
+    let short = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"], "ttl": "10m"})),
+    );
+    let short = short.json["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let renewed = coffer.call(
+        "POST",
+        "auth/token/renew",
+        Some(json!({"token": short, "increment": "2h"})),
+    );
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    let granted = renewed.json["auth"]["lease_duration"].as_u64().unwrap();
+    assert!((3590..=3600).contains(&granted), "{}", renewed.text);
 }
 
 /// Sealing is a sudo path: an operator token with sudo on `sys/seal` seals, one without

@@ -129,9 +129,12 @@ pub(crate) async fn token_api(
                     fields::duration(value).map_err(|e| ApiError::bad(format!("increment: {e}")))?
                 }
             };
-            let renewed = core
-                .tokens
-                .renew(&target, increment, lease::token_expiry_key)?;
+            let renewed = core.tokens.renew(
+                &target,
+                increment,
+                core.token_ttls().1,
+                lease::token_expiry_key,
+            )?;
             Ok(auth_reply(&target, &renewed))
         }
         (Op::Write, "revoke-self") => {

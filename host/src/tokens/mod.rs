@@ -412,13 +412,15 @@ impl TokenStore {
     }
 
     /// Extends `token` by `increment` seconds from now (or its creation TTL), capped by
-    /// its explicit max TTL and the system max measured from creation.
+    /// its explicit max TTL and `max_ttl` (the token store's tuned max, else the system
+    /// max) measured from creation.
     /// The entry and its expiry-index key (`expiry_key(accessor, unix expiry)`, moved from
     /// the old expiry to the new one) change in one commit.
     pub fn renew(
         &self,
         token: &str,
         increment: u64,
+        max_ttl: u64,
         expiry_key: impl Fn(&str, u64) -> String,
     ) -> Result<TokenEntry, TokenError> {
         let _updating = self.updating.lock().map_err(|_| poisoned())?;
@@ -443,8 +445,8 @@ impl TokenStore {
         };
         let max = match (entry.explicit_max_ttl, entry.period) {
             (0, period) if period > 0 => u64::MAX,
-            (0, _) => SYSTEM_MAX_TTL,
-            (explicit, _) => explicit.min(SYSTEM_MAX_TTL),
+            (0, _) => max_ttl,
+            (explicit, _) => explicit.min(max_ttl),
         };
         let limit = entry.creation_time.saturating_add(max);
         let previous = entry.expire_time;
