@@ -485,9 +485,18 @@ fn sys_auth_lists_refuses_unknown_types_and_needs_sudo_for_writes() {
         "{}",
         unknown.text
     );
-    let taken = coffer.call("POST", "sys/auth/token", Some(json!({"type": "token"})));
+    let taken = coffer.call("POST", "sys/auth/token", Some(json!({"type": "userpass"})));
     assert_eq!(taken.status, 400, "{}", taken.text);
     assert!(taken.errors().contains("already in use"), "{}", taken.text);
+    for path in ["sys/auth/token", "sys/auth/token2"] {
+        let singleton = coffer.call("POST", path, Some(json!({"type": "token"})));
+        assert_eq!(singleton.status, 400, "{}", singleton.text);
+        assert!(
+            singleton.errors().contains("cannot be instantiated"),
+            "{}",
+            singleton.text
+        );
+    }
     let disable = coffer.call("DELETE", "sys/auth/token", None);
     assert_eq!(disable.status, 400, "{}", disable.text);
     assert_eq!(coffer.call("GET", "sys/auth", None).data(), list.data());

@@ -1801,3 +1801,53 @@ fn hcl2_escapes_and_forms_hcl1_also_took() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn resultant_acl_shows_merged_rules_by_kind() -> Result<()> {
+    let acl = acl(&[
+        r#"path "a/b" { capabilities = ["read"] }
+path "a/*" {
+  capabilities = ["list"]
+  min_wrapping_ttl = "1m"
+}
+path "a/+/c" {
+  capabilities = ["update"]
+  required_parameters = ["Name"]
+}
+path "a/+/d*" { capabilities = ["deny"] }
+path "e" {
+  capabilities = ["create"]
+  allowed_parameters = { "x" = [], "y" = ["p*", 1] }
+  denied_parameters = { "z" = ["*q"] }
+}"#,
+        r#"path "a/b" { capabilities = ["update"] }"#,
+    ])?;
+    let shown = acl.resultant();
+    assert_eq!(shown["root"], json!(false));
+    assert_eq!(
+        shown["exact_paths"]["a/b"],
+        json!({"capabilities": ["read", "update"]})
+    );
+    assert_eq!(
+        shown["glob_paths"]["a/"],
+        json!({"capabilities": ["list"], "min_wrapping_ttl": 60})
+    );
+    assert_eq!(
+        shown["exact_paths"]["a/+/c"],
+        json!({"capabilities": ["update"], "required_parameters": ["name"]})
+    );
+    assert_eq!(
+        shown["glob_paths"]["a/+/d"],
+        json!({"capabilities": ["deny"]})
+    );
+    assert_eq!(
+        shown["exact_paths"]["e"],
+        json!({
+            "capabilities": ["create"],
+            "allowed_parameters": {"x": [], "y": ["p*", 1]},
+            "denied_parameters": {"z": ["*q"]},
+        })
+    );
+    assert_eq!(Acl::root().resultant(), json!({"root": true}));
+    Ok(())
+}

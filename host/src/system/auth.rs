@@ -2,7 +2,7 @@
 //! The token store is always at `token/`; its TTL tuning bounds the tokens it creates.
 
 use super::*;
-use crate::core::{MountEntry, MountRequest, MountTune, TOKEN_AUTH_PATH, effective_ttls};
+use crate::core::{MountEntry, MountRequest, MountTune, effective_ttls};
 use mounts::{string_map, tune_from};
 
 /// One auth mount in Vault's `sys/auth` shape.
@@ -52,15 +52,20 @@ pub(crate) fn auth(core: &Core, call: &Call, target: &str) -> Result<Reply, ApiE
             Ok(Reply::Envelope(Envelope::sys(auth_json(&entry))))
         }
         Op::Write => {
-            let kind = match call.input.get("type") {
-                Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            let kind = match (call.input.get("type"), call.input.get("plugin_name")) {
+                (Some(Value::String(t)), _) | (_, Some(Value::String(t)))
+                    if !t.is_empty() && t != "plugin" =>
+                {
+                    t.clone()
+                }
                 _ => {
                     return Err(ApiError::bad(
-                        "missing required field type (the auth method to enable)",
+                        "backend type must be specified as a string (the auth method to enable)",
                     ));
                 }
             };
-            if kind == "token" && path != TOKEN_AUTH_PATH {
+            // As Vault: the token store is a singleton, whatever the path.
+            if kind == "token" {
                 return Err(ApiError::bad(
                     "token credential backend cannot be instantiated",
                 ));
