@@ -4,9 +4,11 @@
 //!    was read; here it is the [`Call`]'s `caller`.
 //! 2. [`authorize`]: a token that is not root may do only what its policies allow on the
 //!    path (Vault's ACL: winning rule, capability, parameter rules, sudo paths), decided
-//!    before any backend runs.
+//!    before any backend runs; one lease's renew, revoke or lookup is its creator's, or
+//!    decided on the lease-qualified path.
 //! 3. Route to the [`LogicalBackend`] that serves the path: `sys/` ([`crate::system`]),
-//!    `auth/token/` ([`crate::tokens::api`]), or a mounted engine ([`engine`]).
+//!    `auth/token/` ([`crate::tokens::api`]), or a mounted engine ([`engine`]) (auth
+//!    engines under `auth/<path>/` will be routed here through [`Core::auth_route`]).
 //! 4. The backend's typed [`Reply`]; leases and tokens it asks for are registered by the
 //!    backend through `lease` and `tokens` before the reply leaves.
 //!
