@@ -382,6 +382,12 @@ fn a_default_token_is_refused_on_every_sys_path_default_does_not_grant() {
         ),
         ("DELETE", "sys/auth/token".into(), None),
         ("GET", "sys/auth/token/tune".into(), None),
+        ("GET", "sys/mounts/auth/token/tune".into(), None),
+        (
+            "POST",
+            "sys/mounts/auth/token/tune".into(),
+            Some(json!({"max_lease_ttl": "1h"})),
+        ),
         (
             "POST",
             "sys/auth/token/tune".into(),

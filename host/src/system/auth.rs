@@ -99,7 +99,7 @@ pub(crate) fn auth(core: &Core, call: &Call, target: &str) -> Result<Reply, ApiE
 }
 
 /// `sys/auth/<path>/tune`: the TTL bounds and description of an auth mount.
-fn auth_tune(core: &Core, call: &Call, target: &str) -> Result<Reply, ApiError> {
+pub(crate) fn auth_tune(core: &Core, call: &Call, target: &str) -> Result<Reply, ApiError> {
     let path = crate::core::normalize_path(target)?;
     let entry = core
         .auth_mount_at(&path)

@@ -256,7 +256,12 @@ pub(crate) async fn system(
         (_, rest) if rest.starts_with("mounts/") => {
             let target = rest.strip_prefix("mounts/").unwrap_or_default();
             match target.strip_suffix("/tune") {
-                Some(mount_path) => tune(core, call, mount_path),
+                // As Vault: `sys/mounts/auth/<path>/tune` (what `bao auth tune` sends)
+                // tunes the auth mount.
+                Some(mount_path) => match mount_path.strip_prefix("auth/") {
+                    Some(auth_path) => auth::auth_tune(core, call, auth_path),
+                    None => tune(core, call, mount_path),
+                },
                 None => mounts(core, call, target).await,
             }
         }
