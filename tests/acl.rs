@@ -440,6 +440,37 @@ fn a_default_token_is_refused_on_every_sys_path_default_does_not_grant() {
         let reply = as_token(&coffer, &user, method, path, body.clone());
         assert_eq!(reply.status, 403, "{method} {path}: {}", reply.text);
     }
+    // Every one of those paths, and the ones `default` grants, with every method.
+    let granted_pairs = [
+        ("POST", "sys/capabilities-self"),
+        ("PUT", "sys/capabilities-self"),
+        ("GET", "sys/internal/ui/resultant-acl"),
+        ("GET", "sys/internal/ui/mounts/secret"),
+    ];
+    let mut paths: Vec<String> = refused.iter().map(|(_, path, _)| path.clone()).collect();
+    paths.extend(granted_pairs.iter().map(|(_, path)| (*path).to_string()));
+    paths.sort();
+    paths.dedup();
+    let every_body = json!({
+        "lease_id": others,
+        "type": "kv",
+        "policy": "path \"*\" { capabilities = [\"sudo\"] }",
+        "token": "root",
+        "paths": ["sys/seal"],
+        "max_lease_ttl": "1h",
+    });
+    let mut checked = 0;
+    for path in &paths {
+        for method in ["GET", "LIST", "POST", "PUT", "DELETE"] {
+            if granted_pairs.contains(&(method, path.as_str())) {
+                continue;
+            }
+            let reply = as_token(&coffer, &user, method, path, Some(every_body.clone()));
+            assert_eq!(reply.status, 403, "{method} {path}: {}", reply.text);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 190, "only {checked} requests were checked");
     // What `default` grants, and the unauthenticated endpoints, behave as in Vault.
     let granted: Vec<(&str, &str, Option<Value>, u16)> = vec![
         (
