@@ -401,3 +401,52 @@ fn the_bao_cli_creates_from_a_role_and_works_by_accessor() {
         "a token revoked by accessor still works"
     );
 }
+
+#[test]
+fn the_bao_cli_lists_and_tunes_auth_mounts_and_an_operator_seals_with_sudo() {
+    let coffer = Coffer::dev();
+    let listed = ok(&bao(
+        &coffer,
+        Some("root"),
+        &["auth", "list", "-format=json"],
+    ));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["token/"]["type"], json!("token"), "{listed}");
+    ok(&bao(
+        &coffer,
+        Some("root"),
+        &["auth", "tune", "-max-lease-ttl=1h", "token/"],
+    ));
+    let tune = ok(&bao(
+        &coffer,
+        Some("root"),
+        &["read", "-format=json", "sys/auth/token/tune"],
+    ));
+    let tune: Value = serde_json::from_str(&tune).unwrap();
+    assert_eq!(tune["data"]["max_lease_ttl"], json!(3600), "{tune}");
+    let child = created_token(&coffer, "root", &["-policy=default", "-ttl=2h"]);
+    assert_eq!(child["lease_duration"], json!(3600), "{child}");
+    let refused = bao(&coffer, Some("root"), &["auth", "enable", "userpass"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unknown auth method type"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    coffer.policy(
+        "operator",
+        r#"path "sys/seal" { capabilities = ["update", "sudo"] }
+path "sys/auth" { capabilities = ["read"] }"#,
+    );
+    let operator = created_token(&coffer, "root", &["-policy=operator", "-ttl=1h"]);
+    let operator = operator["client_token"].as_str().unwrap().to_string();
+    ok(&bao(&coffer, Some(&operator), &["auth", "list"]));
+    assert!(denied(&bao(
+        &coffer,
+        Some(&operator),
+        &["auth", "tune", "-max-lease-ttl=2h", "token/"]
+    )));
+    ok(&bao(&coffer, Some(&operator), &["operator", "seal"]));
+    let status = coffer.call("GET", "sys/seal-status", None);
+    assert_eq!(status.json["sealed"], json!(true), "{}", status.text);
+}

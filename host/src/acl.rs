@@ -545,6 +545,24 @@ impl Values {
         }
     }
 
+    /// The values as written (`[]` for any value).
+    fn shown(&self) -> Value {
+        match self {
+            Values::Any => Value::Array(Vec::new()),
+            Values::OneOf(list) => Value::Array(
+                list.iter()
+                    .map(|expected| match expected {
+                        Expected::Text(Glob::Exact(s)) => Value::String(s.to_string()),
+                        Expected::Text(Glob::Prefix(s)) => Value::String(format!("{s}*")),
+                        Expected::Text(Glob::Suffix(s)) => Value::String(format!("*{s}")),
+                        Expected::Text(Glob::Contains(s)) => Value::String(format!("*{s}*")),
+                        Expected::Other(value) => value.clone(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     fn contains(&self, value: &Value) -> bool {
         match self {
             Values::Any => true,
@@ -790,6 +808,44 @@ impl Acl {
             .map_or(Capabilities::NONE, |rule| rule.capabilities)
     }
 
+    /// `sys/internal/ui/resultant-acl`'s `data`: every merged rule, by pattern, in
+    /// `exact_paths` or (prefix rules, keyed without their `*`) `glob_paths`, with its
+    /// capabilities and parameter and wrapping rules; `root: true` and nothing else for
+    /// root. `+` rules go by their shape: with a trailing `*` to `glob_paths`.
+    pub fn resultant(&self) -> Value {
+        if self.root {
+            return serde_json::json!({ "root": true });
+        }
+        let mut exact = Map::new();
+        let mut glob = Map::new();
+        let render = |index: usize| self.rules.get(index).map(Rule::resultant);
+        for (pattern, index) in &self.exact {
+            if let Some(rule) = render(*index) {
+                exact.insert(pattern.to_string(), rule);
+            }
+        }
+        for (pattern, index) in &self.prefix {
+            if let Some(rule) = render(*index) {
+                glob.insert(pattern.to_string(), rule);
+            }
+        }
+        for segment in &self.segment {
+            if let Some(rule) = render(segment.rule) {
+                let into = if segment.is_prefix {
+                    &mut glob
+                } else {
+                    &mut exact
+                };
+                into.insert(segment.path.to_string(), rule);
+            }
+        }
+        serde_json::json!({
+            "exact_paths": exact,
+            "glob_paths": glob,
+            "root": false,
+        })
+    }
+
     /// Whether the request is allowed; if not, why.
     pub fn allowed(&self, request: &AclRequest<'_>) -> Result<(), Denial> {
         if self.root {
@@ -874,6 +930,47 @@ fn normalize(path: &str) -> &str {
 }
 
 impl Rule {
+    /// One rule in `resultant-acl`'s shape.
+    fn resultant(&self) -> Value {
+        let mut out = Map::new();
+        out.insert(
+            "capabilities".to_string(),
+            serde_json::json!(self.capabilities.names()),
+        );
+        if self.min_wrapping_ttl != 0 {
+            out.insert(
+                "min_wrapping_ttl".to_string(),
+                serde_json::json!(self.min_wrapping_ttl),
+            );
+        }
+        if self.max_wrapping_ttl != 0 {
+            out.insert(
+                "max_wrapping_ttl".to_string(),
+                serde_json::json!(self.max_wrapping_ttl),
+            );
+        }
+        let parameters = |map: &HashMap<Box<str>, Values>| -> Value {
+            map.iter()
+                .map(|(name, values)| (name.to_string(), values.shown()))
+                .collect::<Map<String, Value>>()
+                .into()
+        };
+        if !self.allowed.is_empty() {
+            out.insert("allowed_parameters".to_string(), parameters(&self.allowed));
+        }
+        if !self.denied.is_empty() {
+            out.insert("denied_parameters".to_string(), parameters(&self.denied));
+        }
+        if !self.required.is_empty() {
+            let required: Vec<&str> = self.required.iter().map(|name| &**name).collect();
+            out.insert(
+                "required_parameters".to_string(),
+                serde_json::json!(required),
+            );
+        }
+        Value::Object(out)
+    }
+
     /// Vault's wrapping checks: a bound needs a wrapped request within it.
     fn check_wrapping(&self, wrap_ttl: Option<u64>) -> Result<(), Denial> {
         let (min, max) = (self.min_wrapping_ttl, self.max_wrapping_ttl);

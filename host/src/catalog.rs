@@ -84,7 +84,10 @@ pub enum CatalogError {
 /// Loaded, compiled plugins by name.
 #[derive(Default)]
 pub struct Catalog {
+    /// Secret engines, mounted through `sys/mounts`.
     plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Auth engines, mounted through `sys/auth` (none yet).
+    auth_plugins: BTreeMap<String, Arc<Plugin>>,
 }
 
 impl Catalog {
@@ -158,6 +161,19 @@ impl Catalog {
     /// The plugin named `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins.get(name).cloned()
+    }
+
+    /// The auth engine named `name`: a plugin of the `auth` kind, mountable under
+    /// `auth/` through `sys/auth`. Coffer has no auth engines yet (the token store is
+    /// native); they will be catalog entries of that kind, and this the one place the
+    /// auth table asks for them.
+    pub fn auth_engine(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.auth_plugins.get(name).cloned()
+    }
+
+    /// Names of the auth engines.
+    pub fn auth_names(&self) -> Vec<String> {
+        self.auth_plugins.keys().cloned().collect()
     }
 
     /// Names and hashes of every plugin.

@@ -23,6 +23,10 @@ use crate::tokens::{SYSTEM_MAX_TTL, TokenStore};
 
 /// Where the mount table lives in the barrier.
 const MOUNT_TABLE_KEY: &str = "core/mounts";
+/// Where the auth mount table (`sys/auth`) lives in the barrier.
+const AUTH_TABLE_KEY: &str = "core/auth";
+/// The token store's path in the auth table; it is always mounted and cannot be moved.
+pub const TOKEN_AUTH_PATH: &str = "token/";
 /// Most mounts (the table is one storage entry).
 pub const MAX_MOUNTS: usize = 1024;
 /// Most paths in one engine's path table.
@@ -244,17 +248,7 @@ impl Mount {
 
     /// Effective (default, max) lease TTL in seconds.
     pub fn ttls(&self) -> (u64, u64) {
-        let max = if self.entry.tune.max_lease_ttl > 0 {
-            self.entry.tune.max_lease_ttl
-        } else {
-            SYSTEM_MAX_TTL
-        };
-        let default = if self.entry.tune.default_lease_ttl > 0 {
-            self.entry.tune.default_lease_ttl
-        } else {
-            SYSTEM_MAX_TTL
-        };
-        (default.min(max), max)
+        effective_ttls(&self.entry.tune)
     }
 
     /// Per-call limits.
@@ -314,6 +308,8 @@ pub struct Core {
     /// Host-side SQL connection pools of every mount.
     pub sql_pools: Arc<SqlPools>,
     mounts: RwLock<BTreeMap<String, Arc<Mount>>>,
+    /// The auth mount table, by path below `auth/` (`token/` always).
+    auth: RwLock<BTreeMap<String, MountEntry>>,
 }
 
 impl Core {
@@ -334,6 +330,7 @@ impl Core {
             cluster_id: uuid::Uuid::new_v4().to_string(),
             sql_pools: Arc::new(SqlPools::default()),
             mounts: RwLock::new(BTreeMap::new()),
+            auth: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -356,6 +353,7 @@ impl Core {
             mounts.insert(mount.entry.path.clone(), publish(mount));
         }
         *self.write_mounts()? = mounts;
+        self.load_auth_table()?;
         for request in self.options.config_mounts.clone() {
             let path = normalize_mount_path(&request.path)?;
             match self.mount_at(&path) {
@@ -402,6 +400,9 @@ impl Core {
     pub fn seal(&self) {
         if let Ok(mut mounts) = self.mounts.write() {
             mounts.clear();
+        }
+        if let Ok(mut auth) = self.auth.write() {
+            auth.clear();
         }
         // A sealed server holds no key material: parsed CA keys go with the barrier key.
         crate::caps::keys::forget_parsed_keys();
@@ -686,6 +687,245 @@ impl Core {
     }
 }
 
+/// The auth mount table (`sys/auth`): where auth methods are mounted below `auth/`.
+///
+/// The token store is always at `token/` (its entry is created at the first unseal and
+/// persisted, so its accessor and tuning survive restarts); its TTL tuning bounds the
+/// tokens `auth/token/create` makes. Other entries are auth engines from the plugin
+/// catalog ([`Catalog::auth_engine`]); none exist yet, so enabling any other type is
+/// refused. When they come, the pipeline routes `auth/<path>/...` to the entry found by
+/// [`Core::auth_route`].
+impl Core {
+    fn read_auth(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<String, MountEntry>>, CoreError> {
+        self.auth
+            .read()
+            .map_err(|_| CoreError::Invalid("auth table lock poisoned".to_string()))
+    }
+
+    fn write_auth(
+        &self,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, BTreeMap<String, MountEntry>>, CoreError> {
+        self.auth
+            .write()
+            .map_err(|_| CoreError::Invalid("auth table lock poisoned".to_string()))
+    }
+
+    /// Loads the auth table, adding (and persisting) the token store's entry if missing.
+    fn load_auth_table(&self) -> Result<(), CoreError> {
+        let entries: Vec<MountEntry> = match self.barrier.get(AUTH_TABLE_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| CoreError::Invalid(format!("corrupt auth table: {e}")))?,
+            None => Vec::new(),
+        };
+        let mut table: BTreeMap<String, MountEntry> = entries
+            .into_iter()
+            .map(|entry| (entry.path.clone(), entry))
+            .collect();
+        let missing_token = !table.contains_key(TOKEN_AUTH_PATH);
+        if missing_token {
+            let entry = new_entry(
+                TOKEN_AUTH_PATH.to_string(),
+                "token".to_string(),
+                "token based credentials".to_string(),
+                MountTune::default(),
+                BTreeMap::new(),
+                "auth_token",
+            );
+            table.insert(TOKEN_AUTH_PATH.to_string(), entry);
+            self.persist_auth(&table)?;
+        }
+        *self.write_auth()? = table;
+        Ok(())
+    }
+
+    fn persist_auth(&self, table: &BTreeMap<String, MountEntry>) -> Result<(), CoreError> {
+        let entries: Vec<&MountEntry> = table.values().collect();
+        let bytes = serde_json::to_vec(&entries)
+            .map_err(|e| CoreError::Invalid(format!("cannot encode auth table: {e}")))?;
+        Ok(self.barrier.put(AUTH_TABLE_KEY, &bytes)?)
+    }
+
+    /// Every auth mount, by path.
+    pub fn auth_mounts(&self) -> Vec<MountEntry> {
+        self.read_auth()
+            .map(|table| table.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The auth mount at exactly `path` (below `auth/`, with trailing slash).
+    pub fn auth_mount_at(&self, path: &str) -> Option<MountEntry> {
+        self.read_auth().ok()?.get(path).cloned()
+    }
+
+    /// The auth mount other than the token store serving `logical_path` (from the API
+    /// root, `auth/<path>/...`), and the path below it: where the pipeline will route auth
+    /// engines. The token store is served natively and is never returned.
+    pub fn auth_route(&self, logical_path: &str) -> Option<(MountEntry, String)> {
+        let below = logical_path.strip_prefix("auth/")?;
+        let table = self.read_auth().ok()?;
+        table
+            .iter()
+            .filter(|(prefix, _)| {
+                prefix.as_str() != TOKEN_AUTH_PATH
+                    && (below.starts_with(prefix.as_str()) || format!("{below}/") == **prefix)
+            })
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(prefix, entry)| {
+                (
+                    entry.clone(),
+                    below.get(prefix.len()..).unwrap_or_default().to_string(),
+                )
+            })
+    }
+
+    /// Enables an auth method at `auth/<request.path>`. Only auth engines of the plugin
+    /// catalog can be enabled; `token/` is the token store's.
+    pub fn enable_auth(&self, request: MountRequest) -> Result<(), CoreError> {
+        let path = normalize_path(&request.path)?;
+        let mut table = self.write_auth()?;
+        if let Some(conflict) = table
+            .keys()
+            .find(|existing| existing.starts_with(&path) || path.starts_with(existing.as_str()))
+        {
+            return Err(CoreError::Invalid(format!(
+                "path is already in use at auth/{conflict}"
+            )));
+        }
+        if self.catalog.auth_engine(&request.engine).is_none() {
+            let known = self.catalog.auth_names();
+            let hint = if known.is_empty() {
+                "no auth engines are in the plugin catalog yet; the token store (auth/token/) is always enabled".to_string()
+            } else {
+                format!("the plugin catalog's auth engines: {}", known.join(", "))
+            };
+            return Err(CoreError::Invalid(format!(
+                "unknown auth method type {:?}: {hint}",
+                request.engine
+            )));
+        }
+        validate_tune(&request.tune)?;
+        if table.len() >= MAX_MOUNTS {
+            return Err(CoreError::Invalid(format!(
+                "at most {MAX_MOUNTS} auth mounts are allowed"
+            )));
+        }
+        let entry = new_entry(
+            path.clone(),
+            request.engine.clone(),
+            request.description,
+            request.tune,
+            request.options,
+            &format!("auth_{}", request.engine),
+        );
+        let mut updated = table.clone();
+        updated.insert(path, entry);
+        self.persist_auth(&updated)?;
+        *table = updated;
+        Ok(())
+    }
+
+    /// Disables the auth method at `path`; returns whether there was one. The token store
+    /// cannot be disabled.
+    pub fn disable_auth(&self, path: &str) -> Result<bool, CoreError> {
+        let path = normalize_path(path)?;
+        if path == TOKEN_AUTH_PATH {
+            return Err(CoreError::Invalid(
+                "token credential backend cannot be disabled".to_string(),
+            ));
+        }
+        let mut table = self.write_auth()?;
+        if !table.contains_key(&path) {
+            return Ok(false);
+        }
+        let mut updated = table.clone();
+        updated.remove(&path);
+        self.persist_auth(&updated)?;
+        *table = updated;
+        Ok(true)
+    }
+
+    /// Updates an auth mount's tuning and/or description.
+    pub fn tune_auth(
+        &self,
+        path: &str,
+        tune: Option<MountTune>,
+        description: Option<String>,
+    ) -> Result<(), CoreError> {
+        let path = normalize_path(path)?;
+        let mut table = self.write_auth()?;
+        let mut entry = table
+            .get(&path)
+            .cloned()
+            .ok_or_else(|| CoreError::Invalid(format!("no auth mount at auth/{path}")))?;
+        if let Some(tune) = tune {
+            validate_tune(&tune)?;
+            entry.tune = tune;
+        }
+        if let Some(description) = description {
+            entry.description = description;
+        }
+        let mut updated = table.clone();
+        updated.insert(path, entry);
+        self.persist_auth(&updated)?;
+        *table = updated;
+        Ok(())
+    }
+
+    /// The (default, max) TTL of tokens the token store creates: its `auth/token/` tuning,
+    /// else the system's.
+    pub fn token_ttls(&self) -> (u64, u64) {
+        self.auth_mount_at(TOKEN_AUTH_PATH)
+            .map_or((SYSTEM_MAX_TTL, SYSTEM_MAX_TTL), |entry| {
+                effective_ttls(&entry.tune)
+            })
+    }
+}
+
+/// A new mount-table entry with fresh uuid and accessor (`<accessor_kind>_<8 hex>`).
+fn new_entry(
+    path: String,
+    engine: String,
+    description: String,
+    tune: MountTune,
+    options: BTreeMap<String, String>,
+    accessor_kind: &str,
+) -> MountEntry {
+    MountEntry {
+        accessor: format!(
+            "{accessor_kind}_{}",
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..8)
+                .unwrap_or_default()
+        ),
+        path,
+        engine,
+        description,
+        uuid: uuid::Uuid::new_v4().to_string(),
+        tune,
+        options,
+        created: crate::tokens::unix_now(),
+    }
+}
+
+/// Effective (default, max) lease TTL in seconds of a tuning: zero means the system's.
+pub fn effective_ttls(tune: &MountTune) -> (u64, u64) {
+    let max = if tune.max_lease_ttl > 0 {
+        tune.max_lease_ttl
+    } else {
+        SYSTEM_MAX_TTL
+    };
+    let default = if tune.default_lease_ttl > 0 {
+        tune.default_lease_ttl
+    } else {
+        SYSTEM_MAX_TTL
+    };
+    (default.min(max), max)
+}
+
 /// A mount made live: shared, and known to its fence (see [`Fence::holders`]).
 fn publish(mount: Mount) -> Arc<Mount> {
     let mount = Arc::new(mount);
@@ -767,6 +1007,17 @@ fn compile_spec(plugin: Arc<Plugin>, spec: BackendSpec) -> Result<LoadedEngine, 
 
 /// `"/a/b"` → `"a/b/"`, refusing empty, reserved, and odd paths.
 pub fn normalize_mount_path(path: &str) -> Result<String, CoreError> {
+    let normalized = normalize_path(path)?;
+    if let Some(reserved) = RESERVED_MOUNTS.iter().find(|r| normalized.starts_with(*r)) {
+        return Err(CoreError::Invalid(format!(
+            "cannot mount under reserved path {reserved:?}"
+        )));
+    }
+    Ok(normalized)
+}
+
+/// `"/a/b"` → `"a/b/"`, refusing empty and odd paths (an auth mount's path, below `auth/`).
+pub fn normalize_path(path: &str) -> Result<String, CoreError> {
     let trimmed = path.trim_matches('/');
     let invalid = |why: &str| CoreError::Invalid(format!("invalid mount path {path:?}: {why}"));
     if trimmed.is_empty() {
@@ -788,13 +1039,7 @@ pub fn normalize_mount_path(path: &str) -> Result<String, CoreError> {
             ));
         }
     }
-    let normalized = format!("{trimmed}/");
-    if let Some(reserved) = RESERVED_MOUNTS.iter().find(|r| normalized.starts_with(*r)) {
-        return Err(CoreError::Invalid(format!(
-            "cannot mount under reserved path {reserved:?}"
-        )));
-    }
-    Ok(normalized)
+    Ok(format!("{trimmed}/"))
 }
 
 #[cfg(test)]

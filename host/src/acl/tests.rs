@@ -1801,3 +1801,46 @@ fn hcl2_escapes_and_forms_hcl1_also_took() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn resultant_acl_shows_merged_rules_by_kind() -> Result<()> {
+    let acl = acl(&[
+        r#"path "a/b" { capabilities = ["read"] }
+path "a/*" {
+  capabilities = ["list"]
+  min_wrapping_ttl = "1m"
+}
+path "a/+/c" {
+  capabilities = ["update"]
+  required_parameters = ["Name"]
+}
+path "a/+/d*" { capabilities = ["deny"] }
+path "e" {
+  capabilities = ["create"]
+  allowed_parameters = { "x" = [], "y" = ["p*", 1] }
+  denied_parameters = { "z" = ["*q"] }
+}"#,
+        r#"path "a/b" { capabilities = ["update"] }"#,
+    ])?;
+    assert_eq!(
+        acl.resultant(),
+        json!({
+            "root": false,
+            "exact_paths": {
+                "a/b": {"capabilities": ["read", "update"]},
+                "a/+/c": {"capabilities": ["update"], "required_parameters": ["name"]},
+                "e": {
+                    "capabilities": ["create"],
+                    "allowed_parameters": {"x": [], "y": ["p*", 1]},
+                    "denied_parameters": {"z": ["*q"]},
+                },
+            },
+            "glob_paths": {
+                "a/": {"capabilities": ["list"], "min_wrapping_ttl": 60},
+                "a/+/d": {"capabilities": ["deny"]},
+            },
+        })
+    );
+    assert_eq!(Acl::root().resultant(), json!({"root": true}));
+    Ok(())
+}

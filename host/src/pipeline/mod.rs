@@ -4,9 +4,11 @@
 //!    was read; here it is the [`Call`]'s `caller`.
 //! 2. [`authorize`]: a token that is not root may do only what its policies allow on the
 //!    path (Vault's ACL: winning rule, capability, parameter rules, sudo paths), decided
-//!    before any backend runs.
+//!    before any backend runs; one lease's renew, revoke or lookup is its creator's, or
+//!    decided on the lease-qualified path.
 //! 3. Route to the [`LogicalBackend`] that serves the path: `sys/` ([`crate::system`]),
-//!    `auth/token/` ([`crate::tokens::api`]), or a mounted engine ([`engine`]).
+//!    `auth/token/` ([`crate::tokens::api`]), or a mounted engine ([`engine`]) (auth
+//!    engines under `auth/<path>/` will be routed here through [`Core::auth_route`]).
 //! 4. The backend's typed [`Reply`]; leases and tokens it asks for are registered by the
 //!    backend through `lease` and `tokens` before the reply leaves.
 //!
@@ -20,11 +22,12 @@ use hyper::StatusCode;
 
 use crate::acl::{self, AclRequest};
 use crate::core::Core;
+use crate::tokens::TokenEntry;
 
 pub mod engine;
 
+pub(crate) use crate::logical::authenticate;
 pub use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
-pub(crate) use crate::logical::{authenticate, require_root};
 
 /// Runs one API call through the pipeline: ACL, then the backend that serves the path.
 /// `public` is a declared unauthenticated read; `last_use` says the caller's token has no
@@ -111,6 +114,9 @@ fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result
         return Ok(());
     }
     let acl = core.policies.acl(&token.policies)?;
+    if let Some(decided) = authorize_lease_call(core, call, token, &acl) {
+        return decided;
+    }
     let path = match call.op {
         Op::List if !call.path.ends_with('/') => format!("{}/", call.path),
         _ => call.path.clone(),
@@ -133,6 +139,57 @@ fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result
     })
 }
 
+/// Lease ownership: a renew, revoke or lookup of one lease (`sys/leases/{renew,revoke,
+/// lookup}`, the `sys/renew` and `sys/revoke` aliases, the lease id in the body or the URL)
+/// is allowed outright for the token that created the lease. For any other lease, or an
+/// id that names none, the ACL decides on the lease-qualified path
+/// `sys/leases/<op>/<lease_id>` (update; no sudo), so `default`'s exact grants on
+/// `sys/leases/renew` and `sys/leases/lookup` reach only the caller's own leases, and an
+/// operator's `sys/leases/revoke/database/creds/*` reaches every database lease. A caller
+/// without permission gets 403 whether or not the lease exists. `None`: not such a call
+/// (or no lease id given), decided as any other path.
+fn authorize_lease_call(
+    core: &Core,
+    call: &Call,
+    token: &TokenEntry,
+    acl: &acl::Acl,
+) -> Option<Result<(), ApiError>> {
+    if call.op != Op::Write {
+        return None;
+    }
+    let rest = call.path.strip_prefix("sys/")?;
+    let canonical = match rest.strip_prefix("leases/") {
+        Some(tail) => tail.to_string(),
+        None => crate::system::lease_alias(rest)?
+            .strip_prefix("leases/")?
+            .to_string(),
+    };
+    let (action, suffix) = canonical
+        .split_once('/')
+        .unwrap_or((canonical.as_str(), ""));
+    if !matches!(action, "renew" | "revoke" | "lookup") {
+        return None;
+    }
+    let id = crate::system::lease_id_from(call, suffix)?;
+    let owned = match crate::lease::lookup(core, &id) {
+        Ok(entry) => entry
+            .is_some_and(|entry| entry.token_accessor.as_deref() == Some(token.accessor.as_str())),
+        Err(error) => return Some(Err(ApiError::from(error))),
+    };
+    if owned {
+        return Some(Ok(()));
+    }
+    let qualified = format!("sys/leases/{action}/{id}");
+    let request = AclRequest {
+        needs_sudo: false,
+        ..AclRequest::new(&qualified, acl::Operation::Update).with_parameters(&call.input)
+    };
+    Some(acl.allowed(&request).map_err(|denial| {
+        tracing::debug!(path = %call.path, lease = %id, %denial, "lease call denied by policy");
+        ApiError::forbidden()
+    }))
+}
+
 /// Requests that are an operator's to make beyond Vault's sudo paths: an engine's root
 /// paths (PKI's `root`, `root/sign-self-issued`), and tuning a mount's sandbox limits.
 pub(crate) fn operator_setting(core: &Core, call: &Call) -> bool {
@@ -142,7 +199,11 @@ pub(crate) fn operator_setting(core: &Core, call: &Call) -> bool {
         && ["engine_call_timeout", "engine_memory_limit"]
             .iter()
             .any(|k| call.input.get(*k).is_some_and(|v| !v.is_null()));
+    // Vault's token store checks sudo on revoke-orphan in its handler (its root-path
+    // pattern, `revoke-orphan/*`, does not cover the bare path).
+    let revokes_orphan = call.op == Op::Write && call.path == "auth/token/revoke-orphan";
     tunes_limits
+        || revokes_orphan
         || core.route(&call.path).is_some_and(|(mount, rest)| {
             mount.engine_type() == "pki" && acl::special_path_matches(acl::PKI_SUDO_PATHS, &rest)
         })
@@ -158,6 +219,14 @@ pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiE
         return crate::tokens::api::TokenAuth
             .handle(core, &call, rest)
             .await;
+    }
+    if let Some((entry, _rest)) = core.auth_route(&path) {
+        // Where auth engines will be served; the catalog has none yet, so no such mount
+        // can have been enabled.
+        return Err(ApiError::internal(format!(
+            "auth method type {:?} at auth/{} is not available",
+            entry.engine, entry.path
+        )));
     }
     let Some((mount, rest)) = core.route(&path) else {
         let disabling = core

@@ -16,12 +16,7 @@ pub(crate) fn lease_id_from(call: &Call, suffix: &str) -> Option<String> {
     }
 }
 
-pub(crate) async fn leases(
-    core: &Arc<Core>,
-    call: &Call,
-    token: &TokenEntry,
-    rest: &str,
-) -> Result<Reply, ApiError> {
+pub(crate) async fn leases(core: &Arc<Core>, call: &Call, rest: &str) -> Result<Reply, ApiError> {
     let (action, suffix) = match rest.strip_prefix("leases/") {
         Some(tail) => tail.split_once('/').unwrap_or((tail, "")),
         None => ("", ""),
@@ -36,7 +31,6 @@ pub(crate) async fn leases(
             if kind != Some("irrevocable") {
                 return Err(ApiError::bad("only type=irrevocable is supported here"));
             }
-            require_root(token)?;
             let entries = lease::irrevocable(core, MAX_IRREVOCABLE_LISTED)?;
             let leases: Vec<Value> = entries
                 .iter()
@@ -80,7 +74,6 @@ pub(crate) async fn leases(
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         (Op::Write, "revoke-prefix") | (Op::Write, "revoke-force") => {
-            require_root(token)?;
             if suffix.is_empty() {
                 return Err(ApiError::bad(
                     "a prefix is required, e.g. sys/leases/revoke-prefix/database/creds/role",
@@ -109,7 +102,6 @@ pub(crate) async fn leases(
             }))))
         }
         (Op::List, "lookup") => {
-            require_root(token)?;
             let keys = lease::list(core, suffix)?;
             if keys.is_empty() {
                 return Err(ApiError::not_found());

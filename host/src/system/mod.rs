@@ -14,17 +14,17 @@ use serde_json::{Map, Value, json};
 use crate::core::{Core, CoreError};
 use crate::fields;
 use crate::lease::LeaseError;
-use crate::pipeline::{
-    ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate, require_root,
-};
+use crate::pipeline::{ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate};
 use crate::tokens::TokenEntry;
 use crate::tokens::{random_base62, unix_now};
 
+mod auth;
 mod leases;
 mod mounts;
 mod openapi;
 mod policies;
 
+pub(crate) use leases::lease_id_from;
 use leases::leases;
 pub(crate) use mounts::string_map;
 use mounts::{mount_json, mounts, tune};
@@ -220,6 +220,21 @@ pub(crate) async fn unseal(core: &Arc<Core>, call: &Call) -> Result<Reply, ApiEr
     Ok(Reply::Bare(StatusCode::OK, seal_status(core)?))
 }
 
+/// Vault's old lease paths (`sys/renew`, `sys/revoke`, `sys/revoke-prefix/...`,
+/// `sys/revoke-force/...`, with or without a lease id in the URL) as their `sys/leases/`
+/// path, relative to `sys/`.
+pub(crate) fn lease_alias(rest: &str) -> Option<String> {
+    ["renew", "revoke", "revoke-prefix", "revoke-force"]
+        .iter()
+        .find(|action| {
+            rest == **action
+                || rest
+                    .strip_prefix(**action)
+                    .is_some_and(|tail| tail.starts_with('/'))
+        })
+        .map(|_| format!("leases/{rest}"))
+}
+
 pub(crate) async fn system(
     core: &Arc<Core>,
     call: &Call,
@@ -229,7 +244,6 @@ pub(crate) async fn system(
     let rest = path.strip_prefix("sys/").unwrap_or_default();
     match (call.op, rest) {
         (Op::Write, "seal") => {
-            require_root(&token.1)?;
             core.seal();
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
@@ -243,9 +257,22 @@ pub(crate) async fn system(
         (_, rest) if rest.starts_with("mounts/") => {
             let target = rest.strip_prefix("mounts/").unwrap_or_default();
             match target.strip_suffix("/tune") {
-                Some(mount_path) => tune(core, call, mount_path),
+                // As Vault: `sys/mounts/auth/<path>/tune` (what `bao auth tune` sends)
+                // tunes the auth mount.
+                Some(mount_path) => match mount_path.strip_prefix("auth/") {
+                    Some(auth_path) => auth::auth_tune(core, call, auth_path),
+                    None => tune(core, call, mount_path),
+                },
                 None => mounts(core, call, target).await,
             }
+        }
+        (Op::Read, "auth") => Ok(auth::auth_list(core)),
+        (_, rest) if rest.starts_with("auth/") => {
+            auth::auth(core, call, rest.strip_prefix("auth/").unwrap_or_default())
+        }
+        (Op::Read, "internal/ui/resultant-acl") => {
+            let acl = core.policies.acl(&token.1.policies)?;
+            Ok(Reply::Envelope(Envelope::sys(acl.resultant())))
         }
         (Op::Read, rest) if rest.starts_with("internal/ui/mounts/") => {
             let target = rest.strip_prefix("internal/ui/mounts/").unwrap_or_default();
@@ -287,10 +314,17 @@ pub(crate) async fn system(
         }
         (Op::Read, "plugins/catalog") => {
             let names: Vec<&str> = core.catalog.entries().map(|(n, _)| n).collect();
-            Ok(Reply::Envelope(Envelope::sys(json!({ "secret": names }))))
+            let auth = core.catalog.auth_names();
+            Ok(Reply::Envelope(Envelope::sys(
+                json!({ "secret": names, "auth": auth }),
+            )))
         }
         (_, rest) if rest == "leases" || rest.starts_with("leases/") => {
-            leases(core, call, &token.1, rest).await
+            leases(core, call, rest).await
+        }
+        (_, rest) if lease_alias(rest).is_some() => {
+            let canonical = lease_alias(rest).unwrap_or_default();
+            leases(core, call, &canonical).await
         }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
     }

@@ -15,7 +15,7 @@ use crate::logical::{
     ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate, require_root,
 };
 use crate::tokens::roles::{TokenRole, valid_role_name};
-use crate::tokens::{MAX_LISTED_ACCESSORS, SYSTEM_MAX_TTL, TokenEntry, random_base62, unix_now};
+use crate::tokens::{MAX_LISTED_ACCESSORS, TokenEntry, random_base62, unix_now};
 
 /// The `auth/token/` backend.
 pub struct TokenAuth;
@@ -131,9 +131,12 @@ pub(crate) async fn token_api(
         (Op::Write, "renew-accessor") => {
             let accessor = accessor_field(input)?;
             let increment = increment_field(input)?;
-            let renewed =
-                core.tokens
-                    .renew_by_accessor(&accessor, increment, lease::token_expiry_key)?;
+            let renewed = core.tokens.renew_by_accessor(
+                &accessor,
+                increment,
+                core.token_ttls().1,
+                lease::token_expiry_key,
+            )?;
             // Vault blanks the token itself: the accessor's holder may not learn it.
             Ok(auth_reply("", &renewed))
         }
@@ -203,9 +206,12 @@ pub(crate) async fn token_api(
                 token.clone()
             };
             let increment = increment_field(input)?;
-            let renewed = core
-                .tokens
-                .renew(&target, increment, lease::token_expiry_key)?;
+            let renewed = core.tokens.renew(
+                &target,
+                increment,
+                core.token_ttls().1,
+                lease::token_expiry_key,
+            )?;
             Ok(auth_reply(&target, &renewed))
         }
         (Op::Write, "revoke-self") => {
@@ -218,7 +224,6 @@ pub(crate) async fn token_api(
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         (Op::Write, "revoke-orphan") => {
-            require_root(&entry)?;
             let target = string_field("token")?.ok_or_else(|| ApiError::bad("missing token"))?;
             revoke_token(core, &target, true).await?;
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
@@ -449,6 +454,7 @@ pub(crate) async fn create_token(
         explicit_max_ttl,
         period,
         root: policies.iter().any(|p| p == "root"),
+        mount_ttls: core.token_ttls(),
         parent_deadline: if no_parent { None } else { parent.deadline() },
     };
     let (ttl, explicit_max_ttl, cap_warnings) = limits.resolve(now)?;
@@ -539,13 +545,16 @@ pub(crate) struct TokenLimits {
     explicit_max_ttl: u64,
     period: u64,
     root: bool,
+    /// The token store's (default, max) TTL: its `sys/auth/token/tune`, else the system's.
+    mount_ttls: (u64, u64),
     /// Unix time the parent can live to at most (none: an orphan, or an immortal parent).
     parent_deadline: Option<u64>,
 }
 
 impl TokenLimits {
     /// The (TTL, explicit max TTL) to store, and warnings for every cap applied: the
-    /// system max bounds all but periodic tokens, an explicit max bounds the TTL, and a
+    /// token store's max TTL (tuned, else the system's) bounds all but periodic tokens and
+    /// its default TTL is the TTL of a token that asks for none, an explicit max bounds the TTL, and a
     /// child's whole life fits inside its parent's.
     fn resolve(self, now: u64) -> Result<(u64, u64, Vec<String>), ApiError> {
         let mut warnings = Vec::new();
@@ -559,17 +568,18 @@ impl TokenLimits {
                 value
             }
         };
+        let (default_ttl, max_ttl) = self.mount_ttls;
         let mut explicit = capped(
             "explicit_max_ttl",
             self.explicit_max_ttl,
-            SYSTEM_MAX_TTL,
-            "the system max TTL",
+            max_ttl,
+            "the token store's max TTL",
         );
         let mut ttl = match (self.ttl, self.period, self.root) {
             (_, period, _) if period > 0 => period,
             (0, _, true) => 0,
-            (0, _, false) => SYSTEM_MAX_TTL,
-            (ttl, _, _) => capped("ttl", ttl, SYSTEM_MAX_TTL, "the system max TTL"),
+            (0, _, false) => default_ttl,
+            (ttl, _, _) => capped("ttl", ttl, max_ttl, "the token store's max TTL"),
         };
         if explicit > 0 {
             ttl = if ttl == 0 {

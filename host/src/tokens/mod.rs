@@ -461,20 +461,22 @@ impl TokenStore {
     }
 
     /// Extends `token` by `increment` seconds from now (or its creation TTL), capped by
-    /// its explicit max TTL and the system max measured from creation.
+    /// its explicit max TTL and `max_ttl` (the token store's tuned max, else the system
+    /// max) measured from creation.
     /// The entry and its expiry-index key (`expiry_key(accessor, unix expiry)`, moved from
     /// the old expiry to the new one) change in one commit.
     pub fn renew(
         &self,
         token: &str,
         increment: u64,
+        max_ttl: u64,
         expiry_key: impl Fn(&str, u64) -> String,
     ) -> Result<TokenEntry, TokenError> {
         let _updating = self.updating.lock().map_err(|_| poisoned())?;
         let entry = self
             .lookup(token)?
             .ok_or_else(|| TokenError::Invalid("token not found".to_string()))?;
-        self.renew_entry(id_key(token), entry, increment, expiry_key)
+        self.renew_entry(id_key(token), entry, increment, max_ttl, expiry_key)
     }
 
     /// [`TokenStore::renew`] of the token with `accessor` (`renew-accessor`).
@@ -482,13 +484,14 @@ impl TokenStore {
         &self,
         accessor: &str,
         increment: u64,
+        max_ttl: u64,
         expiry_key: impl Fn(&str, u64) -> String,
     ) -> Result<TokenEntry, TokenError> {
         let _updating = self.updating.lock().map_err(|_| poisoned())?;
         let (key, entry) = self
             .live_by_accessor(accessor)?
             .ok_or_else(|| TokenError::Invalid("invalid accessor".to_string()))?;
-        self.renew_entry(key, entry, increment, expiry_key)
+        self.renew_entry(key, entry, increment, max_ttl, expiry_key)
     }
 
     /// Renews `entry`, stored at `key`; the caller holds `updating` and read `entry` under it.
@@ -497,6 +500,7 @@ impl TokenStore {
         key: String,
         mut entry: TokenEntry,
         increment: u64,
+        max_ttl: u64,
         expiry_key: impl Fn(&str, u64) -> String,
     ) -> Result<TokenEntry, TokenError> {
         if entry.expire_time.is_none() {
@@ -517,8 +521,8 @@ impl TokenStore {
         };
         let max = match (entry.explicit_max_ttl, entry.period) {
             (0, period) if period > 0 => u64::MAX,
-            (0, _) => SYSTEM_MAX_TTL,
-            (explicit, _) => explicit.min(SYSTEM_MAX_TTL),
+            (0, _) => max_ttl,
+            (explicit, _) => explicit.min(max_ttl),
         };
         let limit = entry.creation_time.saturating_add(max);
         let previous = entry.expire_time;
