@@ -484,3 +484,44 @@ fn output_policy_prints_the_policy_a_command_needs() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// `coffer auth list|tune|enable|disable` against the server's `sys/auth`.
+#[test]
+fn auth_verbs_list_tune_and_refuse_what_cannot_be_done() {
+    let coffer = Coffer::dev();
+    let table = stdout(&coffer.cli(&["auth", "list"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("token/") && l.contains("token")),
+        "{table}"
+    );
+    let listed: Value =
+        serde_json::from_str(&stdout(&coffer.cli(&["auth", "list", "-format=json"]))).unwrap();
+    assert_eq!(listed["token/"]["type"], json!("token"));
+    assert_eq!(
+        stdout(&coffer.cli(&["auth", "tune", "-max-lease-ttl=1h", "token/"])),
+        "Success! Tuned the auth method at: token/"
+    );
+    let created: Value = serde_json::from_str(&stdout(&coffer.cli(&[
+        "token",
+        "create",
+        "-format=json",
+        "-ttl=5h",
+    ])))
+    .unwrap();
+    assert_eq!(created["auth"]["lease_duration"], json!(3600), "{created}");
+    for (args, reason) in [
+        (
+            &["auth", "enable", "userpass"][..],
+            "unknown auth method type",
+        ),
+        (&["auth", "disable", "token"][..], "token"),
+    ] {
+        let refused = coffer.cli(args);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    assert!(stdout(&coffer.cli(&["auth", "list"])).contains("token/"));
+}

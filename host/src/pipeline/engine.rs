@@ -8,10 +8,10 @@ use std::sync::Arc;
 use hyper::StatusCode;
 use serde_json::Value;
 
-use super::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
 use crate::core::{Core, Mount};
 use crate::fields;
 use crate::lease;
+use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
 use crate::runtime::{
     EngineError, FieldKind, FieldValue, Operation, Request as EngineRequest, RuntimeError,
 };

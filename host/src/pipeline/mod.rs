@@ -26,7 +26,6 @@ use crate::tokens::TokenEntry;
 
 pub mod engine;
 
-pub(crate) use crate::logical::authenticate;
 pub use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
 
 /// Runs one API call through the pipeline: ACL, then the backend that serves the path.

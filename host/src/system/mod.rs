@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::core::{Core, CoreError};
 use crate::fields;
 use crate::lease::LeaseError;
-use crate::pipeline::{ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate};
+use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate};
 use crate::tokens::TokenEntry;
 use crate::tokens::{random_base62, unix_now};
 
