@@ -598,6 +598,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    if want("acl-check") {
+        rows.extend(acl_check(&coffer_target, &scale).await);
+    }
+
     if want("lease-") {
         // lease-scale: live leases, RSS per lease, restart to first request, expiry storm.
         // Warm up first at the same concurrency, so the marginal RSS per lease is measured,
@@ -988,4 +992,167 @@ fn write_json(out: &str, rows: &[Row], cores: usize, cpu: &str, smoke: bool) -> 
     std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
     println!("wrote {out}");
     Ok(())
+}
+
+/// Policies in the ACL scenario, and `path` blocks in each (the issue's 20 × 50).
+const ACL_POLICIES: usize = 20;
+const ACL_PATHS_PER_POLICY: usize = 50;
+
+/// Policy `index` of the ACL scenario: exact paths, `*` prefixes, `+` segments, a deny
+/// and parameter rules, spread over several mounts like a platform team's policies.
+fn acl_policy(index: usize) -> String {
+    let mut text = String::new();
+    for path in 0..ACL_PATHS_PER_POLICY {
+        let block = match path % 5 {
+            0 => format!(
+                "path \"secret/team{index}/app{path}\" {{ capabilities = [\"read\", \"list\"] }}\n"
+            ),
+            1 => format!(
+                "path \"kv{index}/data/svc{path}/*\" {{ capabilities = [\"create\", \"update\", \"read\"] }}\n"
+            ),
+            2 => format!(
+                "path \"database/creds/+/role{index}-{path}\" {{ capabilities = [\"read\"] }}\n"
+            ),
+            3 => format!(
+                "path \"pki{index}/issue/web{path}\" {{\n  capabilities = [\"update\"]\n  allowed_parameters = {{ \"common_name\" = [\"*.svc{path}.example.com\"], \"ttl\" = [] }}\n}}\n"
+            ),
+            _ => format!(
+                "path \"secret/team{index}/app{path}/private\" {{ capabilities = [\"deny\"] }}\n"
+            ),
+        };
+        text.push_str(&block);
+    }
+    text
+}
+
+/// The cost of the ACL check. In process: compile 20 policies of 50 paths once, then
+/// decide requests that hit exact, glob, `+` and deny rules and miss; p50/p99 per check.
+/// Over HTTP: `auth/token/lookup-self` (a native handler) with a token holding those 20
+/// policies plus `default`, against one holding only `default`, in alternating rounds at
+/// c=1; the p50 difference is what the bigger policy set costs a request.
+async fn acl_check(target: &Target, scale: &Scale) -> Vec<Row> {
+    use coffer_host::acl::{Acl, AclRequest, Operation, Policy};
+    let texts: Vec<String> = (0..ACL_POLICIES).map(acl_policy).collect();
+    let compile_started = Instant::now();
+    let policies: Vec<Policy> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| Policy::parse(&format!("p{i}"), text).expect("bench policy parses"))
+        .collect();
+    let acl = Acl::new(&policies);
+    let compile_ms = compile_started.elapsed().as_secs_f64() * 1000.0;
+    let mut requests: Vec<(String, Operation)> = Vec::new();
+    for i in 0..ACL_POLICIES {
+        for p in (0..ACL_PATHS_PER_POLICY).step_by(7) {
+            requests.push((format!("secret/team{i}/app{p}"), Operation::Read));
+            requests.push((format!("kv{i}/data/svc{p}/deep/key"), Operation::Update));
+            requests.push((format!("database/creds/blue/role{i}-{p}"), Operation::Read));
+            requests.push((format!("secret/team{i}/app{p}/private"), Operation::Read));
+            requests.push((format!("nowhere/{i}/{p}"), Operation::Read));
+        }
+    }
+    let rounds = if scale.overhead >= 1000 { 200 } else { 5 };
+    let mut samples = Vec::with_capacity(requests.len() * rounds);
+    let mut allowed = 0usize;
+    for _ in 0..rounds {
+        for (path, operation) in &requests {
+            let started = Instant::now();
+            let outcome = acl.allowed(&AclRequest::new(path, *operation));
+            samples.push(started.elapsed().as_nanos() as f64);
+            allowed += usize::from(outcome.is_ok());
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    let (p50_ns, p99_ns) = (at(0.5), at(0.99));
+    let in_process = Stats {
+        ok: samples.len(),
+        throughput: 1e9 / (samples.iter().sum::<f64>() / samples.len() as f64),
+        p50_ms: p50_ns / 1e6,
+        p99_ms: p99_ns / 1e6,
+        mean_ms: samples.iter().sum::<f64>() / samples.len() as f64 / 1e6,
+        ..Stats::default()
+    };
+    let mut rows = vec![Row {
+        scenario: "acl-check".into(),
+        server: "coffer".into(),
+        concurrency: 1,
+        stats: in_process,
+        limit: None,
+        note: format!(
+            "in process: {ACL_POLICIES} policies x {ACL_PATHS_PER_POLICY} paths, {} decisions ({allowed} allowed): p50 {:.2} µs, p99 {:.2} µs per check (target p50 <= 5 µs: {}); first compile of the set {compile_ms:.2} ms",
+            samples.len(),
+            p50_ns / 1000.0,
+            p99_ns / 1000.0,
+            if p50_ns <= 5000.0 { "met" } else { "MISSED" }
+        ),
+    }];
+
+    // Over HTTP, against the native handler.
+    let mut names = vec!["default".to_string()];
+    for (i, text) in texts.iter().enumerate() {
+        let name = format!("bench-acl-{i}");
+        blocking(
+            target,
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            json!({ "policy": text }),
+        );
+        names.push(name);
+    }
+    let token_with = |policies: &[String]| -> Target {
+        let created = blocking(
+            target,
+            "POST",
+            "auth/token/create",
+            json!({ "policies": policies, "ttl": "2h" }),
+        );
+        Target {
+            token: created["auth"]["client_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            ..target.clone()
+        }
+    };
+    let many = token_with(&names);
+    let few = token_with(&["default".to_string()]);
+    let per_round = (scale.overhead / OVERHEAD_ROUNDS).max(1);
+    let (mut differences, mut many_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..OVERHEAD_ROUNDS {
+        let with_many = load::run(
+            &many,
+            "GET",
+            1,
+            per_round,
+            false,
+            fixed("auth/token/lookup-self", Value::Null),
+        )
+        .await;
+        let with_few = load::run(
+            &few,
+            "GET",
+            1,
+            per_round,
+            false,
+            fixed("auth/token/lookup-self", Value::Null),
+        )
+        .await;
+        differences.push((with_many.p50_ms - with_few.p50_ms) * 1000.0);
+        many_rounds.push(with_many);
+    }
+    let (difference_us, range) = median_and_range(&mut differences);
+    many_rounds.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+    let median_round = many_rounds.swap_remove(many_rounds.len() / 2);
+    rows.push(Row {
+        scenario: "acl-check".into(),
+        server: "coffer".into(),
+        concurrency: 1,
+        stats: median_round,
+        limit: None,
+        note: format!(
+            "HTTP auth/token/lookup-self with {ACL_POLICIES} policies + default vs default alone: p50 {difference_us:+.1} µs per request (median of {OVERHEAD_ROUNDS} alternating rounds: {range})"
+        ),
+    });
+    rows
 }
