@@ -27,6 +27,21 @@ fn venv() -> PathBuf {
     venv
 }
 
+/// Runs a Python script that uses hvac against `coffer` (its address is `sys.argv[1]`);
+/// the script must print `ok` and exit 0.
+fn run_hvac(coffer: &Coffer, script: &str) {
+    let output = Command::new(venv().join("bin/python"))
+        .args(["-c", script, &coffer.addr])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// `bao <args>` against `coffer` with `token` (none: no token at all).
 fn bao(coffer: &Coffer, token: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(venv().join("bin/bao"));
@@ -191,16 +206,7 @@ except hvac.exceptions.InvalidRequest as error:
     assert "ttl" in str(error), error
 print("ok")
 "#;
-    let output = Command::new(venv().join("bin/python"))
-        .args(["-c", script, &coffer.addr])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_hvac(&coffer, script);
 }
 
 #[test]
@@ -290,16 +296,7 @@ except hvac.exceptions.Forbidden:
     pass
 print("ok")
 "#;
-    let output = Command::new(venv().join("bin/python"))
-        .args(["-c", script, &coffer.addr])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_hvac(&coffer, script);
 }
 
 #[test]
@@ -347,16 +344,7 @@ except hvac.exceptions.InvalidPath:
     pass
 print("ok")
 "#;
-    let output = Command::new(venv().join("bin/python"))
-        .args(["-c", script, &coffer.addr])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_hvac(&coffer, script);
 }
 
 #[test]

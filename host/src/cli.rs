@@ -449,15 +449,7 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
                 .flag("path")
                 .map(|p| p.trim_matches('/').to_string())
                 .unwrap_or_else(|| engine.clone());
-            let mut config = Map::new();
-            for (flag, key) in [
-                ("default-lease-ttl", "default_lease_ttl"),
-                ("max-lease-ttl", "max_lease_ttl"),
-            ] {
-                if let Some(value) = args.flag(flag) {
-                    config.insert(key.to_string(), json!(value));
-                }
-            }
+            let config = flag_fields(&args, &MOUNT_TTL_FLAGS);
             let body = json!({ "type": engine, "description": args.flag("description").unwrap_or_default(), "config": config });
             api.call("POST", &format!("sys/mounts/{path}"), Some(body))
                 .await?;
@@ -484,16 +476,8 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         }
         "secrets tune" => {
             let path = path_arg(0, "a mount path")?;
-            let mut body = Map::new();
-            for (flag, key) in [
-                ("default-lease-ttl", "default_lease_ttl"),
-                ("max-lease-ttl", "max_lease_ttl"),
-                ("description", "description"),
-            ] {
-                if let Some(value) = args.flag(flag) {
-                    body.insert(key.to_string(), json!(value));
-                }
-            }
+            let mut body = flag_fields(&args, &MOUNT_TTL_FLAGS);
+            body.extend(flag_fields(&args, &[("description", "description")]));
             api.call(
                 "POST",
                 &format!("sys/mounts/{}/tune", path.trim_end_matches('/')),
@@ -691,15 +675,7 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
                 .flag("path")
                 .map(|p| p.trim_matches('/').to_string())
                 .unwrap_or_else(|| method.clone());
-            let mut config = Map::new();
-            for (flag, key) in [
-                ("default-lease-ttl", "default_lease_ttl"),
-                ("max-lease-ttl", "max_lease_ttl"),
-            ] {
-                if let Some(value) = args.flag(flag) {
-                    config.insert(key.to_string(), json!(value));
-                }
-            }
+            let config = flag_fields(&args, &MOUNT_TTL_FLAGS);
             let body = json!({ "type": method, "description": args.flag("description").unwrap_or_default(), "config": config });
             api.call("POST", &format!("sys/auth/{path}"), Some(body))
                 .await?;
@@ -721,16 +697,8 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         "auth tune" => {
             let path = path_arg(0, "an auth method path")?;
             let path = path.trim_end_matches('/');
-            let mut body = Map::new();
-            for (flag, key) in [
-                ("default-lease-ttl", "default_lease_ttl"),
-                ("max-lease-ttl", "max_lease_ttl"),
-                ("description", "description"),
-            ] {
-                if let Some(value) = args.flag(flag) {
-                    body.insert(key.to_string(), json!(value));
-                }
-            }
+            let mut body = flag_fields(&args, &MOUNT_TTL_FLAGS);
+            body.extend(flag_fields(&args, &[("description", "description")]));
             api.call(
                 "POST",
                 &format!("sys/auth/{path}/tune"),
@@ -802,6 +770,20 @@ fn usage() -> String {
      token       create [-role] | lookup | renew | revoke | capabilities\n\n\
      Any request command takes -output-policy: print the ACL policy it needs, send nothing."
         .to_string()
+}
+
+/// The TTL flags of `secrets`/`auth` `enable` and `tune`, and the API fields they set.
+const MOUNT_TTL_FLAGS: [(&str, &str); 2] = [
+    ("default-lease-ttl", "default_lease_ttl"),
+    ("max-lease-ttl", "max_lease_ttl"),
+];
+
+/// The given flags that are set, as API fields (`-max-lease-ttl=1h` → `max_lease_ttl`).
+fn flag_fields(args: &Args, flags: &[(&str, &str)]) -> Map<String, Value> {
+    flags
+        .iter()
+        .filter_map(|(flag, key)| args.flag(flag).map(|v| (key.to_string(), json!(v))))
+        .collect()
 }
 
 /// A mount table (`sys/mounts`, `sys/auth`) as Vault's CLI prints it.

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::core::{MountEntry, MountRequest, MountTune, effective_ttls};
-use mounts::{string_map, tune_from};
+use mounts::{mount_settings, string_map, tune_from};
 
 /// One auth mount in Vault's `sys/auth` shape.
 pub(crate) fn auth_json(entry: &MountEntry) -> Value {
@@ -70,17 +70,7 @@ pub(crate) fn auth(core: &Core, call: &Call, target: &str) -> Result<Reply, ApiE
                     "token credential backend cannot be instantiated",
                 ));
             }
-            let config = match call.input.get("config") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(config)) => config.clone(),
-                Some(_) => return Err(ApiError::bad("config must be an object")),
-            };
-            let description = match call.input.get("description") {
-                None | Some(Value::Null) => String::new(),
-                Some(value) => {
-                    fields::string(value).map_err(|e| ApiError::bad(format!("description: {e}")))?
-                }
-            };
+            let (config, description) = mount_settings(&call.input)?;
             core.enable_auth(MountRequest {
                 path,
                 engine: kind,

@@ -96,17 +96,7 @@ pub(crate) async fn mounts(core: &Arc<Core>, call: &Call, target: &str) -> Resul
                     ));
                 }
             };
-            let config = match call.input.get("config") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(config)) => config.clone(),
-                Some(_) => return Err(ApiError::bad("config must be an object")),
-            };
-            let description = match call.input.get("description") {
-                None | Some(Value::Null) => String::new(),
-                Some(value) => {
-                    fields::string(value).map_err(|e| ApiError::bad(format!("description: {e}")))?
-                }
-            };
+            let (config, description) = mount_settings(&call.input)?;
             let request = MountRequest {
                 path,
                 engine,
@@ -177,4 +167,23 @@ pub(crate) fn tune(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply,
         }
         _ => Err(ApiError::unsupported_operation()),
     }
+}
+
+/// The `config` object and `description` of a mount request (`sys/mounts/<path>`,
+/// `sys/auth/<path>`); both optional.
+pub(super) fn mount_settings(
+    input: &Map<String, Value>,
+) -> Result<(Map<String, Value>, String), ApiError> {
+    let config = match input.get("config") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(config)) => config.clone(),
+        Some(_) => return Err(ApiError::bad("config must be an object")),
+    };
+    let description = match input.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(value) => {
+            fields::string(value).map_err(|e| ApiError::bad(format!("description: {e}")))?
+        }
+    };
+    Ok((config, description))
 }
