@@ -116,7 +116,10 @@ fn unknown_routes_and_operations() {
     assert_eq!(wrong_op.errors(), "unsupported operation");
     let bad_method = coffer.raw("PATCH", "secret/x", Some(&coffer.token), Some("{}"), &[]);
     assert_eq!(bad_method.status, 405);
-    assert_eq!(coffer.call("GET", "secret/missing", None).status, 404);
+    // kv answers a missing key with Vault's bare 404; other engines say what is missing.
+    let missing = coffer.call("GET", "secret/missing", None);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json["errors"], json!([]), "{}", missing.text);
     let outside_api = coffer.raw("GET", "../etc/passwd", Some(&coffer.token), None, &[]);
     assert!(
         outside_api.status == 404 || outside_api.status == 400,
@@ -462,4 +465,20 @@ fn list_skips_a_folder_holding_the_highest_code_point_once() {
     assert_eq!(list.data()["keys"], json!(["a/", "b"]));
     let inside = coffer.call("LIST", "secret/a/", None);
     assert_eq!(inside.data()["keys"], json!(["\u{10FFFF}z"]));
+}
+
+/// An engine's not-found names what is missing (`{"errors": ["no role named ..."]}`).
+#[test]
+fn engine_not_found_says_what_is_missing() {
+    let coffer = Coffer::dev();
+    for (path, message) in [
+        ("pki/roles/none", r#"no role named "none""#),
+        ("pki/cert/ca", "no default issuer"),
+        ("database/roles/none", r#"no role named "none""#),
+        ("database/static-roles/none", r#"no static role named "none""#),
+    ] {
+        let reply = coffer.call("GET", path, None);
+        assert_eq!(reply.status, 404, "{path}: {}", reply.text);
+        assert!(reply.errors().contains(message), "{path}: {}", reply.text);
+    }
 }

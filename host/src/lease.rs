@@ -424,7 +424,8 @@ pub fn engine_message(error: &EngineError) -> String {
         | EngineError::PermissionDenied(m)
         | EngineError::Upstream(m)
         | EngineError::Internal(m) => m.clone(),
-        EngineError::NotFound => "not found".to_string(),
+        EngineError::NotFound(m) if m.is_empty() => "not found".to_string(),
+        EngineError::NotFound(m) => m.clone(),
         EngineError::Unsupported => "unsupported operation".to_string(),
     }
 }

@@ -56,7 +56,8 @@ impl Engine for Kv {
                         .map_err(|e| EngineError::Internal(format!("corrupt entry: {e}")))?;
                     Ok(respond::data(value))
                 }
-                None => Err(EngineError::NotFound),
+                // Vault's kv answers a missing key with a bare 404.
+                None => Err(EngineError::NotFound(String::new())),
             },
             Operation::Create | Operation::Update => {
                 let body: Value = serde_json::from_str(&req.raw_body)

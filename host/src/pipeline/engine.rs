@@ -105,7 +105,7 @@ pub(crate) async fn exists(
     let context = core.context(&mount);
     match core.runtime.handle(&loaded.plugin, context, &request).await {
         Ok(Ok(_)) => Ok(true),
-        Ok(Err(EngineError::NotFound)) => Ok(false),
+        Ok(Err(EngineError::NotFound(_))) => Ok(false),
         Ok(Err(error)) => Err(engine_error(error)),
         Err(error) => Err(runtime_error(&mount, error)),
     }
@@ -349,7 +349,8 @@ fn crash_before_lease_store(path: &str) {
 fn engine_error(error: EngineError) -> ApiError {
     match error {
         EngineError::InvalidRequest(m) => ApiError::bad(m),
-        EngineError::NotFound => ApiError::not_found(),
+        EngineError::NotFound(m) if m.is_empty() => ApiError::not_found(),
+        EngineError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
         EngineError::PermissionDenied(m) => ApiError::new(StatusCode::FORBIDDEN, m),
         EngineError::Unsupported => ApiError::unsupported_operation(),
         EngineError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),

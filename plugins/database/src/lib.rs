@@ -367,7 +367,8 @@ impl Engine for DatabaseEngine {
             ("rotate-root", _) => rotate_root(&name),
             ("roles", Operation::List) => respond::list(storage::list("role/")?),
             ("roles", Operation::Read) => {
-                let role: Role = load(&named("role", &name))?.ok_or(EngineError::NotFound)?;
+                let role: Role = load(&named("role", &name))?
+                    .ok_or_else(|| EngineError::NotFound(format!("no role named {name:?}")))?;
                 Ok(respond::data(role_json(&role)))
             }
             ("roles", Operation::Delete) => {
@@ -378,8 +379,9 @@ impl Engine for DatabaseEngine {
             ("creds", _) => creds(&name, &req),
             ("static-roles", Operation::List) => respond::list(storage::list("static-role/")?),
             ("static-roles", Operation::Read) => {
-                let role: StaticRole =
-                    load(&named("static-role", &name))?.ok_or(EngineError::NotFound)?;
+                let role: StaticRole = load(&named("static-role", &name))?.ok_or_else(|| {
+                    EngineError::NotFound(format!("no static role named {name:?}"))
+                })?;
                 Ok(respond::data(json!({
                     "db_name": role.db_name, "username": role.username, "rotation_period": role.rotation_period,
                     "rotation_statements": role.rotation_statements, "credential_type": role.credential_type,
@@ -507,7 +509,8 @@ pub(crate) fn describe_error(error: &EngineError) -> String {
         | EngineError::PermissionDenied(m)
         | EngineError::Upstream(m)
         | EngineError::Internal(m) => m.clone(),
-        EngineError::NotFound => "not found".to_string(),
+        EngineError::NotFound(m) if m.is_empty() => "not found".to_string(),
+        EngineError::NotFound(m) => m.clone(),
         EngineError::Unsupported => "unsupported".to_string(),
     }
 }
@@ -531,7 +534,8 @@ fn redacted_url(url: &str) -> String {
 }
 
 fn read_config(name: &str) -> Result<Response, EngineError> {
-    let config: DbConfig = load(&named("config", name))?.ok_or(EngineError::NotFound)?;
+    let config: DbConfig = load(&named("config", name))?
+        .ok_or_else(|| EngineError::NotFound(format!("no connection named {name:?}")))?;
     let mut details = json!({
         "connection_url": redacted_url(&config.connection_url),
         "username": config.username,

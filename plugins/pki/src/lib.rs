@@ -363,7 +363,7 @@ impl Engine for Pki {
                     }
                 }
                 if ids.is_empty() {
-                    return Err(EngineError::NotFound);
+                    return Err(EngineError::NotFound(String::new()));
                 }
                 Ok(respond::data(json!({ "keys": ids, "key_info": info })))
             }
@@ -393,8 +393,9 @@ impl Engine for Pki {
             (["intermediate", "set-signed"], _) => set_signed(&string("certificate")),
             (["roles", ..], Operation::List) => respond::list(storage::list("role/")?),
             (["roles", _], Operation::Read) => {
-                let role: issue::Role =
-                    load(&format!("role/{}", string("name")))?.ok_or(EngineError::NotFound)?;
+                let name = string("name");
+                let role: issue::Role = load(&format!("role/{name}"))?
+                    .ok_or_else(|| EngineError::NotFound(format!("no role named {name:?}")))?;
                 Ok(respond::data(role_json(&role)))
             }
             (["roles", _], Operation::Delete) => {
@@ -852,7 +853,7 @@ fn issuer_json(issuer: &IssuerEntry) -> Value {
 fn list_issuers() -> Result<Response, EngineError> {
     let ids = storage::list("issuer/")?;
     if ids.is_empty() {
-        return Err(EngineError::NotFound);
+        return Err(EngineError::NotFound(String::new()));
     }
     let default = default_issuer_id()?;
     let mut info = serde_json::Map::new();
@@ -1008,10 +1009,15 @@ fn raw_ca(as_pem: bool) -> Result<Response, EngineError> {
     Ok(respond::raw("application/pkix-cert", der))
 }
 
+/// The not-found of paths that need the default issuer when there is none.
+fn no_default_issuer() -> EngineError {
+    EngineError::NotFound("no default issuer: generate or import a CA first".to_string())
+}
+
 fn read_cert(serial: &str) -> Result<Response, EngineError> {
     match serial {
         "ca" | "ca_chain" => {
-            let issuer = resolve_issuer("default").map_err(|_| EngineError::NotFound)?;
+            let issuer = resolve_issuer("default").map_err(|_| no_default_issuer())?;
             let mut data = json!({ "certificate": issuer.certificate, "revocation_time": 0, "revocation_time_rfc3339": "", "issuer_id": issuer.id });
             if serial == "ca_chain"
                 && let Some(object) = data.as_object_mut()
@@ -1021,7 +1027,7 @@ fn read_cert(serial: &str) -> Result<Response, EngineError> {
             Ok(respond::data(data))
         }
         "crl" => {
-            let id = default_issuer_id()?.ok_or(EngineError::NotFound)?;
+            let id = default_issuer_id()?.ok_or_else(no_default_issuer)?;
             Ok(respond::data(
                 json!({ "certificate": pem("X509 CRL", &crl_der(&id)?), "revocation_time": 0, "revocation_time_rfc3339": "" }),
             ))
@@ -1029,7 +1035,9 @@ fn read_cert(serial: &str) -> Result<Response, EngineError> {
         _ => {
             let key = serial_key(serial)
                 .ok_or_else(|| invalid(format!("{serial:?} is not a serial number")))?;
-            let entry: CertEntry = load(&format!("certs/{key}"))?.ok_or(EngineError::NotFound)?;
+            let entry: CertEntry = load(&format!("certs/{key}"))?.ok_or_else(|| {
+                EngineError::NotFound(format!("no certificate with serial number {serial}"))
+            })?;
             let revoked = entry.revoked_at.unwrap_or(0);
             Ok(respond::data(json!({
                 "certificate": entry.certificate, "issuer_id": entry.issuer_id, "revocation_time": revoked,
@@ -1138,7 +1146,8 @@ fn rebuild_crl(issuer_id: &str) -> Result<Vec<u8>, EngineError> {
     // includes every revocation whose marker this rebuild will delete.
     let pending = storage::list(&format!("crl/{issuer_id}/pending/"))?;
     let previous: Option<CrlPointer> = load(&format!("crl/{issuer_id}/current"))?;
-    let issuer: IssuerEntry = load(&format!("issuer/{issuer_id}"))?.ok_or(EngineError::NotFound)?;
+    let issuer: IssuerEntry = load(&format!("issuer/{issuer_id}"))?
+        .ok_or_else(|| EngineError::NotFound(format!("no issuer with id {issuer_id}")))?;
     let info = issuer_cert(&issuer)?;
     let mut revoked = Vec::new();
     for key in storage::list(&format!("revoked/{issuer_id}/"))? {

@@ -503,7 +503,7 @@ pub mod respond {
     /// A LIST response; an empty list becomes a 404 as in Vault.
     pub fn list(keys: Vec<String>) -> Result<Response, EngineError> {
         if keys.is_empty() {
-            return Err(EngineError::NotFound);
+            return Err(EngineError::NotFound(String::new()));
         }
         Ok(data(serde_json::json!({ "keys": keys })))
     }
@@ -541,7 +541,7 @@ pub mod storage {
     pub fn host_error(error: HostError) -> EngineError {
         match error {
             HostError::Denied(m) => EngineError::PermissionDenied(m),
-            HostError::NotFound => EngineError::NotFound,
+            HostError::NotFound => EngineError::NotFound(String::new()),
             HostError::Invalid(m) => EngineError::InvalidRequest(m),
             HostError::Unavailable(m) => EngineError::Upstream(m),
             HostError::Internal(m) => EngineError::Internal(m),
