@@ -111,6 +111,10 @@ fn unknown_routes_and_operations() {
     let unknown_path = coffer.call("GET", "hostile/no-such-path", None);
     assert_eq!(unknown_path.status, 404);
     assert_eq!(unknown_path.errors(), "unsupported path");
+    // A read the engine answers with no data is a 404 that says so.
+    let empty = coffer.call("GET", "hostile/empty", None);
+    assert_eq!(empty.status, 404);
+    assert_eq!(empty.errors(), "the engine returned no data for this read");
     let wrong_op = coffer.call("DELETE", "hostile/ok", None);
     assert_eq!(wrong_op.status, 405);
     assert_eq!(wrong_op.errors(), "unsupported operation");
@@ -475,7 +479,10 @@ fn engine_not_found_says_what_is_missing() {
         ("pki/roles/none", r#"no role named "none""#),
         ("pki/cert/ca", "no default issuer"),
         ("database/roles/none", r#"no role named "none""#),
-        ("database/static-roles/none", r#"no static role named "none""#),
+        (
+            "database/static-roles/none",
+            r#"no static role named "none""#,
+        ),
     ] {
         let reply = coffer.call("GET", path, None);
         assert_eq!(reply.status, 404, "{path}: {}", reply.text);

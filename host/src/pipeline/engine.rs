@@ -311,7 +311,12 @@ async fn engine(
     }
     if envelope.data.is_none() && envelope.warnings.is_empty() && envelope.lease_id.is_empty() {
         return match call.op {
-            Op::Read | Op::List => Err(ApiError::not_found()),
+            // An engine that answers a read with `respond::empty()` gets a 404 that says
+            // so (Vault's status for a read with no response), not a silent one.
+            Op::Read | Op::List => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "the engine returned no data for this read",
+            )),
             _ => Ok(Reply::Empty(StatusCode::NO_CONTENT)),
         };
     }

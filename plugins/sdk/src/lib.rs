@@ -490,7 +490,9 @@ pub mod respond {
             release_wal: Vec::new(),
         }
     }
-    /// A response with no data (a write: 204).
+    /// A response with no data: a write answers 204. Not for a read or a list: the host
+    /// answers those with 404 "the engine returned no data for this read" (return
+    /// `EngineError::NotFound` with a message instead, naming what is missing).
     pub fn empty() -> Response {
         Response {
             data: None,

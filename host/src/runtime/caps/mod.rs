@@ -124,9 +124,12 @@ fn check_key(key: &str, allow_empty: bool) -> Result<(), HostError> {
         .any(|segment| segment == ".." || segment == ".")
         || key.starts_with('/')
     {
-        return Err(HostError::Invalid(format!(
-            "storage key {key:?} is not a clean relative path"
-        )));
+        // The message never repeats the key: an engine may pass it on to a client, who
+        // should not learn the engine's storage layout from it.
+        return Err(HostError::Invalid(
+            "storage key is not a clean relative path (no leading /, no . or .. segments)"
+                .to_string(),
+        ));
     }
     if key.chars().any(char::is_control) {
         return Err(HostError::Invalid(
@@ -135,7 +138,8 @@ fn check_key(key: &str, allow_empty: bool) -> Result<(), HostError> {
     }
     if RESERVED_PREFIXES.iter().any(|p| key.starts_with(p)) {
         return Err(HostError::Denied(format!(
-            "storage key {key:?} is in a reserved prefix"
+            "storage key is in a reserved prefix ({})",
+            RESERVED_PREFIXES.join(", ")
         )));
     }
     Ok(())
