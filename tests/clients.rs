@@ -438,3 +438,20 @@ path "sys/auth" { capabilities = ["read"] }"#,
     let status = coffer.call("GET", "sys/seal-status", None);
     assert_eq!(status.json["sealed"], json!(true), "{}", status.text);
 }
+
+/// `bao path-help` reads Coffer's help as it reads Vault's.
+#[test]
+fn the_bao_cli_shows_path_help() {
+    let coffer = Coffer::dev();
+    let help = ok(&bao(&coffer, Some("root"), &["path-help", "pki/issue/web"]));
+    assert!(
+        help.contains("Matching Route") && help.contains("common_name"),
+        "{help}"
+    );
+    let root = ok(&bao(&coffer, Some("root"), &["path-help", "database"]));
+    assert!(
+        root.contains("## PATHS") && root.contains("creds/"),
+        "{root}"
+    );
+    assert!(denied(&bao(&coffer, None, &["path-help", "pki/issue/web"])));
+}

@@ -489,3 +489,57 @@ fn engine_not_found_says_what_is_missing() {
         assert!(reply.errors().contains(message), "{path}: {}", reply.text);
     }
 }
+
+/// `?help=1`: Vault's help shape from the path table, for any valid token (Vault: help is
+/// always allowed), never without one; the mount root lists every route.
+#[test]
+fn help_comes_from_the_path_table() {
+    let coffer = Coffer::dev();
+    let reply = coffer.call("GET", "pki/issue/web?help=1", None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let help = reply.json["help"].as_str().unwrap();
+    assert!(help.contains("Request:        issue/web"), "{help}");
+    assert!(help.contains("common_name (string"), "{help}");
+    assert!(help.contains("## DESCRIPTION"), "{help}");
+    let openapi = &reply.json["openapi"];
+    assert_eq!(openapi["openapi"], json!("3.0.2"));
+    let item = &openapi["paths"]["/pki/issue/{role}"];
+    assert!(
+        item["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+            ["common_name"]
+            .is_object(),
+        "{openapi}"
+    );
+    assert!(reply.json.get("data").is_none(), "help is not an envelope");
+    let root = coffer.call("GET", "pki?help=1", None);
+    assert_eq!(root.status, 200, "{}", root.text);
+    let root_help = root.json["help"].as_str().unwrap();
+    assert!(
+        root_help.contains("## PATHS") && root_help.contains("issue/"),
+        "{root_help}"
+    );
+    // A default token gets help (Vault: help is always allowed); no token does not.
+    let user = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"], "ttl": "1h"})),
+    );
+    let user = user.json["auth"]["client_token"].as_str().unwrap();
+    let as_user = coffer.raw("GET", "database/roles/x?help=1", Some(user), None, &[]);
+    assert_eq!(as_user.status, 200, "{}", as_user.text);
+    assert_eq!(
+        coffer
+            .raw("GET", "pki/issue/web?help=1", None, None, &[])
+            .status,
+        403
+    );
+    assert_eq!(
+        coffer.call("GET", "pki/no/such/route?help=1", None).status,
+        404
+    );
+    let sys = coffer.call("GET", "sys/mounts?help=1", None);
+    assert_eq!(sys.status, 404);
+    assert!(sys.errors().contains("engine paths"), "{}", sys.text);
+    // Help reads nothing: no engine ran, nothing was issued.
+    assert_eq!(coffer.call("LIST", "pki/certs", None).status, 404);
+}

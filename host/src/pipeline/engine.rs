@@ -113,7 +113,7 @@ pub(crate) async fn exists(
 
 /// The first entry of the mount's path table matching `rest`: its compiled pattern, the
 /// captures, and its spec.
-fn matched<'a>(
+pub(crate) fn matched<'a>(
     loaded: &'a crate::core::LoadedEngine,
     rest: &'a str,
 ) -> Result<
@@ -154,6 +154,9 @@ async fn engine(
             mount.entry.path
         ))
     })?;
+    if call.op == Op::Help {
+        return crate::system::openapi::help(&mount, loaded, &rest);
+    }
     let (compiled, captures, spec) = matched(loaded, &rest)?;
     let supports = |op: Operation| supports(spec, op);
     let operation = match call.op {
@@ -164,6 +167,7 @@ async fn engine(
         Op::Write if supports(Operation::Update) => Operation::Update,
         Op::Write => Operation::Create,
         Op::Head => return Err(ApiError::unsupported_operation()),
+        Op::Help => return Err(ApiError::unsupported_operation()),
     };
     if !supports(operation) {
         return Err(ApiError::unsupported_operation());

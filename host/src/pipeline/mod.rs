@@ -112,6 +112,11 @@ fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result
     if call.op == Op::Read && call.path.starts_with("sys/internal/ui/mounts/") {
         return Ok(());
     }
+    // Vault: "Help is always allowed" for a valid token (it describes paths, it reads no
+    // data); without a token admission has already refused it.
+    if call.op == Op::Help {
+        return Ok(());
+    }
     let acl = core.policies.acl(&token.policies)?;
     if let Some(decided) = authorize_lease_call(core, call, token, &acl) {
         return decided;
@@ -121,7 +126,7 @@ fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result
         _ => call.path.clone(),
     };
     let operation = match call.op {
-        Op::Read | Op::Head => acl::Operation::Read,
+        Op::Read | Op::Head | Op::Help => acl::Operation::Read,
         Op::List => acl::Operation::List,
         Op::Delete => acl::Operation::Delete,
         Op::Write if creates => acl::Operation::Create,
@@ -211,6 +216,14 @@ pub(crate) fn operator_setting(core: &Core, call: &Call) -> bool {
 /// Routes a call the ACL admitted to the backend that serves its path.
 pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
     let path = call.path.clone();
+    if call.op == Op::Help
+        && (path == "sys" || path.starts_with("sys/") || path.starts_with("auth/token/"))
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "help is served for engine paths (from their path tables), not for sys/ or auth/token/",
+        ));
+    }
     if let Some(rest) = path.strip_prefix("sys/").or((path == "sys").then_some("")) {
         return crate::system::System.handle(core, &call, rest).await;
     }

@@ -21,7 +21,7 @@ use crate::tokens::{random_base62, unix_now};
 mod auth;
 mod leases;
 mod mounts;
-mod openapi;
+pub(crate) mod openapi;
 mod policies;
 
 pub(crate) use leases::lease_id_from;
