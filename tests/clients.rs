@@ -30,8 +30,14 @@ fn venv() -> PathBuf {
 /// Runs a Python script that uses hvac against `coffer` (its address is `sys.argv[1]`);
 /// the script must print `ok` and exit 0.
 fn run_hvac(coffer: &Coffer, script: &str) {
+    run_python(script, &coffer.addr);
+}
+
+/// Runs a Python script of the clients venv with `arg` as `sys.argv[1]`; it must print
+/// `ok` and exit 0.
+fn run_python(script: &str, arg: &str) {
     let output = Command::new(venv().join("bin/python"))
-        .args(["-c", script, &coffer.addr])
+        .args(["-c", script, arg])
         .output()
         .unwrap();
     assert!(
@@ -454,4 +460,42 @@ fn the_bao_cli_shows_path_help() {
         "{root}"
     );
     assert!(denied(&bao(&coffer, None, &["path-help", "pki/issue/web"])));
+}
+
+/// `sys/internal/specs/openapi` (every mount) and a path's `?help=1` OpenAPI pass a
+/// maintained OpenAPI 3 validator (`openapi-spec-validator`), so client generators take
+/// them.
+#[test]
+fn the_openapi_documents_pass_an_openapi_validator() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("openapi");
+    let spec = coffer.call("GET", "sys/internal/specs/openapi", None);
+    assert_eq!(spec.status, 200);
+    assert!(
+        spec.json["paths"]["/database/creds/{name}"]["get"].is_object(),
+        "{}",
+        spec.text
+    );
+    assert_eq!(
+        spec.json["paths"]["/pki/ca/pem"]["x-vault-unauthenticated"],
+        json!(true)
+    );
+    std::fs::write(dir.join("all.json"), &spec.text).unwrap();
+    let help = coffer.call("GET", "pki/issue/web?help=1", None);
+    std::fs::write(dir.join("help.json"), help.json["openapi"].to_string()).unwrap();
+    let script = r#"
+import json, sys
+from openapi_spec_validator import validate
+for name in ("all.json", "help.json"):
+    validate(json.load(open(sys.argv[1] + "/" + name)))
+bad = json.load(open(sys.argv[1] + "/all.json"))
+bad["paths"]["/pki/ca/pem"]["get"]["responses"] = "not an object"
+try:
+    validate(bad)
+    sys.exit("the validator accepted a broken document")
+except Exception:
+    pass
+print("ok")
+"#;
+    run_python(script, &dir.display().to_string());
 }
