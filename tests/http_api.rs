@@ -518,15 +518,32 @@ fn help_comes_from_the_path_table() {
         root_help.contains("## PATHS") && root_help.contains("issue/"),
         "{root_help}"
     );
-    // A default token gets help (Vault: help is always allowed); no token does not.
+    // A token gets help where its policies grant something (Vault gives it to every
+    // token; Coffer does not let help enumerate mounts), and 403 elsewhere whether or
+    // not the path exists; no token gets nothing.
+    coffer.policy(
+        "roles-reader",
+        r#"path "database/roles/*" { capabilities = ["read"] }"#,
+    );
     let user = coffer.call(
         "POST",
         "auth/token/create",
-        Some(json!({"policies": ["default"], "ttl": "1h"})),
+        Some(json!({"policies": ["roles-reader"], "ttl": "1h"})),
     );
     let user = user.json["auth"]["client_token"].as_str().unwrap();
     let as_user = coffer.raw("GET", "database/roles/x?help=1", Some(user), None, &[]);
     assert_eq!(as_user.status, 200, "{}", as_user.text);
+    for path in [
+        "pki/issue/web?help=1",
+        "no-such-mount/x?help=1",
+        "pki?help=1",
+    ] {
+        assert_eq!(
+            coffer.raw("GET", path, Some(user), None, &[]).status,
+            403,
+            "{path}"
+        );
+    }
     assert_eq!(
         coffer
             .raw("GET", "pki/issue/web?help=1", None, None, &[])

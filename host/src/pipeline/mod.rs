@@ -112,12 +112,18 @@ fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result
     if call.op == Op::Read && call.path.starts_with("sys/internal/ui/mounts/") {
         return Ok(());
     }
-    // Vault: "Help is always allowed" for a valid token (it describes paths, it reads no
-    // data); without a token admission has already refused it.
-    if call.op == Op::Help {
-        return Ok(());
-    }
     let acl = core.policies.acl(&token.policies)?;
+    // Help describes a path and reads no data. Vault allows it to every valid token;
+    // Coffer asks for some capability on the path, so help cannot enumerate mounts a
+    // token may not touch (403 whether or not the path exists, as for every request).
+    if call.op == Op::Help {
+        let names = acl.capabilities(&call.path).names();
+        return if names == ["deny"] {
+            Err(ApiError::forbidden())
+        } else {
+            Ok(())
+        };
+    }
     if let Some(decided) = authorize_lease_call(core, call, token, &acl) {
         return decided;
     }
