@@ -133,14 +133,21 @@ fn revoke_orphan_keeps_the_children_and_only_root_makes_orphans() {
         json!({"ttl": "1h", "policies": ["tree"]}),
     ));
     let child = client_token(&create(&coffer, &parent, json!({"ttl": "30m"})));
-    // A non-root token cannot leave the tree.
-    for (path, body) in [
-        ("auth/token/create-orphan", json!({})),
-        ("auth/token/create", json!({"no_parent": true})),
-        ("auth/token/create", json!({"period": "1h"})),
+    // A token without sudo cannot leave the tree: create-orphan is refused by the ACL
+    // (403), `no_parent`, `period` and `id` by the token store (Vault's 400).
+    for (path, body, status) in [
+        ("auth/token/create-orphan", json!({}), 403),
+        ("auth/token/create", json!({"no_parent": true}), 400),
+        ("auth/token/create", json!({"period": "1h"}), 400),
+        ("auth/token/create", json!({"id": "chosen-id"}), 400),
+        (
+            "auth/token/create",
+            json!({"policies": ["operator-only"]}),
+            400,
+        ),
     ] {
         let reply = coffer.raw("POST", path, Some(&parent), Some(&body.to_string()), &[]);
-        assert_eq!(reply.status, 403, "{path} {body}: {}", reply.text);
+        assert_eq!(reply.status, status, "{path} {body}: {}", reply.text);
     }
     let orphaned = coffer.raw(
         "POST",
@@ -804,9 +811,14 @@ fn orphan_periodic_and_capped_roles_shape_their_tokens() {
         "{}",
         with_no_parent.text
     );
-    // Asking for a period beyond the role's still needs root.
+    // Asking for a period beyond the role's still needs root or sudo (Vault's 400).
     let asked_period = from_role(&coffer, &creator, "capped", json!({"period": "1h"}));
-    assert_eq!(asked_period.status, 403, "{}", asked_period.text);
+    assert_eq!(asked_period.status, 400, "{}", asked_period.text);
+    assert!(
+        asked_period.errors().contains("sudo"),
+        "{}",
+        asked_period.text
+    );
 
     // A periodic role: the TTL is the period, and renewals go back to it.
     let periodic_reply = from_role(&coffer, &creator, "periodic", json!({"ttl": "5m"}));
@@ -1037,4 +1049,60 @@ fn roles_survive_a_restart_and_unsupported_role_fields_are_refused() {
         Some(json!({"allowed_entity_aliases": ["bob"]})),
     );
     assert_eq!(aliases.status, 400, "{}", aliases.text);
+}
+
+/// What Vault lets `sudo` on `auth/token/create` do without a root token: policies outside
+/// the caller's, `no_parent`, `period`, a chosen `id`; the same token without `sudo`
+/// gets a 400 for each and nothing is made.
+#[test]
+fn sudo_on_the_create_path_stands_in_for_root() {
+    let coffer = server();
+    coffer.policy(
+        "token-admin",
+        r#"path "auth/token/create" { capabilities = ["update", "sudo"] }"#,
+    );
+    coffer.policy(
+        "token-maker",
+        r#"path "auth/token/create" { capabilities = ["update"] }"#,
+    );
+    coffer.policy(
+        "elsewhere",
+        r#"path "secret/*" { capabilities = ["read"] }"#,
+    );
+    let admin = client_token(&create(
+        &coffer,
+        &coffer.token,
+        json!({"ttl": "1h", "policies": ["token-admin"]}),
+    ));
+    let maker = client_token(&create(
+        &coffer,
+        &coffer.token,
+        json!({"ttl": "1h", "policies": ["token-maker"]}),
+    ));
+    for body in [
+        json!({"policies": ["elsewhere"], "ttl": "10m"}),
+        json!({"no_parent": true, "ttl": "10m"}),
+        json!({"period": "10m"}),
+        json!({"id": "admin-chosen-id", "ttl": "10m"}),
+    ] {
+        let refused = create(&coffer, &maker, body.clone());
+        assert_eq!(refused.status, 400, "{body}: {}", refused.text);
+        let made = create(&coffer, &admin, body.clone());
+        assert_eq!(made.status, 200, "{body}: {}", made.text);
+    }
+    let chosen = lookup_self(&coffer, "admin-chosen-id");
+    assert_eq!(chosen.status, 200, "{}", chosen.text);
+    // The orphan survives its maker's revocation.
+    let orphan = client_token(&create(
+        &coffer,
+        &admin,
+        json!({"no_parent": true, "ttl": "10m"}),
+    ));
+    assert_eq!(
+        coffer
+            .call("POST", "auth/token/revoke", Some(json!({"token": admin})))
+            .status,
+        204
+    );
+    assert_eq!(lookup_self(&coffer, &orphan).status, 200);
 }

@@ -204,11 +204,3 @@ pub trait LogicalBackend {
 pub(crate) fn authenticate(call: &Call) -> Result<&(String, TokenEntry), ApiError> {
     call.caller.as_ref().ok_or_else(ApiError::forbidden)
 }
-
-pub(crate) fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
-    if token.is_root() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden())
-    }
-}

@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 use crate::core::Core;
 use crate::fields;
 use crate::lease;
-use crate::logical::{
-    ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate, require_root,
-};
+use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply, authenticate};
 use crate::tokens::roles::{TokenRole, valid_role_name};
 use crate::tokens::{MAX_LISTED_ACCESSORS, TokenEntry, random_base62, unix_now};
 
@@ -328,6 +326,13 @@ pub(crate) async fn create_token(
     role: Option<&TokenRole>,
 ) -> Result<Reply, ApiError> {
     let input = &call.input;
+    // Vault's `isSudo`: root, or a policy granting `sudo` on this create path.
+    let is_sudo = parent.is_root()
+        || core
+            .policies
+            .acl(&parent.policies)?
+            .capabilities(&call.path)
+            .contains(crate::acl::Capability::Sudo);
     let flag = |name: &str, default: bool| -> Result<bool, ApiError> {
         match input.get(name) {
             None | Some(Value::Null) => Ok(default),
@@ -379,7 +384,7 @@ pub(crate) async fn create_token(
                 &parent.policies,
             )
             .map_err(ApiError::bad)?,
-        None => parent_bound_policies(parent, requested, no_default_policy)?,
+        None => parent_bound_policies(parent, requested, no_default_policy, is_sudo)?,
     };
     policies.sort();
     policies.dedup();
@@ -391,15 +396,24 @@ pub(crate) async fn create_token(
             "root tokens may not be created without parent token being root",
         ));
     }
-    // A role's `orphan` makes orphans without sudo; `no_parent` is ignored with a role.
+    // A role's `orphan` makes orphans without sudo; `no_parent` is ignored with a role;
+    // `create-orphan` is decided by the ACL on its path; `no_parent` needs sudo (Vault).
+    let asks_no_parent = role.is_none() && flag("no_parent", false)?;
     let no_parent = match role {
         Some(role) => role.orphan,
-        None => orphan || flag("no_parent", false)?,
+        None => orphan || asks_no_parent,
     };
+    if asks_no_parent && !is_sudo {
+        return Err(ApiError::bad(
+            "root or sudo privileges required to create orphan token",
+        ));
+    }
     let mut period = duration("period")?;
-    if period > 0 || (role.is_none() && no_parent) {
-        // Tokens outside the tree, or renewable forever, are an operator's to make.
-        require_root(parent)?;
+    if period > 0 && !is_sudo {
+        // Tokens renewable forever are an operator's to make.
+        return Err(ApiError::bad(
+            "root or sudo privileges required to create periodic token",
+        ));
     }
     let mut warnings = Vec::new();
     let mut explicit_max_ttl = duration("explicit_max_ttl")?;
@@ -466,7 +480,11 @@ pub(crate) async fn create_token(
     let meta = crate::system::string_map(input.get("meta"), "meta")?;
     let id = match input.get("id") {
         Some(Value::String(id)) if !id.is_empty() => {
-            require_root(parent)?;
+            if !is_sudo {
+                return Err(ApiError::bad(
+                    "root or sudo privileges required to specify token id",
+                ));
+            }
             Some(id.clone())
         }
         _ => None,
@@ -516,6 +534,7 @@ fn parent_bound_policies(
     parent: &TokenEntry,
     requested: Option<Vec<String>>,
     no_default_policy: bool,
+    is_sudo: bool,
 ) -> Result<Vec<String>, ApiError> {
     let mut policies: Vec<String> = match requested {
         None => parent
@@ -529,7 +548,7 @@ fn parent_bound_policies(
     if !no_default_policy && !policies.iter().any(|p| p == "default" || p == "root") {
         policies.push("default".to_string());
     }
-    if !parent.is_root()
+    if !is_sudo
         && policies
             .iter()
             .any(|p| p != "default" && !parent.policies.contains(p))
