@@ -128,6 +128,8 @@ pub struct Coffer {
     log: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// A directory this value created and removes when dropped (dev mode's HOME).
+    owned_dir: Option<PathBuf>,
 }
 
 impl Coffer {
@@ -141,8 +143,9 @@ impl Coffer {
             format!("-dev-root-token-id={DEV_TOKEN}"),
             format!("-dev-listen-address=127.0.0.1:{port}"),
         ];
-        let mut coffer = Self::spawn(home, port, args);
+        let mut coffer = Self::spawn(home.clone(), port, args);
         coffer.token = DEV_TOKEN.to_string();
+        coffer.owned_dir = Some(home);
         coffer
     }
 
@@ -178,6 +181,7 @@ impl Coffer {
             log,
             args,
             env: Vec::new(),
+            owned_dir: None,
         };
         coffer.start();
         coffer
@@ -417,6 +421,10 @@ impl Coffer {
 impl Drop for Coffer {
     fn drop(&mut self) {
         self.kill();
+        // Kept after a failure, for its server log.
+        if let Some(dir) = self.owned_dir.take().filter(|_| !std::thread::panicking()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -827,6 +835,10 @@ impl Drop for Postgres {
             .arg(self.dir.join("data"))
             .args(["-m", "immediate", "stop"]);
         let _ = command.output();
+        // Each cluster is ~50 MB; kept after a failure, for its log.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
