@@ -5,20 +5,34 @@
 //! table plus handlers:
 //!
 //! ```text
+//! use coffer_sdk::prelude::*;
+//!
 //! struct Hello;
-//! impl coffer_sdk::Engine for Hello {
-//!     fn describe() -> BackendSpec {
-//!         spec("hello").path(path("greet/(?P<name>[^/]+)")
+//!
+//! fn routes() -> SpecBuilder {
+//!     spec("hello").path(
+//!         path("greet/(?P<name>[^/]+)")
 //!             .field(Field::string("name", "who to greet"))
-//!             .operations(&[Operation::Read])).build()
-//!     }
-//!     fn handle(req: Request) -> Result<Response, EngineError> {
-//!         let name = req.string("name").unwrap_or("world");
-//!         Ok(respond::data(serde_json::json!({ "greeting": format!("hello {name}") })))
-//!     }
+//!             .synopsis("Greets someone.")
+//!             .on(Operation::Read, greet),
+//!     )
+//! }
+//!
+//! fn greet(req: &Request) -> Result<Response, EngineError> {
+//!     let name = req.string("name").unwrap_or("world");
+//!     Ok(respond::data(json!({ "greeting": format!("hello {name}") })))
+//! }
+//!
+//! impl Engine for Hello {
+//!     fn describe() -> BackendSpec { routes().build() }
+//!     fn handle(req: Request) -> Result<Response, EngineError> { routes().dispatch(req) }
 //! }
 //! coffer_sdk::engine!(Hello);
 //! ```
+//!
+//! The path table is the router: each entry's handlers are bound to it with `on`, the
+//! operations it declares are the ones bound, and `dispatch` calls the handler the host's
+//! match (`req.path_index`) and the operation name — no re-parsing of `req.path`.
 //!
 //! What it must never do: reach anything the host did not grant. Every capability is an
 //! import; this crate only wraps them.
@@ -34,8 +48,8 @@
 pub mod prelude {
     pub use crate::{
         BackendSpec, Engine, EngineError, Field, FieldExt, FieldKind, FieldSchema, FieldValue,
-        Fields, LeaseRef, LeaseRequest, Operation, Request, Response, log, path, random, respond,
-        spec, storage, time,
+        Fields, Handler, LeaseRef, LeaseRequest, Operation, Request, Response, SpecBuilder, log,
+        path, random, respond, spec, storage, time,
     };
     pub use serde_json::{self, Value, json};
 }
@@ -273,27 +287,39 @@ macro_rules! engine {
 
 /// Starts a backend spec for an engine type.
 pub fn spec(engine_type: &str) -> SpecBuilder {
-    SpecBuilder(BackendSpec {
-        engine_type: engine_type.to_string(),
-        paths: Vec::new(),
-        secrets: Vec::new(),
-        unauthenticated: Vec::new(),
-        help: String::new(),
-    })
+    SpecBuilder {
+        spec: BackendSpec {
+            engine_type: engine_type.to_string(),
+            paths: Vec::new(),
+            secrets: Vec::new(),
+            unauthenticated: Vec::new(),
+            help: String::new(),
+        },
+        handlers: Vec::new(),
+    }
 }
 
-/// Builds a [`BackendSpec`].
-pub struct SpecBuilder(BackendSpec);
+/// A function that answers one operation on one path-table entry.
+pub type Handler = fn(&Request) -> Result<Response, EngineError>;
+
+/// Builds a [`BackendSpec`], and with handlers bound to its paths ([`PathBuilder::on`]),
+/// routes requests to them ([`SpecBuilder::dispatch`]): the table is the router.
+pub struct SpecBuilder {
+    spec: BackendSpec,
+    /// Per path entry, in table order: the handler of each operation bound with `on`.
+    handlers: Vec<Vec<(Operation, Handler)>>,
+}
 
 impl SpecBuilder {
     /// Adds a path (matched in the order added).
     pub fn path(mut self, path: PathBuilder) -> Self {
-        self.0.paths.push(path.0);
+        self.spec.paths.push(path.spec);
+        self.handlers.push(path.handlers);
         self
     }
     /// Declares a secret type that responses may lease.
     pub fn secret(mut self, name: &str, description: &str) -> Self {
-        self.0.secrets.push(SecretType {
+        self.spec.secrets.push(SecretType {
             name: name.to_string(),
             description: description.to_string(),
         });
@@ -303,52 +329,86 @@ impl SpecBuilder {
     /// token; writes and deletes always need one. Vault's syntax: `+` is any one segment,
     /// `*` (only as the last character) makes the last segment a prefix.
     pub fn unauthenticated(mut self, pattern: &str) -> Self {
-        self.0.unauthenticated.push(pattern.to_string());
+        self.spec.unauthenticated.push(pattern.to_string());
         self
     }
     /// Sets the engine's help text.
     pub fn help(mut self, help: &str) -> Self {
-        self.0.help = help.to_string();
+        self.spec.help = help.to_string();
         self
     }
     /// Finishes the spec.
     pub fn build(self) -> BackendSpec {
-        self.0
+        self.spec
+    }
+    /// Answers `req` with the handler bound to its path entry (`req.path_index`, which the
+    /// host matched) and operation. The host sends only operations the entry declares;
+    /// one declared without a handler (a path of a hand-written `handle`) is unsupported.
+    pub fn dispatch(&self, req: Request) -> Result<Response, EngineError> {
+        let handler = usize::try_from(req.path_index)
+            .ok()
+            .and_then(|index| self.handlers.get(index))
+            .and_then(|handlers| {
+                handlers
+                    .iter()
+                    .find(|(operation, _)| *operation == req.operation)
+                    .map(|(_, handler)| *handler)
+            })
+            .ok_or(EngineError::Unsupported)?;
+        handler(&req)
     }
 }
 
 /// Starts a path whose regex `pattern` is matched against the whole path below the mount.
 pub fn path(pattern: &str) -> PathBuilder {
-    PathBuilder(PathSpec {
-        pattern: pattern.to_string(),
-        fields: Vec::new(),
-        operations: Vec::new(),
-        synopsis: String::new(),
-    })
+    PathBuilder {
+        spec: PathSpec {
+            pattern: pattern.to_string(),
+            fields: Vec::new(),
+            operations: Vec::new(),
+            synopsis: String::new(),
+        },
+        handlers: Vec::new(),
+    }
 }
 
-/// Builds a [`PathSpec`].
-pub struct PathBuilder(PathSpec);
+/// Builds a [`PathSpec`] and the handlers bound to it.
+pub struct PathBuilder {
+    spec: PathSpec,
+    handlers: Vec<(Operation, Handler)>,
+}
 
 impl PathBuilder {
     /// Declares a field.
     pub fn field(mut self, field: FieldSchema) -> Self {
-        self.0.fields.push(field);
+        self.spec.fields.push(field);
         self
     }
     /// Declares several fields (for shared field sets).
     pub fn fields(mut self, fields: impl IntoIterator<Item = FieldSchema>) -> Self {
-        self.0.fields.extend(fields);
+        self.spec.fields.extend(fields);
         self
     }
-    /// Sets the supported operations.
+    /// Sets the supported operations (for an engine that writes its own `handle`; with
+    /// [`PathBuilder::on`] the operations are those bound).
     pub fn operations(mut self, operations: &[Operation]) -> Self {
-        self.0.operations = operations.to_vec();
+        self.spec.operations = operations.to_vec();
+        self
+    }
+    /// Binds `handler` to `operation` on this path, and declares the operation. Bind
+    /// both `Create` and `Update` (often to one handler) to get the host's existence
+    /// check; `Read` too, so the host can tell them apart.
+    pub fn on(mut self, operation: Operation, handler: Handler) -> Self {
+        if !self.spec.operations.contains(&operation) {
+            self.spec.operations.push(operation);
+        }
+        self.handlers.retain(|(bound, _)| *bound != operation);
+        self.handlers.push((operation, handler));
         self
     }
     /// Sets the one-line summary.
     pub fn synopsis(mut self, synopsis: &str) -> Self {
-        self.0.synopsis = synopsis.to_string();
+        self.spec.synopsis = synopsis.to_string();
         self
     }
 }
