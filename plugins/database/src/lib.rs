@@ -17,8 +17,9 @@ pub mod template;
 
 use coffer_sdk::serde_json::{self, Value, json};
 use coffer_sdk::{
-    BackendSpec, Engine, EngineError, Field, FieldExt, FieldSchema, FieldValue, Fields, LeaseRef,
-    LeaseRequest, Operation, PathBuilder, Request, Response, path, respond, spec, storage,
+    BackendSpec, Engine, EngineError, Field, FieldExt, FieldSchema, FieldValue, Fields, Handler,
+    LeaseRef, LeaseRequest, Operation, PathBuilder, Request, Response, SpecBuilder, path, respond,
+    spec, storage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -207,201 +208,280 @@ fn ttl_fields() -> Vec<FieldSchema> {
     ]
 }
 
-fn crud(pattern: &str) -> PathBuilder {
+fn crud(pattern: &str, read: Handler, write: Handler, delete: Handler) -> PathBuilder {
     path(&pattern.replace("NAME", NAME))
         .field(name_field())
-        .operations(&[
-            Operation::Read,
-            Operation::Create,
-            Operation::Update,
-            Operation::Delete,
-        ])
+        .on(Operation::Read, read)
+        // Create and update share the writer; with read bound too, the host's existence
+        // check tells a policy's create from its update.
+        .on(Operation::Create, write)
+        .on(Operation::Update, write)
+        .on(Operation::Delete, delete)
+}
+
+/// The `name` captured from the path.
+fn name_of(req: &Request) -> String {
+    req.string("name").unwrap_or_default().to_string()
+}
+
+fn list_configs(_: &Request) -> Result<Response, EngineError> {
+    respond::list(storage::list("config/")?)
+}
+
+fn read_config_at(req: &Request) -> Result<Response, EngineError> {
+    read_config(&name_of(req))
+}
+
+fn write_config_at(req: &Request) -> Result<Response, EngineError> {
+    write_config(&name_of(req), req)
+}
+
+fn delete_config(req: &Request) -> Result<Response, EngineError> {
+    storage::delete(&named("config", &name_of(req)))?;
+    Ok(respond::empty())
+}
+
+fn reset_connection(req: &Request) -> Result<Response, EngineError> {
+    let name = name_of(req);
+    let mut config = config_of(&name)?;
+    open(&name, &mut config)?.ping()?;
+    Ok(respond::empty())
+}
+
+fn rotate_root_at(req: &Request) -> Result<Response, EngineError> {
+    rotate_root(&name_of(req))
+}
+
+fn list_roles(_: &Request) -> Result<Response, EngineError> {
+    respond::list(storage::list("role/")?)
+}
+
+fn read_role(req: &Request) -> Result<Response, EngineError> {
+    let name = name_of(req);
+    let role: Role = load(&named("role", &name))?
+        .ok_or_else(|| EngineError::NotFound(format!("no role named {name:?}")))?;
+    Ok(respond::data(role_json(&role)))
+}
+
+fn write_role_at(req: &Request) -> Result<Response, EngineError> {
+    write_role(&name_of(req), req)
+}
+
+fn delete_role(req: &Request) -> Result<Response, EngineError> {
+    storage::delete(&named("role", &name_of(req)))?;
+    Ok(respond::empty())
+}
+
+fn issue_creds(req: &Request) -> Result<Response, EngineError> {
+    creds(&name_of(req), req)
+}
+
+fn list_static_roles(_: &Request) -> Result<Response, EngineError> {
+    respond::list(storage::list("static-role/")?)
+}
+
+fn read_static_role(req: &Request) -> Result<Response, EngineError> {
+    let name = name_of(req);
+    let role: StaticRole = load(&named("static-role", &name))?
+        .ok_or_else(|| EngineError::NotFound(format!("no static role named {name:?}")))?;
+    Ok(respond::data(json!({
+        "db_name": role.db_name, "username": role.username, "rotation_period": role.rotation_period,
+        "rotation_statements": role.rotation_statements, "credential_type": role.credential_type,
+        "last_vault_rotation": coffer_sdk::time::rfc3339(role.last_rotation),
+    })))
+}
+
+fn write_static_role_at(req: &Request) -> Result<Response, EngineError> {
+    let name = name_of(req);
+    static_role_locked(&name, || write_static_role(&name, req))
+}
+
+fn delete_static_role(req: &Request) -> Result<Response, EngineError> {
+    let name = name_of(req);
+    static_role_locked(&name, || {
+        storage::delete(&named("static-role", &name))?;
+        Ok(respond::empty())
+    })
+}
+
+fn read_static_creds(req: &Request) -> Result<Response, EngineError> {
+    static_creds(&name_of(req))
+}
+
+fn rotate_static_role(req: &Request) -> Result<Response, EngineError> {
+    let name = name_of(req);
+    static_role_locked(&name, || {
+        let mut role: StaticRole = load(&named("static-role", &name))?
+            .ok_or_else(|| invalid(format!("unknown static role: {name}")))?;
+        rotate_static(&name, &mut role)?;
+        Ok(respond::empty())
+    })
 }
 
 struct DatabaseEngine;
 
+/// The path table with its handlers: what `describe` reports is what `handle` routes.
+fn routes() -> SpecBuilder {
+    spec("database")
+        .help("Dynamic and static PostgreSQL credentials.")
+        .secret(CREDS, "A PostgreSQL user that exists for the lease's TTL.")
+        .path(
+            path("config/?")
+                .on(Operation::List, list_configs)
+                .synopsis("List connections."),
+        )
+        .path(
+            crud(
+                "config/(?P<name>NAME)",
+                read_config_at,
+                write_config_at,
+                delete_config,
+            )
+            .field(Field::string(
+                "plugin_name",
+                "Must be postgresql-database-plugin.",
+            ))
+            .field(Field::string("plugin_version", "Ignored."))
+            .field(
+                Field::bool("verify_connection", "Connect before saving.")
+                    .default(FieldValue::Bool(true)),
+            )
+            .field(Field::comma_strings(
+                "allowed_roles",
+                "Roles that may use this connection; globs allowed.",
+            ))
+            .field(Field::strings(
+                "root_rotation_statements",
+                "Statements for rotate-root.",
+            ))
+            .field(Field::string(
+                "password_policy",
+                "Not supported; leave empty.",
+            ))
+            .field(Field::sql_dsn(
+                "connection_url",
+                "PostgreSQL URL with {{username}}/{{password}}.",
+            ))
+            .field(Field::string("username", "Root user."))
+            .field(Field::string("password", "Root password (write-only)."))
+            .field(Field::int("max_open_connections", "Pool size (0: 4)."))
+            .field(Field::int("max_idle_connections", "Idle connections kept."))
+            .field(Field::duration(
+                "max_connection_lifetime",
+                "Connection lifetime.",
+            ))
+            .field(Field::string(
+                "username_template",
+                "Template for generated usernames.",
+            ))
+            .field(Field::bool(
+                "disable_escaping",
+                "Do not URL-escape credentials in connection_url.",
+            ))
+            .field(Field::string(
+                "password_authentication",
+                "password or scram-sha-256.",
+            ))
+            .synopsis("Configure a PostgreSQL connection."),
+        )
+        .path(
+            path(&format!("reset/(?P<name>{NAME})"))
+                .field(name_field())
+                .synopsis("Close and reopen a connection's pool.")
+                .on(Operation::Update, reset_connection),
+        )
+        .path(
+            path(&format!("rotate-root/(?P<name>{NAME})"))
+                .field(name_field())
+                .synopsis("Rotate the connection's root password.")
+                .on(Operation::Update, rotate_root_at),
+        )
+        .path(
+            path("roles/?")
+                .synopsis("List dynamic roles.")
+                .on(Operation::List, list_roles),
+        )
+        .path(
+            crud(
+                "roles/(?P<name>NAME)",
+                read_role,
+                write_role_at,
+                delete_role,
+            )
+            .field(Field::string("db_name", "Connection to use."))
+            .field(Field::strings(
+                "creation_statements",
+                "Statements creating the user.",
+            ))
+            .field(Field::strings(
+                "revocation_statements",
+                "Statements dropping the user.",
+            ))
+            .field(Field::strings(
+                "rollback_statements",
+                "Statements undoing a failed creation.",
+            ))
+            .field(Field::strings(
+                "renew_statements",
+                "Statements extending the user.",
+            ))
+            .fields(ttl_fields())
+            .field(Field::string("credential_type", "password (default)."))
+            .field(Field::map("credential_config", "Credential options."))
+            .synopsis("Dynamic roles."),
+        )
+        .path(
+            path(&format!("creds/(?P<name>{NAME})"))
+                .field(name_field())
+                .synopsis("Create a PostgreSQL user for the role, leased.")
+                .on(Operation::Read, issue_creds),
+        )
+        .path(
+            path("static-roles/?")
+                .synopsis("List static roles.")
+                .on(Operation::List, list_static_roles),
+        )
+        .path(
+            crud(
+                "static-roles/(?P<name>NAME)",
+                read_static_role,
+                write_static_role_at,
+                delete_static_role,
+            )
+            .field(Field::string("db_name", "Connection to use."))
+            .field(Field::string("username", "Existing database user."))
+            .field(Field::duration(
+                "rotation_period",
+                "How often to rotate the password.",
+            ))
+            .field(Field::strings(
+                "rotation_statements",
+                "Statements setting the password.",
+            ))
+            .field(Field::string("credential_type", "password (default)."))
+            .synopsis("Static roles."),
+        )
+        .path(
+            path(&format!("static-creds/(?P<name>{NAME})"))
+                .field(name_field())
+                .synopsis("The static role's current password.")
+                .on(Operation::Read, read_static_creds),
+        )
+        .path(
+            path(&format!("rotate-role/(?P<name>{NAME})"))
+                .field(name_field())
+                .synopsis("Rotate the static role's password now.")
+                .on(Operation::Update, rotate_static_role),
+        )
+}
+
 impl Engine for DatabaseEngine {
     fn describe() -> BackendSpec {
-        spec("database")
-            .help("Dynamic and static PostgreSQL credentials.")
-            .secret(CREDS, "A PostgreSQL user that exists for the lease's TTL.")
-            .path(
-                path("config/?")
-                    .operations(&[Operation::List])
-                    .synopsis("List connections."),
-            )
-            .path(
-                crud("config/(?P<name>NAME)")
-                    .field(Field::string(
-                        "plugin_name",
-                        "Must be postgresql-database-plugin.",
-                    ))
-                    .field(Field::string("plugin_version", "Ignored."))
-                    .field(
-                        Field::bool("verify_connection", "Connect before saving.")
-                            .default(FieldValue::Bool(true)),
-                    )
-                    .field(Field::comma_strings(
-                        "allowed_roles",
-                        "Roles that may use this connection; globs allowed.",
-                    ))
-                    .field(Field::strings(
-                        "root_rotation_statements",
-                        "Statements for rotate-root.",
-                    ))
-                    .field(Field::string(
-                        "password_policy",
-                        "Not supported; leave empty.",
-                    ))
-                    .field(Field::sql_dsn(
-                        "connection_url",
-                        "PostgreSQL URL with {{username}}/{{password}}.",
-                    ))
-                    .field(Field::string("username", "Root user."))
-                    .field(Field::string("password", "Root password (write-only)."))
-                    .field(Field::int("max_open_connections", "Pool size (0: 4)."))
-                    .field(Field::int("max_idle_connections", "Idle connections kept."))
-                    .field(Field::duration(
-                        "max_connection_lifetime",
-                        "Connection lifetime.",
-                    ))
-                    .field(Field::string(
-                        "username_template",
-                        "Template for generated usernames.",
-                    ))
-                    .field(Field::bool(
-                        "disable_escaping",
-                        "Do not URL-escape credentials in connection_url.",
-                    ))
-                    .field(Field::string(
-                        "password_authentication",
-                        "password or scram-sha-256.",
-                    ))
-                    .synopsis("Configure a PostgreSQL connection."),
-            )
-            .path(
-                path(&format!("reset/(?P<name>{NAME})"))
-                    .field(name_field())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                path(&format!("rotate-root/(?P<name>{NAME})"))
-                    .field(name_field())
-                    .operations(&[Operation::Update]),
-            )
-            .path(path("roles/?").operations(&[Operation::List]))
-            .path(
-                crud("roles/(?P<name>NAME)")
-                    .field(Field::string("db_name", "Connection to use."))
-                    .field(Field::strings(
-                        "creation_statements",
-                        "Statements creating the user.",
-                    ))
-                    .field(Field::strings(
-                        "revocation_statements",
-                        "Statements dropping the user.",
-                    ))
-                    .field(Field::strings(
-                        "rollback_statements",
-                        "Statements undoing a failed creation.",
-                    ))
-                    .field(Field::strings(
-                        "renew_statements",
-                        "Statements extending the user.",
-                    ))
-                    .fields(ttl_fields())
-                    .field(Field::string("credential_type", "password (default)."))
-                    .field(Field::map("credential_config", "Credential options."))
-                    .synopsis("Dynamic roles."),
-            )
-            .path(
-                path(&format!("creds/(?P<name>{NAME})"))
-                    .field(name_field())
-                    .operations(&[Operation::Read]),
-            )
-            .path(path("static-roles/?").operations(&[Operation::List]))
-            .path(
-                crud("static-roles/(?P<name>NAME)")
-                    .field(Field::string("db_name", "Connection to use."))
-                    .field(Field::string("username", "Existing database user."))
-                    .field(Field::duration(
-                        "rotation_period",
-                        "How often to rotate the password.",
-                    ))
-                    .field(Field::strings(
-                        "rotation_statements",
-                        "Statements setting the password.",
-                    ))
-                    .field(Field::string("credential_type", "password (default)."))
-                    .synopsis("Static roles."),
-            )
-            .path(
-                path(&format!("static-creds/(?P<name>{NAME})"))
-                    .field(name_field())
-                    .operations(&[Operation::Read]),
-            )
-            .path(
-                path(&format!("rotate-role/(?P<name>{NAME})"))
-                    .field(name_field())
-                    .operations(&[Operation::Update]),
-            )
-            .build()
+        routes().build()
     }
 
     fn handle(req: Request) -> Result<Response, EngineError> {
-        let name = req.string("name").unwrap_or_default().to_string();
-        let section = req.path.split('/').next().unwrap_or_default();
-        match (section, req.operation) {
-            ("config", Operation::List) => respond::list(storage::list("config/")?),
-            ("config", Operation::Read) => read_config(&name),
-            ("config", Operation::Delete) => {
-                storage::delete(&named("config", &name))?;
-                Ok(respond::empty())
-            }
-            ("config", _) => write_config(&name, &req),
-            ("reset", _) => {
-                let mut config = config_of(&name)?;
-                open(&name, &mut config)?.ping()?;
-                Ok(respond::empty())
-            }
-            ("rotate-root", _) => rotate_root(&name),
-            ("roles", Operation::List) => respond::list(storage::list("role/")?),
-            ("roles", Operation::Read) => {
-                let role: Role = load(&named("role", &name))?
-                    .ok_or_else(|| EngineError::NotFound(format!("no role named {name:?}")))?;
-                Ok(respond::data(role_json(&role)))
-            }
-            ("roles", Operation::Delete) => {
-                storage::delete(&named("role", &name))?;
-                Ok(respond::empty())
-            }
-            ("roles", _) => write_role(&name, &req),
-            ("creds", _) => creds(&name, &req),
-            ("static-roles", Operation::List) => respond::list(storage::list("static-role/")?),
-            ("static-roles", Operation::Read) => {
-                let role: StaticRole = load(&named("static-role", &name))?.ok_or_else(|| {
-                    EngineError::NotFound(format!("no static role named {name:?}"))
-                })?;
-                Ok(respond::data(json!({
-                    "db_name": role.db_name, "username": role.username, "rotation_period": role.rotation_period,
-                    "rotation_statements": role.rotation_statements, "credential_type": role.credential_type,
-                    "last_vault_rotation": coffer_sdk::time::rfc3339(role.last_rotation),
-                })))
-            }
-            ("static-roles", Operation::Delete) => static_role_locked(&name, || {
-                storage::delete(&named("static-role", &name))?;
-                Ok(respond::empty())
-            }),
-            ("static-roles", _) => static_role_locked(&name, || write_static_role(&name, &req)),
-            ("static-creds", _) => static_creds(&name),
-            ("rotate-role", _) => static_role_locked(&name, || {
-                let mut role: StaticRole = load(&named("static-role", &name))?
-                    .ok_or_else(|| invalid(format!("unknown static role: {name}")))?;
-                rotate_static(&name, &mut role)?;
-                Ok(respond::empty())
-            }),
-            _ => Err(EngineError::Unsupported),
-        }
+        routes().dispatch(req)
     }
 
     fn renew(lease: LeaseRef) -> Result<(), EngineError> {
