@@ -113,7 +113,7 @@ pub(crate) async fn exists(
 
 /// The first entry of the mount's path table matching `rest`: its compiled pattern, the
 /// captures, and its spec.
-fn matched<'a>(
+pub(crate) fn matched<'a>(
     loaded: &'a crate::core::LoadedEngine,
     rest: &'a str,
 ) -> Result<

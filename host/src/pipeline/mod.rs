@@ -22,6 +22,7 @@ use crate::acl::{self, AclRequest};
 use crate::core::Core;
 
 pub mod engine;
+pub(crate) mod help;
 
 pub use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
 pub(crate) use crate::logical::{authenticate, require_root};
@@ -45,6 +46,10 @@ pub async fn run(
         core: core.clone(),
         token: spent,
     };
+    if help::requested(&call.query) {
+        // Vault's help operation: the path table answers, no backend runs.
+        return help::help(core, &call, public);
+    }
     if call.op == Op::Write
         && let Some(role) = call.path.strip_prefix("auth/token/roles/")
     {

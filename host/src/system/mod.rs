@@ -22,7 +22,7 @@ use crate::tokens::{random_base62, unix_now};
 
 mod leases;
 mod mounts;
-mod openapi;
+pub(crate) mod openapi;
 mod policies;
 
 use leases::leases;
