@@ -401,3 +401,21 @@ fn the_bao_cli_creates_from_a_role_and_works_by_accessor() {
         "a token revoked by accessor still works"
     );
 }
+
+/// `bao path-help` (`GET ...?help=1`) reads Coffer's help for engine and native paths,
+/// and gets a permission error without a token.
+#[test]
+fn the_bao_cli_reads_path_help() {
+    let coffer = Coffer::dev();
+    let issue = ok(&bao(&coffer, Some("root"), &["path-help", "pki/issue/web"]));
+    assert!(issue.contains("common_name"), "{issue}");
+    let root = ok(&bao(&coffer, Some("root"), &["path-help", "pki"]));
+    assert!(root.contains("## PATHS"), "{root}");
+    let create = ok(&bao(
+        &coffer,
+        Some("root"),
+        &["path-help", "auth/token/create"],
+    ));
+    assert!(create.contains("ttl"), "{create}");
+    assert!(denied(&bao(&coffer, None, &["path-help", "secret/app"])));
+}

@@ -236,3 +236,31 @@ fn path_text(
 fn response(help: String, openapi: Value) -> Value {
     json!({"help": help, "openapi": openapi, "see_also": []})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::requested;
+
+    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn help_is_a_non_empty_first_help_value() {
+        assert!(requested(&query(&[("help", "1")])));
+        assert!(requested(&query(&[("help", "true")])));
+        assert!(requested(&query(&[
+            ("list", "true"),
+            ("help", "1"),
+            ("help", "0")
+        ])));
+        assert!(requested(&query(&[("help", "0")])));
+        assert!(!requested(&query(&[("help", "")])));
+        assert!(!requested(&query(&[("help", ""), ("help", "1")])));
+        assert!(!requested(&query(&[("helpx", "1")])));
+        assert!(!requested(&[]));
+    }
+}

@@ -1,7 +1,9 @@
 //! The request pipeline: every API call, whatever its path, goes through [`run`].
 //!
 //! 1. The caller's token was resolved once, at admission (`http::admit`), before any body
-//!    was read; here it is the [`Call`]'s `caller`.
+//!    was read; here it is the [`Call`]'s `caller`. A help request (`?help=1`, Vault's
+//!    help operation) is answered here by the `help` module from the path table, with its
+//!    own authorization; no backend runs.
 //! 2. [`authorize`]: a token that is not root may do only what its policies allow on the
 //!    path (Vault's ACL: winning rule, capability, parameter rules, sudo paths), decided
 //!    before any backend runs.

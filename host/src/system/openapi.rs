@@ -1018,4 +1018,46 @@ mod tests {
         );
         assert_eq!(example("/issuer/{issuer_ref}/{fetch}"), "/issuer/x/x");
     }
+
+    #[test]
+    fn native_templates_match_paths_with_slashes_in_parameters() {
+        let find = |rest: &str| {
+            SYS_PATHS
+                .iter()
+                .find(|e| e.matches(rest))
+                .map(|e| e.template)
+        };
+        assert_eq!(find("mounts"), Some("mounts"));
+        assert_eq!(find("mounts/a/b/tune"), Some("mounts/{path}/tune"));
+        assert_eq!(find("mounts/a/b"), Some("mounts/{path}"));
+        assert_eq!(find("mounts/tune"), Some("mounts/{path}"));
+        assert_eq!(
+            find("leases/revoke-prefix/database/creds/x"),
+            Some("leases/revoke-prefix/{prefix}")
+        );
+        assert_eq!(find("leases/lookup"), Some("leases/lookup"));
+        assert_eq!(find("nope"), None);
+        assert_eq!(find("policy/a/b"), Some("policy/{name}"));
+        assert_eq!(template_names("/a/{x}/b/{y}/{x}"), vec!["x", "y"]);
+        assert_eq!(template_names("/a/{x"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_native_template_is_described_without_duplicates() {
+        let document = native_document("sys/", &SYS_PATHS.iter().collect::<Vec<_>>());
+        let paths = document
+            .pointer("/paths")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        assert!(paths.contains_key("/sys/mounts/{path}/tune"));
+        assert!(paths.contains_key("/sys/policies/acl/"));
+        assert!(
+            document
+                .pointer("/components/schemas")
+                .and_then(Value::as_object)
+                .is_some_and(|s| s.contains_key("SysMountsPathTuneRequest")),
+            "{document}"
+        );
+    }
 }
