@@ -323,4 +323,35 @@ fn help_is_refused_to_callers_that_may_not_see_the_path() {
     // The document itself still needs read on its path.
     assert_eq!(get(&coffer, user, "sys/internal/specs/openapi").status, 403);
     assert_eq!(get(&coffer, None, "sys/internal/specs/openapi").status, 403);
+    // A mount's root help, and the document, show the mounts a token has some grant on
+    // or below (Vault's hasMountAccess), and only those.
+    coffer.policy(
+        "issuer",
+        r#"
+path "pki/issue/web" { capabilities = ["update"] }
+path "sys/internal/specs/openapi" { capabilities = ["read"] }
+"#,
+    );
+    let issuer = token(&coffer, &["issuer"]);
+    let issuer = Some(issuer.as_str());
+    assert_eq!(get(&coffer, issuer, "pki?help=1").status, 200);
+    assert_eq!(get(&coffer, issuer, "pki/issue/web?help=1").status, 200);
+    assert_eq!(get(&coffer, issuer, "pki/roles/web?help=1").status, 403);
+    assert_eq!(get(&coffer, issuer, "secret?help=1").status, 403);
+    let spec = get(&coffer, issuer, "sys/internal/specs/openapi");
+    assert_eq!(spec.status, 200, "{}", spec.text);
+    validate(&spec.json, "filtered-document");
+    let paths = spec.json["paths"].as_object().unwrap();
+    assert!(
+        paths.contains_key("/pki/issue/{role}"),
+        "{:?}",
+        paths.keys()
+    );
+    assert!(
+        !paths
+            .keys()
+            .any(|p| p.starts_with("/secret/") || p.starts_with("/database/")),
+        "{:?}",
+        paths.keys()
+    );
 }

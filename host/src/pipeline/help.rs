@@ -4,7 +4,8 @@
 //! Who may ask: Vault lets any valid token ask for help on any path (its ACL fast-paths
 //! the help operation) and anyone on an unauthenticated path. Coffer keeps the second
 //! and narrows the first: a token that is not root must hold some capability (other than
-//! `deny`) on the path, so a token cannot map mounts it has no business with, and a
+//! `deny`) on the path (on a mount root: on the mount or below it, as Vault decides which
+//! mounts a token sees), so a token cannot map mounts it has no business with, and a
 //! refusal is the pipeline's 403 whether or not the path exists (see `docs/decisions.md`).
 
 use hyper::StatusCode;
@@ -48,7 +49,8 @@ pub(crate) fn help(core: &Core, call: &Call, public: bool) -> Result<Reply, ApiE
 }
 
 /// Public paths need nothing; root may ask anything; any other token needs some
-/// capability on the path (for a mount root, on it or below it).
+/// capability on the path, or for a mount root on it or anywhere below it (Vault's
+/// `hasMountAccess`).
 fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), ApiError> {
     let Some((_, token)) = &call.caller else {
         return if public {
@@ -62,9 +64,19 @@ fn authorize(core: &Core, call: &Call, public: bool) -> Result<(), ApiError> {
     }
     let acl = core.policies.acl(&token.policies)?;
     let path = call.path.trim_end_matches('/');
-    let granted = [path.to_string(), format!("{path}/")]
-        .iter()
-        .any(|p| acl.capabilities(p).names() != ["deny"]);
+    let mount_root = match path {
+        "sys" => Some("sys/".to_string()),
+        "auth/token" => Some("auth/token/".to_string()),
+        _ => core
+            .route(path)
+            .filter(|(_, rest)| rest.is_empty())
+            .map(|(mount, _)| mount.entry.path.clone()),
+    };
+    let granted = match mount_root {
+        // Root help lists the mount's paths: Vault's test for showing a mount.
+        Some(mount) => acl.has_mount_access(&mount),
+        None => acl.capabilities(path).names() != ["deny"],
+    };
     if granted {
         Ok(())
     } else {

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use regex_syntax::hir::{Class, Hir, HirKind};
 use serde_json::{Map, Value, json};
 
+use crate::acl::Acl;
 use crate::core::{Core, LoadedEngine};
 use crate::runtime::{FieldKind, Operation, PathSpec};
 
@@ -20,19 +21,27 @@ use crate::runtime::{FieldKind, Operation, PathSpec};
 const MAX_TEMPLATES_PER_PATTERN: usize = 64;
 
 /// The document for every mount that has a loaded engine, and for `sys/` and
-/// `auth/token/`.
-pub fn document(core: &Core) -> Value {
+/// `auth/token/`: those `acl` has access to (Vault's `hasMountAccess`: some capability on
+/// the mount or below it; everything for root).
+pub fn document(core: &Core, acl: &Acl) -> Value {
     let mut paths = Map::new();
     for mount in core.mounts() {
         let Ok(loaded) = mount.engine.as_ref() else {
             continue;
         };
+        if !acl.has_mount_access(&mount.entry.path) {
+            continue;
+        }
         for spec in &loaded.spec.paths {
             engine_items(&mut paths, &mount.entry.path, loaded, spec);
         }
     }
-    native_items(&mut paths, "sys/", SYS_PATHS);
-    native_items(&mut paths, "auth/token/", TOKEN_PATHS);
+    if acl.has_mount_access("sys/") {
+        native_items(&mut paths, "sys/", SYS_PATHS);
+    }
+    if acl.has_mount_access("auth/token/") {
+        native_items(&mut paths, "auth/token/", TOKEN_PATHS);
+    }
     finish(paths)
 }
 
