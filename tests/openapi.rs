@@ -355,3 +355,47 @@ path "sys/internal/specs/openapi" { capabilities = ["read"] }
         paths.keys()
     );
 }
+
+/// The host's own table describes paths the host serves: every read, list and write of
+/// `sys/` and `auth/token/` in the document is routed (no "unsupported path", no 405) for
+/// root.
+#[test]
+fn the_native_paths_in_the_document_are_served() {
+    let coffer = Coffer::dev();
+    let reply = coffer.call("GET", "sys/internal/specs/openapi", None);
+    let paths = reply.json["paths"].as_object().unwrap();
+    let mut checked = 0;
+    for (template, item) in paths {
+        if !(template.starts_with("/sys/") || template.starts_with("/auth/token/")) {
+            continue;
+        }
+        let path = template
+            .trim_start_matches('/')
+            .replace("{path}", "secret")
+            .replace("{prefix}", "secret")
+            .replace("{name}", "default")
+            .replace("{role_name}", "nope");
+        let mut methods = Vec::new();
+        if item.get("get").is_some() {
+            methods.push(if path.ends_with('/') { "LIST" } else { "GET" });
+        }
+        // Writes with an empty body, but for the two that would end the test.
+        if item.get("post").is_some()
+            && !["sys/seal", "auth/token/revoke-self"].contains(&path.as_str())
+        {
+            methods.push("POST");
+        }
+        for method in methods {
+            let body = (method == "POST").then_some("{}");
+            let reply = coffer.raw(method, &path, Some("root"), body, &[]);
+            assert!(
+                reply.status != 405 && !reply.errors().contains("unsupported path"),
+                "{method} {path}: {} {}",
+                reply.status,
+                reply.text
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} native requests checked");
+}
