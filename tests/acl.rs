@@ -56,6 +56,11 @@ fn a_default_token_is_refused_everywhere_but_its_own_token_paths() {
     let paths = spec.json["paths"].as_object().unwrap().clone();
     let mut checked = 0;
     for (template, item) in &paths {
+        if template.starts_with("/sys/") || template.starts_with("/auth/") {
+            // The native paths: the list below covers them (a default token may use its
+            // own token paths, which the walk would take as a hole).
+            continue;
+        }
         let path: String = template
             .trim_start_matches('/')
             .split('/')

@@ -445,57 +445,20 @@ path "sys/auth" { capabilities = ["read"] }"#,
     assert_eq!(status.json["sealed"], json!(true), "{}", status.text);
 }
 
-/// `bao path-help` reads Coffer's help as it reads Vault's.
+/// `bao path-help` (`GET ...?help=1`) reads Coffer's help for engine and native paths,
+/// and gets a permission error without a token.
 #[test]
-fn the_bao_cli_shows_path_help() {
+fn the_bao_cli_reads_path_help() {
     let coffer = Coffer::dev();
-    let help = ok(&bao(&coffer, Some("root"), &["path-help", "pki/issue/web"]));
-    assert!(
-        help.contains("Matching Route") && help.contains("common_name"),
-        "{help}"
-    );
-    let root = ok(&bao(&coffer, Some("root"), &["path-help", "database"]));
-    assert!(
-        root.contains("## PATHS") && root.contains("creds/"),
-        "{root}"
-    );
-    assert!(denied(&bao(&coffer, None, &["path-help", "pki/issue/web"])));
-}
-
-/// `sys/internal/specs/openapi` (every mount) and a path's `?help=1` OpenAPI pass a
-/// maintained OpenAPI 3 validator (`openapi-spec-validator`), so client generators take
-/// them.
-#[test]
-fn the_openapi_documents_pass_an_openapi_validator() {
-    let coffer = Coffer::dev();
-    let dir = temp_dir("openapi");
-    let spec = coffer.call("GET", "sys/internal/specs/openapi", None);
-    assert_eq!(spec.status, 200);
-    assert!(
-        spec.json["paths"]["/database/creds/{name}"]["get"].is_object(),
-        "{}",
-        spec.text
-    );
-    assert_eq!(
-        spec.json["paths"]["/pki/ca/pem"]["x-vault-unauthenticated"],
-        json!(true)
-    );
-    std::fs::write(dir.join("all.json"), &spec.text).unwrap();
-    let help = coffer.call("GET", "pki/issue/web?help=1", None);
-    std::fs::write(dir.join("help.json"), help.json["openapi"].to_string()).unwrap();
-    let script = r#"
-import json, sys
-from openapi_spec_validator import validate
-for name in ("all.json", "help.json"):
-    validate(json.load(open(sys.argv[1] + "/" + name)))
-bad = json.load(open(sys.argv[1] + "/all.json"))
-bad["paths"]["/pki/ca/pem"]["get"]["responses"] = "not an object"
-try:
-    validate(bad)
-    sys.exit("the validator accepted a broken document")
-except Exception:
-    pass
-print("ok")
-"#;
-    run_python(script, &dir.display().to_string());
+    let issue = ok(&bao(&coffer, Some("root"), &["path-help", "pki/issue/web"]));
+    assert!(issue.contains("common_name"), "{issue}");
+    let root = ok(&bao(&coffer, Some("root"), &["path-help", "pki"]));
+    assert!(root.contains("## PATHS"), "{root}");
+    let create = ok(&bao(
+        &coffer,
+        Some("root"),
+        &["path-help", "auth/token/create"],
+    ));
+    assert!(create.contains("ttl"), "{create}");
+    assert!(denied(&bao(&coffer, None, &["path-help", "secret/app"])));
 }

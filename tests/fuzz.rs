@@ -319,6 +319,8 @@ fn fuzz_http_requests() {
         "POST /v1/auth/token/create HTTP/1.1\r\nHost: h\r\nX-Vault-Token: root\r\nContent-Length: 26\r\nConnection: close\r\n\r\n{\"ttl\":\"1h\",\"num_uses\":2}",
         "POST /v1/pki/roles/web HTTP/1.1\r\nHost: h\r\nX-Vault-Token: root\r\nContent-Length: 31\r\nConnection: close\r\n\r\n{\"allowed_domains\":\"a.com,b.c\"}",
         "GET /v1/sys/internal/specs/openapi HTTP/1.1\r\nHost: h\r\nX-Vault-Token: root\r\nConnection: close\r\n\r\n",
+        "GET /v1/pki/issue/web?help=1 HTTP/1.1\r\nHost: h\r\nX-Vault-Token: root\r\nConnection: close\r\n\r\n",
+        "POST /v1/sys/mounts/a/b/tune?help=1&list=true HTTP/1.1\r\nHost: h\r\nX-Vault-Token: root\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
     ];
     fuzz("http requests", |rng| {
         let seed = seeds[rng.gen_range(0..seeds.len())];

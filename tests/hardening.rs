@@ -132,6 +132,10 @@ fn no_engine_write_works_without_a_valid_token() {
     let paths = spec.json["paths"].as_object().unwrap();
     let mut walked = std::collections::BTreeMap::<String, usize>::new();
     for (template, item) in paths {
+        if template.starts_with("/sys/") || template.starts_with("/auth/") {
+            // The native paths, among them the seal endpoints every client may write.
+            continue;
+        }
         let methods: Vec<&str> = ["post", "delete"]
             .into_iter()
             .filter(|m| item.get(*m).is_some())

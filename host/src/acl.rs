@@ -428,6 +428,25 @@ struct SegmentRule {
     rule: usize,
 }
 
+impl SegmentRule {
+    /// Whether this `+` rule can match a path below `mount` (`a/b/`): each of the mount's
+    /// segments is matched by `+` or spelled out, and the rule goes on past them.
+    fn reaches_below(&self, mount: &str) -> bool {
+        let segments: Vec<&str> = mount.trim_end_matches('/').split('/').collect();
+        let last = self.parts.len().saturating_sub(1);
+        let fits = segments
+            .iter()
+            .enumerate()
+            .all(|(i, segment)| match self.parts.get(i) {
+                Some(part) if &**part == "+" => true,
+                Some(part) if i == last && self.is_prefix => segment.starts_with(&**part),
+                Some(part) => **part == **segment,
+                None => false,
+            });
+        fits && (self.parts.len() > segments.len() || self.is_prefix)
+    }
+}
+
 /// Vault's ranking of non-exact matches; greater wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Priority<'a> {
@@ -844,6 +863,34 @@ impl Acl {
             "glob_paths": glob,
             "root": false,
         })
+    }
+
+    /// Vault's `hasMountAccess`: whether some capability other than `deny` is granted on
+    /// the mount at `mount` (with its trailing slash) or on any path below it. Root has
+    /// access everywhere. This decides which mounts the OpenAPI document shows a token
+    /// and who may ask for a mount's root help.
+    pub fn has_mount_access(&self, mount: &str) -> bool {
+        if self.root {
+            return true;
+        }
+        let mount = normalize(mount);
+        let granting = |rule: &Rule| {
+            rule.capabilities != Capabilities::NONE && !rule.capabilities.contains(Capability::Deny)
+        };
+        let grants = |index: usize| self.rules.get(index).is_some_and(granting);
+        if self.winning_rule(mount, true).is_some_and(granting) {
+            return true;
+        }
+        let below = self
+            .exact
+            .iter()
+            .chain(self.prefix.iter())
+            .any(|(pattern, index)| pattern.starts_with(mount) && grants(*index));
+        below
+            || self
+                .segment
+                .iter()
+                .any(|rule| rule.reaches_below(mount) && grants(rule.rule))
     }
 
     /// Whether the request is allowed; if not, why.

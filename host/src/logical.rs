@@ -162,8 +162,6 @@ pub enum Op {
     Delete,
     /// HEAD.
     Head,
-    /// `GET ...?help=1` (Vault's help operation): the path table's help, no engine call.
-    Help,
 }
 
 /// A parsed API request.

@@ -1844,3 +1844,28 @@ path "e" {
     assert_eq!(Acl::root().resultant(), json!({"root": true}));
     Ok(())
 }
+
+#[test]
+fn mount_access_is_any_grant_on_or_below_the_mount() -> Result<()> {
+    let below = acl(&[r#"path "pki/issue/web" { capabilities = ["update"] }"#])?;
+    assert!(below.has_mount_access("pki/"));
+    assert!(!below.has_mount_access("secret/"));
+    assert!(!below.has_mount_access("pk/"));
+    let glob = acl(&[r#"path "secret/data/*" { capabilities = ["read"] }"#])?;
+    assert!(glob.has_mount_access("secret/"));
+    assert!(!glob.has_mount_access("database/"));
+    let wide = acl(&[r#"path "*" { capabilities = ["list"] }"#])?;
+    assert!(wide.has_mount_access("anything/"));
+    let segment = acl(&[r#"path "+/creds/ro" { capabilities = ["read"] }"#])?;
+    assert!(segment.has_mount_access("database/"));
+    assert!(!segment.has_mount_access("a/b/c/d/"));
+    let denied = acl(&[
+        r#"path "secret/*" { capabilities = ["deny"] }"#,
+        r#"path "pki" { capabilities = ["deny"] }"#,
+    ])?;
+    assert!(!denied.has_mount_access("secret/"));
+    assert!(!denied.has_mount_access("pki/"));
+    assert!(Acl::root().has_mount_access("x/"));
+    assert!(!acl(&[])?.has_mount_access("secret/"));
+    Ok(())
+}

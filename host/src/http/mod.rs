@@ -407,9 +407,7 @@ fn parse_head(parts: &hyper::http::request::Parts) -> Result<Head, ApiError> {
     let list_query = query
         .iter()
         .any(|(k, v)| k == "list" && fields::parse_bool(v).unwrap_or(false));
-    let help_query = query.iter().any(|(k, v)| k == "help" && !v.is_empty());
     let op = match parts.method {
-        Method::GET if help_query => Op::Help,
         Method::GET if list_query => Op::List,
         Method::GET => Op::Read,
         Method::POST | Method::PUT => Op::Write,

@@ -154,9 +154,6 @@ async fn engine(
             mount.entry.path
         ))
     })?;
-    if call.op == Op::Help {
-        return crate::system::openapi::help(&mount, loaded, &rest);
-    }
     let (compiled, captures, spec) = matched(loaded, &rest)?;
     let supports = |op: Operation| supports(spec, op);
     let operation = match call.op {
@@ -167,7 +164,6 @@ async fn engine(
         Op::Write if supports(Operation::Update) => Operation::Update,
         Op::Write => Operation::Create,
         Op::Head => return Err(ApiError::unsupported_operation()),
-        Op::Help => return Err(ApiError::unsupported_operation()),
     };
     if !supports(operation) {
         return Err(ApiError::unsupported_operation());

@@ -1,7 +1,9 @@
 //! The request pipeline: every API call, whatever its path, goes through [`run`].
 //!
 //! 1. The caller's token was resolved once, at admission (`http::admit`), before any body
-//!    was read; here it is the [`Call`]'s `caller`.
+//!    was read; here it is the [`Call`]'s `caller`. A help request (`?help=1`, Vault's
+//!    help operation) is answered here by the `help` module from the path table, with its
+//!    own authorization; no backend runs.
 //! 2. [`authorize`]: a token that is not root may do only what its policies allow on the
 //!    path (Vault's ACL: winning rule, capability, parameter rules, sudo paths), decided
 //!    before any backend runs; one lease's renew, revoke or lookup is its creator's, or
@@ -25,6 +27,7 @@ use crate::core::Core;
 use crate::tokens::TokenEntry;
 
 pub mod engine;
+pub(crate) mod help;
 
 pub use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply};
 
@@ -47,6 +50,10 @@ pub async fn run(
         core: core.clone(),
         token: spent,
     };
+    if help::requested(&call.query) {
+        // Vault's help operation: the path table answers, no backend runs.
+        return help::help(core, &call, public);
+    }
     if call.op == Op::Write
         && let Some(role) = call.path.strip_prefix("auth/token/roles/")
     {
@@ -113,17 +120,6 @@ fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result
         return Ok(());
     }
     let acl = core.policies.acl(&token.policies)?;
-    // Help describes a path and reads no data. Vault allows it to every valid token;
-    // Coffer asks for some capability on the path, so help cannot enumerate mounts a
-    // token may not touch (403 whether or not the path exists, as for every request).
-    if call.op == Op::Help {
-        let names = acl.capabilities(&call.path).names();
-        return if names == ["deny"] {
-            Err(ApiError::forbidden())
-        } else {
-            Ok(())
-        };
-    }
     if let Some(decided) = authorize_lease_call(core, call, token, &acl) {
         return decided;
     }
@@ -132,7 +128,7 @@ fn authorize_as(core: &Core, call: &Call, public: bool, creates: bool) -> Result
         _ => call.path.clone(),
     };
     let operation = match call.op {
-        Op::Read | Op::Head | Op::Help => acl::Operation::Read,
+        Op::Read | Op::Head => acl::Operation::Read,
         Op::List => acl::Operation::List,
         Op::Delete => acl::Operation::Delete,
         Op::Write if creates => acl::Operation::Create,
@@ -222,14 +218,6 @@ pub(crate) fn operator_setting(core: &Core, call: &Call) -> bool {
 /// Routes a call the ACL admitted to the backend that serves its path.
 pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
     let path = call.path.clone();
-    if call.op == Op::Help
-        && (path == "sys" || path.starts_with("sys/") || path.starts_with("auth/token/"))
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "help is served for engine paths (from their path tables), not for sys/ or auth/token/",
-        ));
-    }
     if let Some(rest) = path.strip_prefix("sys/").or((path == "sys").then_some("")) {
         return crate::system::System.handle(core, &call, rest).await;
     }

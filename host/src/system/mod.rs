@@ -310,7 +310,8 @@ pub(crate) async fn system(
         }
         (Op::Write, "capabilities-accessor") => policies::capabilities_accessor(core, call),
         (Op::Read, "internal/specs/openapi") => {
-            Ok(Reply::Bare(StatusCode::OK, openapi::document(core)))
+            let acl = core.policies.acl(&token.1.policies)?;
+            Ok(Reply::Bare(StatusCode::OK, openapi::document(core, &acl)))
         }
         (Op::Read, "plugins/catalog") => {
             let names: Vec<&str> = core.catalog.entries().map(|(n, _)| n).collect();
