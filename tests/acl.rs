@@ -11,20 +11,6 @@
 
 use coffer_tests::{Coffer, Reply, Value, fixtures_config, json, temp_dir};
 
-/// A token with `policies`, created by root.
-fn token(coffer: &Coffer, policies: &[&str]) -> String {
-    let reply = coffer.call(
-        "POST",
-        "auth/token/create",
-        Some(json!({ "policies": policies, "ttl": "1h" })),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    reply.json["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn as_token(coffer: &Coffer, token: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
     let body = body.map(|b| b.to_string());
     coffer.raw(method, path, Some(token), body.as_deref(), &[])
@@ -51,7 +37,7 @@ fn a_default_token_is_refused_everywhere_but_its_own_token_paths() {
             .status,
         204
     );
-    let user = token(&coffer, &["default"]);
+    let user = coffer.token_with(&["default"]);
     let spec = coffer.call("GET", "sys/internal/specs/openapi", None);
     let paths = spec.json["paths"].as_object().unwrap().clone();
     let mut checked = 0;
@@ -157,7 +143,7 @@ fn a_policy_for_one_path_grants_that_path_and_nothing_else() {
         "app-read",
         r#"path "secret/app" { capabilities = ["read"] }"#,
     );
-    let reader = token(&coffer, &["app-read"]);
+    let reader = coffer.token_with(&["app-read"]);
     assert_eq!(
         as_token(&coffer, &reader, "GET", "secret/app", None).status,
         200
@@ -191,7 +177,7 @@ fn a_policy_for_one_path_grants_that_path_and_nothing_else() {
   allowed_parameters = { "v" = ["ok-*"] }
 }"#,
     );
-    let writer = token(&coffer, &["app-write"]);
+    let writer = coffer.token_with(&["app-write"]);
     assert_eq!(
         as_token(
             &coffer,
@@ -278,7 +264,7 @@ fn the_policy_api_validates_and_protects_default_and_root() {
             .unwrap()
             .contains("secret/app")
     );
-    let reader = token(&coffer, &["json-one"]);
+    let reader = coffer.token_with(&["json-one"]);
     assert_eq!(
         as_token(&coffer, &reader, "GET", "secret/app", None).status,
         404,
@@ -300,7 +286,7 @@ fn the_policy_api_validates_and_protects_default_and_root() {
         "tuner",
         r#"path "sys/mounts/secret/tune" { capabilities = ["update"] }"#,
     );
-    let tuner = token(&coffer, &["tuner"]);
+    let tuner = coffer.token_with(&["tuner"]);
     assert_eq!(
         as_token(
             &coffer,
@@ -345,8 +331,8 @@ fn create_and_update_are_told_apart_by_an_existence_check() {
         "update-only",
         r#"path "secret/*" { capabilities = ["update", "read"] }"#,
     );
-    let creator = token(&coffer, &["create-only"]);
-    let updater = token(&coffer, &["update-only"]);
+    let creator = coffer.token_with(&["create-only"]);
+    let updater = coffer.token_with(&["update-only"]);
     let write = |token: &str, path: &str, v: &str| {
         as_token(&coffer, token, "POST", path, Some(json!({ "v": v }))).status
     };
@@ -367,7 +353,7 @@ fn create_and_update_are_told_apart_by_an_existence_check() {
         json!("c")
     );
     // A token that may do neither is refused the same way whether or not the entry exists.
-    let stranger = token(&coffer, &["default"]);
+    let stranger = coffer.token_with(&["default"]);
     assert_eq!(write(&stranger, "secret/app", "x"), 403);
     assert_eq!(write(&stranger, "secret/none", "x"), 403);
     // A write the engine would refuse is still the engine's 400 for a permitted caller.
@@ -422,7 +408,7 @@ fn sys_state(coffer: &Coffer, lease: &str) -> Value {
 fn a_default_token_is_refused_on_every_sys_path_default_does_not_grant() {
     let (coffer, _) = leasing_server("acl-sys-matrix");
     let others = lease_for(&coffer, &coffer.token);
-    let user = token(&coffer, &["default"]);
+    let user = coffer.token_with(&["default"]);
     let before = sys_state(&coffer, &others);
     let lease_body = json!({"lease_id": others});
     let refused: Vec<(&str, String, Option<Value>)> = vec![
@@ -616,8 +602,8 @@ path "sys/auth/*" { capabilities = ["create", "read", "update", "delete", "sudo"
         r#"path "sys/auth" { capabilities = ["read"] }
 path "sys/auth/*" { capabilities = ["create", "read", "update", "delete"] }"#,
     );
-    let admin = token(&coffer, &["auth-admin"]);
-    let nosudo = token(&coffer, &["auth-nosudo"]);
+    let admin = coffer.token_with(&["auth-admin"]);
+    let nosudo = coffer.token_with(&["auth-nosudo"]);
     for who in [&admin, &nosudo] {
         assert_eq!(as_token(&coffer, who, "GET", "sys/auth", None).status, 200);
     }
@@ -735,8 +721,8 @@ fn a_sudo_operator_token_seals_and_one_without_sudo_cannot() {
         "sealer",
         r#"path "sys/seal" { capabilities = ["update", "sudo"] }"#,
     );
-    let nosudo = token(&coffer, &["sealer-nosudo"]);
-    let sealer = token(&coffer, &["sealer"]);
+    let nosudo = coffer.token_with(&["sealer-nosudo"]);
+    let sealer = coffer.token_with(&["sealer"]);
     assert_eq!(
         as_token(&coffer, &nosudo, "PUT", "sys/seal", None).status,
         403
@@ -777,9 +763,9 @@ path "sys/leases" { capabilities = ["read"] }
 path "sys/leases/revoke-prefix/*" { capabilities = ["update"] }
 path "auth/token/revoke-orphan" { capabilities = ["update"] }"#,
     );
-    let ops = token(&coffer, &["lease-ops"]);
-    let nosudo = token(&coffer, &["lease-ops-nosudo"]);
-    let victim = token(&coffer, &["default"]);
+    let ops = coffer.token_with(&["lease-ops"]);
+    let nosudo = coffer.token_with(&["lease-ops-nosudo"]);
+    let victim = coffer.token_with(&["default"]);
     let orphan_body = json!({ "token": victim });
     for (method, path, body) in [
         ("LIST", "sys/leases/lookup/leasing/creds/app/", None),
@@ -848,9 +834,9 @@ fn leases_belong_to_the_token_that_created_them() {
         "leasing-revoker",
         r#"path "sys/leases/revoke/leasing/creds/*" { capabilities = ["update"] }"#,
     );
-    let owner = token(&coffer, &["lease-reader"]);
-    let other = token(&coffer, &["lease-reader"]);
-    let revoker = token(&coffer, &["leasing-revoker"]);
+    let owner = coffer.token_with(&["lease-reader"]);
+    let other = coffer.token_with(&["lease-reader"]);
+    let revoker = coffer.token_with(&["leasing-revoker"]);
     let lease = lease_for(&coffer, &owner);
     let body = json!({ "lease_id": lease });
 
@@ -957,7 +943,7 @@ path "secret/team/*" {
 }
 path "secret/+/x" { capabilities = ["deny"] }"#,
     );
-    let user = token(&coffer, &["mixed"]);
+    let user = coffer.token_with(&["mixed"]);
     let reply = as_token(&coffer, &user, "GET", "sys/internal/ui/resultant-acl", None);
     assert_eq!(reply.status, 200, "{}", reply.text);
     let data = reply.data();

@@ -10,22 +10,9 @@
     reason = "tests"
 )]
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use coffer_tests::{Coffer, Value, json, temp_dir, workspace};
-
-fn venv() -> PathBuf {
-    let venv = std::env::var_os("COFFER_CLIENTS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/clients-venv"));
-    assert!(
-        venv.join("bin/bao").exists() && venv.join("bin/python").exists(),
-        "the client venv is missing at {}: run ./scripts/test, which creates it",
-        venv.display()
-    );
-    venv
-}
+use coffer_tests::{Coffer, Value, clients_venv, json, temp_dir};
 
 /// Runs a Python script that uses hvac against `coffer` (its address is `sys.argv[1]`);
 /// the script must print `ok` and exit 0.
@@ -36,7 +23,7 @@ fn run_hvac(coffer: &Coffer, script: &str) {
 /// Runs a Python script of the clients venv with `arg` as `sys.argv[1]`; it must print
 /// `ok` and exit 0.
 fn run_python(script: &str, arg: &str) {
-    let output = Command::new(venv().join("bin/python"))
+    let output = Command::new(clients_venv().join("bin/python"))
         .args(["-c", script, arg])
         .output()
         .unwrap();
@@ -50,7 +37,7 @@ fn run_python(script: &str, arg: &str) {
 
 /// `bao <args>` against `coffer` with `token` (none: no token at all).
 fn bao(coffer: &Coffer, token: Option<&str>, args: &[&str]) -> Output {
-    let mut command = Command::new(venv().join("bin/bao"));
+    let mut command = Command::new(clients_venv().join("bin/bao"));
     command
         .args(args)
         .env("VAULT_ADDR", &coffer.addr)

@@ -11,23 +11,9 @@
     reason = "tests"
 )]
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use coffer_tests::{Coffer, Reply, Value, json, temp_dir, workspace};
-
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("COFFER_CLIENTS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/clients-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "the client venv is missing at {}: run ./scripts/test, which creates it",
-        venv.display()
-    );
-    python
-}
+use coffer_tests::{Coffer, Reply, Value, clients_venv, json, temp_dir};
 
 /// Validates `document` with `openapi_spec_validator.validate`, failing the test with
 /// the validator's message if it is not a valid OpenAPI document.
@@ -42,7 +28,7 @@ with open(sys.argv[1]) as f:
 validate(document)
 print("ok")
 "#;
-    let output = Command::new(venv_python())
+    let output = Command::new(clients_venv().join("bin/python"))
         .args(["-c", script, file.to_str().unwrap()])
         .output()
         .unwrap();
@@ -52,20 +38,6 @@ print("ok")
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// A token with `policies`, created by root.
-fn token(coffer: &Coffer, policies: &[&str]) -> String {
-    let reply = coffer.call(
-        "POST",
-        "auth/token/create",
-        Some(json!({ "policies": policies, "ttl": "1h" })),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    reply.json["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn get(coffer: &Coffer, token: Option<&str>, path: &str) -> Reply {
@@ -300,7 +272,7 @@ fn help_is_refused_to_callers_that_may_not_see_the_path() {
         "secret-reader",
         r#"path "secret/*" { capabilities = ["read"] }"#,
     );
-    let reader = token(&coffer, &["secret-reader"]);
+    let reader = coffer.token_with(&["secret-reader"]);
     let user = Some(reader.as_str());
     assert_eq!(get(&coffer, user, "secret/app?help=1").status, 200);
     assert_eq!(get(&coffer, user, "secret?help=1").status, 200);
@@ -332,7 +304,7 @@ path "pki/issue/web" { capabilities = ["update"] }
 path "sys/internal/specs/openapi" { capabilities = ["read"] }
 "#,
     );
-    let issuer = token(&coffer, &["issuer"]);
+    let issuer = coffer.token_with(&["issuer"]);
     let issuer = Some(issuer.as_str());
     assert_eq!(get(&coffer, issuer, "pki?help=1").status, 200);
     assert_eq!(get(&coffer, issuer, "pki/issue/web?help=1").status, 200);

@@ -976,3 +976,33 @@ impl Coffer {
             .to_string();
     }
 }
+
+/// The Python venv with the real clients (`bao`, hvac, openapi-spec-validator) that
+/// `scripts/test` creates: `COFFER_CLIENTS_VENV`, else `target/clients-venv`.
+pub fn clients_venv() -> PathBuf {
+    let venv = std::env::var_os("COFFER_CLIENTS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/clients-venv"));
+    assert!(
+        venv.join("bin/bao").exists() && venv.join("bin/python").exists(),
+        "the client venv is missing at {}: run ./scripts/test, which creates it",
+        venv.display()
+    );
+    venv
+}
+
+impl Coffer {
+    /// A new token with `policies` (and `default`), made by this server's token, for 1h.
+    pub fn token_with(&self, policies: &[&str]) -> String {
+        let reply = self.call(
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": policies, "ttl": "1h" })),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json["auth"]["client_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
