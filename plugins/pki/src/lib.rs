@@ -20,7 +20,7 @@ use coffer_sdk::keys;
 use coffer_sdk::serde_json::{self, Value, json};
 use coffer_sdk::{
     BackendSpec, Engine, EngineError, Field, FieldExt, FieldValue, Fields, LeaseRef, Operation,
-    PathBuilder, Request, Response, path, respond, spec, storage,
+    PathBuilder, Request, Response, SpecBuilder, path, respond, spec, storage,
 };
 use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, KeyUsagePurpose, RevokedCertParams, SanType,
@@ -128,296 +128,455 @@ fn with_ref(pattern: &str) -> PathBuilder {
 
 struct Pki;
 
+/// The path table with its handlers: what `describe` reports is what `handle` routes.
+fn routes() -> SpecBuilder {
+    spec("pki")
+        .help("An internal certificate authority.")
+        .secret(CERT_SECRET, "A certificate issued with generate_lease.")
+        // Vault's public PKI paths, exactly; the host serves them to reads only.
+        .unauthenticated("ca")
+        .unauthenticated("ca/pem")
+        .unauthenticated("ca_chain")
+        .unauthenticated("crl")
+        .unauthenticated("crl/pem")
+        .unauthenticated("cert/+")
+        .unauthenticated("cert/ca")
+        .unauthenticated("cert/ca_chain")
+        .unauthenticated("cert/crl")
+        .unauthenticated("issuers")
+        .unauthenticated("issuer/+/pem")
+        .unauthenticated("issuer/+/der")
+        .unauthenticated("issuer/+/json")
+        .unauthenticated("issuer/+/crl*")
+        .path(
+            path("ca")
+                .synopsis("The default issuer's certificate, DER.")
+                .on(Operation::Read, read_ca_der),
+        )
+        .path(
+            path("ca/pem")
+                .synopsis("The default issuer's certificate, PEM.")
+                .on(Operation::Read, read_ca_pem),
+        )
+        .path(
+            path("ca_chain")
+                .synopsis("The default issuer's chain, PEM.")
+                .on(Operation::Read, read_ca_chain),
+        )
+        .path(
+            path("crl")
+                .synopsis("The default issuer's CRL, DER.")
+                .on(Operation::Read, read_crl_der),
+        )
+        .path(
+            path("crl/pem")
+                .synopsis("The default issuer's CRL, PEM.")
+                .on(Operation::Read, read_crl_pem),
+        )
+        .path(
+            path("crl/rotate")
+                .synopsis("Rebuild every issuer's CRL.")
+                .on(Operation::Read, rotate_crls),
+        )
+        .path(
+            path("cert/(?P<serial>[0-9A-Fa-f:-]+|ca|ca_chain|crl)")
+                .field(Field::string("serial", "Serial number."))
+                .synopsis("A certificate by serial number (or the CA, chain or CRL).")
+                .on(Operation::Read, read_cert_at),
+        )
+        .path(
+            path("certs/?")
+                .synopsis("List issued certificates' serial numbers.")
+                .on(Operation::List, list_certs),
+        )
+        .path(
+            path("issuers/?")
+                .synopsis("List issuers.")
+                .on(Operation::List, list_issuers_at),
+        )
+        .path(
+            with_ref("issuer/(?P<issuer_ref>NAME)/(?P<fetch>pem|der|json)")
+                .field(Field::string("fetch", "Form."))
+                .synopsis("An issuer's certificate as PEM, DER or JSON.")
+                .on(Operation::Read, fetch_issuer_at),
+        )
+        .path(
+            with_ref("issuer/(?P<issuer_ref>NAME)/issue/(?P<role>NAME)")
+                .field(Field::string("role", "Role."))
+                .fields(issue_fields())
+                .synopsis("Issue a certificate and key from this issuer under a role.")
+                .on(Operation::Update, issue_from_issuer),
+        )
+        .path(
+            with_ref("issuer/(?P<issuer_ref>NAME)/sign/(?P<role>NAME)")
+                .field(Field::string("role", "Role."))
+                .fields(issue_fields())
+                .synopsis("Sign a CSR with this issuer under a role.")
+                .on(Operation::Update, sign_from_issuer),
+        )
+        .path(
+            with_ref("issuer/(?P<issuer_ref>NAME)/sign-intermediate")
+                .fields(ca_fields())
+                .synopsis("Sign an intermediate CA's CSR with this issuer.")
+                .on(Operation::Update, sign_intermediate_at),
+        )
+        .path(
+            with_ref("issuer/(?P<issuer_ref>NAME)")
+                .field(Field::string("issuer_name", "New name."))
+                .field(Field::lowercase(
+                    "leaf_not_after_behavior",
+                    "err, truncate or permit.",
+                ))
+                .synopsis("Read, rename or delete an issuer.")
+                .on(Operation::Read, read_issuer)
+                .on(Operation::Update, update_issuer_at)
+                .on(Operation::Delete, delete_issuer_at),
+        )
+        .path(
+            path("config/issuers")
+                .field(Field::string("default", "Default issuer."))
+                .synopsis("Read or set the default issuer.")
+                .on(Operation::Read, read_default_issuer)
+                .on(Operation::Update, write_default_issuer),
+        )
+        .path(
+            path("keys/?")
+                .synopsis("List keys.")
+                .on(Operation::List, list_keys),
+        )
+        .path(
+            path(&named("key/(?P<key_ref>NAME)"))
+                .field(Field::string("key_ref", "Key id or name."))
+                .field(Field::string("key_name", "New name."))
+                .synopsis("Read or rename a key.")
+                .on(Operation::Read, read_key)
+                .on(Operation::Update, rename_key_at),
+        )
+        .path(
+            path("config/urls")
+                .field(Field::comma_strings("issuing_certificates", "AIA URLs."))
+                .field(Field::comma_strings("crl_distribution_points", "CRL URLs."))
+                .field(Field::comma_strings("ocsp_servers", "OCSP URLs."))
+                .synopsis("URLs written into issued certificates.")
+                .on(Operation::Read, read_urls)
+                .on(Operation::Update, write_urls_at),
+        )
+        .path(
+            path("root/generate/(?P<exported>internal|exported|existing|kms)")
+                .field(Field::string("exported", "Key handling."))
+                .fields(ca_fields())
+                .synopsis("Generate a root CA.")
+                .on(Operation::Update, generate_root),
+        )
+        .path(
+            path("intermediate/generate/(?P<exported>internal|exported|existing|kms)")
+                .field(Field::string("exported", "Key handling."))
+                .fields(ca_fields())
+                .synopsis("Generate an intermediate CA's key and CSR.")
+                .on(Operation::Update, generate_intermediate),
+        )
+        .path(
+            with_ref("root/sign-intermediate")
+                .fields(ca_fields())
+                .synopsis("Sign an intermediate CA's CSR.")
+                .on(Operation::Update, sign_intermediate_at),
+        )
+        .path(
+            with_ref("root/sign-self-issued")
+                .field(Field::string(
+                    "certificate",
+                    "PEM self-issued CA certificate.",
+                ))
+                .field(Field::bool(
+                    "require_matching_certificate_algorithms",
+                    "Require the issuer's key type.",
+                ))
+                .synopsis("Cross-sign a self-issued CA certificate.")
+                .on(Operation::Update, sign_self_issued_at),
+        )
+        .path(
+            path("intermediate/set-signed")
+                .field(Field::string("certificate", "PEM certificate (and chain)."))
+                .synopsis("Import the signed intermediate certificate.")
+                .on(Operation::Update, set_signed_at),
+        )
+        .path(
+            path("roles/?")
+                .synopsis("List roles.")
+                .on(Operation::List, list_roles),
+        )
+        .path(
+            path(&named("roles/(?P<name>NAME)"))
+                .field(Field::string("name", "Role."))
+                .fields(role_fields())
+                .synopsis("Read, write or delete a role.")
+                .on(Operation::Read, read_role)
+                .on(Operation::Update, write_role_at)
+                .on(Operation::Delete, delete_role),
+        )
+        .path(
+            path(&named("issue/(?P<role>NAME)"))
+                .field(Field::string("role", "Role."))
+                .fields(issue_fields())
+                .synopsis("Issue a certificate and key under a role.")
+                .on(Operation::Update, issue_at),
+        )
+        .path(
+            path(&named("sign/(?P<role>NAME)"))
+                .field(Field::string("role", "Role."))
+                .fields(issue_fields())
+                .synopsis("Sign a CSR under a role.")
+                .on(Operation::Update, sign_at),
+        )
+        .path(
+            path(&named("sign-verbatim(/(?P<role>NAME))?"))
+                .field(Field::string("role", "Role."))
+                .fields(issue_fields())
+                .synopsis("Sign a CSR as it is (sudo-free in Vault, but only with policy).")
+                .on(Operation::Update, sign_verbatim_at),
+        )
+        .path(
+            path("revoke")
+                .field(Field::string("serial_number", "Serial."))
+                .field(Field::string("certificate", "PEM certificate."))
+                .synopsis("Revoke a certificate.")
+                .on(Operation::Update, revoke_at),
+        )
+        .path(
+            path("tidy")
+                .field(
+                    Field::bool("tidy_cert_store", "Delete expired certificates.")
+                        .default(FieldValue::Bool(false)),
+                )
+                .field(
+                    Field::bool("tidy_revoked_certs", "Drop expired revocations.")
+                        .default(FieldValue::Bool(false)),
+                )
+                .field(
+                    Field::duration("safety_buffer", "Age past expiry.")
+                        .default(FieldValue::Duration(TIDY_SAFETY_BUFFER)),
+                )
+                .synopsis("Remove expired certificates and revocations.")
+                .on(Operation::Update, tidy_at),
+        )
+}
+
+/// A string field of the request, empty when absent.
+fn text(req: &Request, name: &str) -> String {
+    req.string(name).unwrap_or_default().to_string()
+}
+
+fn read_ca_der(_: &Request) -> Result<Response, EngineError> {
+    raw_ca(false)
+}
+
+fn read_ca_pem(_: &Request) -> Result<Response, EngineError> {
+    raw_ca(true)
+}
+
+fn read_ca_chain(_: &Request) -> Result<Response, EngineError> {
+    let issuer = match default_issuer_id()? {
+        Some(_) => resolve_issuer("default")?,
+        None => return Ok(respond::raw("application/pkix-cert", Vec::new())),
+    };
+    Ok(respond::raw(
+        "application/pkix-cert",
+        issuer.chain.join("\n").into_bytes(),
+    ))
+}
+
+fn read_crl_der(_: &Request) -> Result<Response, EngineError> {
+    raw_crl(false)
+}
+
+fn read_crl_pem(_: &Request) -> Result<Response, EngineError> {
+    raw_crl(true)
+}
+
+fn rotate_crls(_: &Request) -> Result<Response, EngineError> {
+    for id in storage::list("issuer/")? {
+        rebuild_crl(&id)?;
+    }
+    Ok(respond::data(json!({ "success": true })))
+}
+
+fn read_cert_at(req: &Request) -> Result<Response, EngineError> {
+    read_cert(&text(req, "serial"))
+}
+
+fn list_certs(_: &Request) -> Result<Response, EngineError> {
+    respond::list(storage::list("certs/")?)
+}
+
+fn list_issuers_at(_: &Request) -> Result<Response, EngineError> {
+    list_issuers()
+}
+
+fn fetch_issuer_at(req: &Request) -> Result<Response, EngineError> {
+    fetch_issuer(&text(req, "issuer_ref"), &text(req, "fetch"))
+}
+
+fn issue_from_issuer(req: &Request) -> Result<Response, EngineError> {
+    issue(
+        Mode::Issue,
+        Some(&text(req, "role")),
+        Some(&text(req, "issuer_ref")),
+        req,
+    )
+}
+
+fn sign_from_issuer(req: &Request) -> Result<Response, EngineError> {
+    issue(
+        Mode::Sign,
+        Some(&text(req, "role")),
+        Some(&text(req, "issuer_ref")),
+        req,
+    )
+}
+
+fn sign_intermediate_at(req: &Request) -> Result<Response, EngineError> {
+    sign_intermediate(&text(req, "issuer_ref"), req)
+}
+
+fn read_issuer(req: &Request) -> Result<Response, EngineError> {
+    Ok(respond::data(issuer_json(&resolve_issuer(&text(
+        req,
+        "issuer_ref",
+    ))?)))
+}
+
+fn update_issuer_at(req: &Request) -> Result<Response, EngineError> {
+    update_issuer(&text(req, "issuer_ref"), req)
+}
+
+fn delete_issuer_at(req: &Request) -> Result<Response, EngineError> {
+    delete_issuer(&text(req, "issuer_ref"))
+}
+
+fn read_default_issuer(_: &Request) -> Result<Response, EngineError> {
+    Ok(respond::data(
+        json!({ "default": default_issuer_id()?.unwrap_or_default(), "default_follows_latest_issuer": false }),
+    ))
+}
+
+fn write_default_issuer(req: &Request) -> Result<Response, EngineError> {
+    let issuer = resolve_issuer(&text(req, "default"))?;
+    set_default_issuer(&issuer.id)?;
+    Ok(respond::data(
+        json!({ "default": issuer.id, "default_follows_latest_issuer": false }),
+    ))
+}
+
+fn list_keys(_: &Request) -> Result<Response, EngineError> {
+    let ids = storage::list("key/")?;
+    let mut info = serde_json::Map::new();
+    for id in &ids {
+        if let Some(key) = load::<KeyEntry>(&format!("key/{id}"))? {
+            info.insert(id.clone(), json!({ "key_name": key.name }));
+        }
+    }
+    if ids.is_empty() {
+        return Err(EngineError::NotFound(String::new()));
+    }
+    Ok(respond::data(json!({ "keys": ids, "key_info": info })))
+}
+
+fn read_key(req: &Request) -> Result<Response, EngineError> {
+    let key = resolve_key(&text(req, "key_ref"))?;
+    Ok(respond::data(
+        json!({ "key_id": key.id, "key_name": key.name, "key_type": key.key_type }),
+    ))
+}
+
+fn rename_key_at(req: &Request) -> Result<Response, EngineError> {
+    rename_key(&text(req, "key_ref"), &text(req, "key_name"))
+}
+
+fn read_urls(_: &Request) -> Result<Response, EngineError> {
+    let urls = urls()?;
+    Ok(respond::data(
+        json!({ "issuing_certificates": urls.issuing_certificates, "crl_distribution_points": urls.crl_distribution_points, "ocsp_servers": urls.ocsp_servers, "enable_templating": false }),
+    ))
+}
+
+fn write_urls_at(req: &Request) -> Result<Response, EngineError> {
+    write_urls(req)
+}
+
+fn generate_root(req: &Request) -> Result<Response, EngineError> {
+    generate_ca(true, &text(req, "exported"), req)
+}
+
+fn generate_intermediate(req: &Request) -> Result<Response, EngineError> {
+    generate_ca(false, &text(req, "exported"), req)
+}
+
+fn sign_self_issued_at(req: &Request) -> Result<Response, EngineError> {
+    sign_self_issued(
+        &text(req, "issuer_ref"),
+        &text(req, "certificate"),
+        req.bool("require_matching_certificate_algorithms")
+            .unwrap_or(false),
+    )
+}
+
+fn set_signed_at(req: &Request) -> Result<Response, EngineError> {
+    set_signed(&text(req, "certificate"))
+}
+
+fn list_roles(_: &Request) -> Result<Response, EngineError> {
+    respond::list(storage::list("role/")?)
+}
+
+fn read_role(req: &Request) -> Result<Response, EngineError> {
+    let name = text(req, "name");
+    let role: issue::Role = load(&format!("role/{name}"))?
+        .ok_or_else(|| EngineError::NotFound(format!("no role named {name:?}")))?;
+    Ok(respond::data(role_json(&role)))
+}
+
+fn write_role_at(req: &Request) -> Result<Response, EngineError> {
+    write_role(&text(req, "name"), req)
+}
+
+fn delete_role(req: &Request) -> Result<Response, EngineError> {
+    storage::delete(&format!("role/{}", text(req, "name")))?;
+    Ok(respond::empty())
+}
+
+fn issue_at(req: &Request) -> Result<Response, EngineError> {
+    issue(Mode::Issue, Some(&text(req, "role")), None, req)
+}
+
+fn sign_at(req: &Request) -> Result<Response, EngineError> {
+    issue(Mode::Sign, Some(&text(req, "role")), None, req)
+}
+
+fn sign_verbatim_at(req: &Request) -> Result<Response, EngineError> {
+    let role = text(req, "role");
+    issue(
+        Mode::Verbatim,
+        (!role.is_empty()).then_some(role.as_str()),
+        None,
+        req,
+    )
+}
+
+fn revoke_at(req: &Request) -> Result<Response, EngineError> {
+    revoke(&text(req, "serial_number"), &text(req, "certificate"))
+}
+
+fn tidy_at(req: &Request) -> Result<Response, EngineError> {
+    tidy(req)
+}
+
 impl Engine for Pki {
     fn describe() -> BackendSpec {
-        spec("pki")
-            .help("An internal certificate authority.")
-            .secret(CERT_SECRET, "A certificate issued with generate_lease.")
-            // Vault's public PKI paths, exactly; the host serves them to reads only.
-            .unauthenticated("ca")
-            .unauthenticated("ca/pem")
-            .unauthenticated("ca_chain")
-            .unauthenticated("crl")
-            .unauthenticated("crl/pem")
-            .unauthenticated("cert/+")
-            .unauthenticated("cert/ca")
-            .unauthenticated("cert/ca_chain")
-            .unauthenticated("cert/crl")
-            .unauthenticated("issuers")
-            .unauthenticated("issuer/+/pem")
-            .unauthenticated("issuer/+/der")
-            .unauthenticated("issuer/+/json")
-            .unauthenticated("issuer/+/crl*")
-            .path(
-                path("ca(/pem)?|ca_chain|crl(/pem)?")
-                    .operations(&[Operation::Read])
-                    .synopsis("Fetch the CA and CRL."),
-            )
-            .path(path("crl/rotate").operations(&[Operation::Read]))
-            .path(
-                path("cert/(?P<serial>[0-9A-Fa-f:-]+|ca|ca_chain|crl)")
-                    .field(Field::string("serial", "Serial number."))
-                    .operations(&[Operation::Read]),
-            )
-            .path(path("certs/?").operations(&[Operation::List]))
-            .path(path("issuers/?").operations(&[Operation::List]))
-            .path(
-                with_ref("issuer/(?P<issuer_ref>NAME)/(?P<fetch>pem|der|json)")
-                    .field(Field::string("fetch", "Form."))
-                    .operations(&[Operation::Read]),
-            )
-            .path(
-                with_ref("issuer/(?P<issuer_ref>NAME)/issue/(?P<role>NAME)")
-                    .field(Field::string("role", "Role."))
-                    .fields(issue_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                with_ref("issuer/(?P<issuer_ref>NAME)/sign/(?P<role>NAME)")
-                    .field(Field::string("role", "Role."))
-                    .fields(issue_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                with_ref("issuer/(?P<issuer_ref>NAME)/sign-intermediate")
-                    .fields(ca_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                with_ref("issuer/(?P<issuer_ref>NAME)")
-                    .field(Field::string("issuer_name", "New name."))
-                    .field(Field::lowercase(
-                        "leaf_not_after_behavior",
-                        "err, truncate or permit.",
-                    ))
-                    .operations(&[Operation::Read, Operation::Update, Operation::Delete]),
-            )
-            .path(
-                path("config/issuers")
-                    .field(Field::string("default", "Default issuer."))
-                    .operations(&[Operation::Read, Operation::Update]),
-            )
-            .path(path("keys/?").operations(&[Operation::List]))
-            .path(
-                path(&named("key/(?P<key_ref>NAME)"))
-                    .field(Field::string("key_ref", "Key id or name."))
-                    .field(Field::string("key_name", "New name."))
-                    .operations(&[Operation::Read, Operation::Update]),
-            )
-            .path(
-                path("config/urls")
-                    .field(Field::comma_strings("issuing_certificates", "AIA URLs."))
-                    .field(Field::comma_strings("crl_distribution_points", "CRL URLs."))
-                    .field(Field::comma_strings("ocsp_servers", "OCSP URLs."))
-                    .operations(&[Operation::Read, Operation::Update]),
-            )
-            .path(
-                path("root/generate/(?P<exported>internal|exported|existing|kms)")
-                    .field(Field::string("exported", "Key handling."))
-                    .fields(ca_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                path("intermediate/generate/(?P<exported>internal|exported|existing|kms)")
-                    .field(Field::string("exported", "Key handling."))
-                    .fields(ca_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                with_ref("root/sign-intermediate")
-                    .fields(ca_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                with_ref("root/sign-self-issued")
-                    .field(Field::string(
-                        "certificate",
-                        "PEM self-issued CA certificate.",
-                    ))
-                    .field(Field::bool(
-                        "require_matching_certificate_algorithms",
-                        "Require the issuer's key type.",
-                    ))
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                path("intermediate/set-signed")
-                    .field(Field::string("certificate", "PEM certificate (and chain)."))
-                    .operations(&[Operation::Update]),
-            )
-            .path(path("roles/?").operations(&[Operation::List]))
-            .path(
-                path(&named("roles/(?P<name>NAME)"))
-                    .field(Field::string("name", "Role."))
-                    .fields(role_fields())
-                    .operations(&[Operation::Read, Operation::Update, Operation::Delete]),
-            )
-            .path(
-                path(&named("issue/(?P<role>NAME)"))
-                    .field(Field::string("role", "Role."))
-                    .fields(issue_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                path(&named("sign/(?P<role>NAME)"))
-                    .field(Field::string("role", "Role."))
-                    .fields(issue_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                path(&named("sign-verbatim(/(?P<role>NAME))?"))
-                    .field(Field::string("role", "Role."))
-                    .fields(issue_fields())
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                path("revoke")
-                    .field(Field::string("serial_number", "Serial."))
-                    .field(Field::string("certificate", "PEM certificate."))
-                    .operations(&[Operation::Update]),
-            )
-            .path(
-                path("tidy")
-                    .field(
-                        Field::bool("tidy_cert_store", "Delete expired certificates.")
-                            .default(FieldValue::Bool(false)),
-                    )
-                    .field(
-                        Field::bool("tidy_revoked_certs", "Drop expired revocations.")
-                            .default(FieldValue::Bool(false)),
-                    )
-                    .field(
-                        Field::duration("safety_buffer", "Age past expiry.")
-                            .default(FieldValue::Duration(TIDY_SAFETY_BUFFER)),
-                    )
-                    .operations(&[Operation::Update]),
-            )
-            .build()
+        routes().build()
     }
 
     fn handle(req: Request) -> Result<Response, EngineError> {
-        let path = req.path.clone();
-        let string = |name: &str| req.string(name).unwrap_or_default().to_string();
-        let parts: Vec<&str> = path.split('/').collect();
-        match (parts.as_slice(), req.operation) {
-            (["ca"], _) => raw_ca(false),
-            (["ca", "pem"], _) => raw_ca(true),
-            (["ca_chain"], _) => {
-                let issuer = match default_issuer_id()? {
-                    Some(_) => resolve_issuer("default")?,
-                    None => return Ok(respond::raw("application/pkix-cert", Vec::new())),
-                };
-                Ok(respond::raw(
-                    "application/pkix-cert",
-                    issuer.chain.join("\n").into_bytes(),
-                ))
-            }
-            (["crl"], _) => raw_crl(false),
-            (["crl", "pem"], _) => raw_crl(true),
-            (["crl", "rotate"], _) => {
-                for id in storage::list("issuer/")? {
-                    rebuild_crl(&id)?;
-                }
-                Ok(respond::data(json!({ "success": true })))
-            }
-            (["cert", _], _) => read_cert(&string("serial")),
-            (["certs", ..], _) => respond::list(storage::list("certs/")?),
-            (["issuers", ..], _) => list_issuers(),
-            (["issuer", _, "issue", _], _) => issue(
-                Mode::Issue,
-                Some(&string("role")),
-                Some(&string("issuer_ref")),
-                &req,
-            ),
-            (["issuer", _, "sign", _], _) => issue(
-                Mode::Sign,
-                Some(&string("role")),
-                Some(&string("issuer_ref")),
-                &req,
-            ),
-            (["issuer", _, "sign-intermediate"], _) => {
-                sign_intermediate(&string("issuer_ref"), &req)
-            }
-            (["issuer", _, _], _) => fetch_issuer(&string("issuer_ref"), &string("fetch")),
-            (["issuer", _], Operation::Read) => Ok(respond::data(issuer_json(&resolve_issuer(
-                &string("issuer_ref"),
-            )?))),
-            (["issuer", _], Operation::Delete) => delete_issuer(&string("issuer_ref")),
-            (["issuer", _], _) => update_issuer(&string("issuer_ref"), &req),
-            (["config", "issuers"], Operation::Read) => Ok(respond::data(
-                json!({ "default": default_issuer_id()?.unwrap_or_default(), "default_follows_latest_issuer": false }),
-            )),
-            (["config", "issuers"], _) => {
-                let issuer = resolve_issuer(&string("default"))?;
-                set_default_issuer(&issuer.id)?;
-                Ok(respond::data(
-                    json!({ "default": issuer.id, "default_follows_latest_issuer": false }),
-                ))
-            }
-            (["keys", ..], _) => {
-                let ids = storage::list("key/")?;
-                let mut info = serde_json::Map::new();
-                for id in &ids {
-                    if let Some(key) = load::<KeyEntry>(&format!("key/{id}"))? {
-                        info.insert(id.clone(), json!({ "key_name": key.name }));
-                    }
-                }
-                if ids.is_empty() {
-                    return Err(EngineError::NotFound(String::new()));
-                }
-                Ok(respond::data(json!({ "keys": ids, "key_info": info })))
-            }
-            (["key", _], Operation::Read) => {
-                let key = resolve_key(&string("key_ref"))?;
-                Ok(respond::data(
-                    json!({ "key_id": key.id, "key_name": key.name, "key_type": key.key_type }),
-                ))
-            }
-            (["key", _], _) => rename_key(&string("key_ref"), &string("key_name")),
-            (["config", "urls"], Operation::Read) => {
-                let urls = urls()?;
-                Ok(respond::data(
-                    json!({ "issuing_certificates": urls.issuing_certificates, "crl_distribution_points": urls.crl_distribution_points, "ocsp_servers": urls.ocsp_servers, "enable_templating": false }),
-                ))
-            }
-            (["config", "urls"], _) => write_urls(&req),
-            (["root", "generate", _], _) => generate_ca(true, &string("exported"), &req),
-            (["intermediate", "generate", _], _) => generate_ca(false, &string("exported"), &req),
-            (["root", "sign-self-issued"], _) => sign_self_issued(
-                &string("issuer_ref"),
-                &string("certificate"),
-                req.bool("require_matching_certificate_algorithms")
-                    .unwrap_or(false),
-            ),
-            (["root", "sign-intermediate"], _) => sign_intermediate(&string("issuer_ref"), &req),
-            (["intermediate", "set-signed"], _) => set_signed(&string("certificate")),
-            (["roles", ..], Operation::List) => respond::list(storage::list("role/")?),
-            (["roles", _], Operation::Read) => {
-                let name = string("name");
-                let role: issue::Role = load(&format!("role/{name}"))?
-                    .ok_or_else(|| EngineError::NotFound(format!("no role named {name:?}")))?;
-                Ok(respond::data(role_json(&role)))
-            }
-            (["roles", _], Operation::Delete) => {
-                storage::delete(&format!("role/{}", string("name")))?;
-                Ok(respond::empty())
-            }
-            (["roles", _], _) => write_role(&string("name"), &req),
-            (["issue", _], _) => issue(Mode::Issue, Some(&string("role")), None, &req),
-            (["sign", _], _) => issue(Mode::Sign, Some(&string("role")), None, &req),
-            (["sign-verbatim", ..], _) => {
-                let role = string("role");
-                issue(
-                    Mode::Verbatim,
-                    (!role.is_empty()).then_some(role.as_str()),
-                    None,
-                    &req,
-                )
-            }
-            (["revoke"], _) => revoke(&string("serial_number"), &string("certificate")),
-            (["tidy"], _) => tidy(&req),
-            _ => Err(EngineError::Unsupported),
-        }
+        routes().dispatch(req)
     }
 
     fn revoke(lease: LeaseRef) -> Result<(), EngineError> {
