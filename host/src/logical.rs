@@ -56,6 +56,13 @@ impl From<CoreError> for ApiError {
             CoreError::Barrier(crate::barrier::BarrierError::Sealed) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed")
             }
+            // The key names storage layout (a token's hashed id, a mount's id): logged only.
+            CoreError::Barrier(crate::barrier::BarrierError::Integrity(key)) => {
+                tracing::error!(%key, "storage integrity check failed");
+                Self::internal(
+                    "a stored entry failed its integrity check (details in the server log)",
+                )
+            }
             other => Self::internal(other.to_string()),
         }
     }
@@ -201,4 +208,21 @@ pub trait LogicalBackend {
 /// token everywhere but on public paths).
 pub(crate) fn authenticate(call: &Call) -> Result<&(String, TokenEntry), ApiError> {
     call.caller.as_ref().ok_or_else(ApiError::forbidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_integrity_failure_is_a_500_without_the_storage_key() {
+        let key = "sys/token/id/0123456789abcdef";
+        let error = ApiError::from(CoreError::Barrier(crate::barrier::BarrierError::Integrity(
+            key.to_string(),
+        )));
+        assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let text = error.errors.join(" ");
+        assert!(text.contains("integrity"), "{text}");
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+    }
 }

@@ -553,8 +553,13 @@ pub(crate) fn barrier_to_host(error: BarrierError) -> bindings::coffer::host::ty
     use bindings::coffer::host::types::HostError;
     match error {
         BarrierError::Sealed => HostError::Unavailable("storage is sealed".to_string()),
+        // The key names the barrier's layout (the mount's id, the engine's own keys): it
+        // goes to the server log, never into an error an engine may pass to a client.
         BarrierError::Integrity(key) => {
-            HostError::Internal(format!("integrity check failed for {key}"))
+            tracing::error!(%key, "storage integrity check failed");
+            HostError::Internal(
+                "a stored entry failed its integrity check (details in the server log)".to_string(),
+            )
         }
         other => HostError::Unavailable(other.to_string()),
     }
@@ -585,6 +590,20 @@ fn private_directory(dir: &std::path::Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_integrity_failure_reaches_the_guest_without_the_storage_key() {
+        let key = "logical/5f0e-mount-id/entries/secret-name";
+        let message = match barrier_to_host(BarrierError::Integrity(key.to_string())) {
+            bindings::coffer::host::types::HostError::Internal(m) => m,
+            _ => String::new(),
+        };
+        assert!(message.contains("integrity"), "{message}");
+        assert!(
+            !message.contains("5f0e") && !message.contains("secret-name"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn the_compile_cache_lives_only_in_a_private_directory() -> Result<(), String> {

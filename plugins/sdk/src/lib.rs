@@ -630,9 +630,13 @@ pub mod storage {
     pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, EngineError> {
         match get(key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| EngineError::Internal(format!("corrupt entry {key}: {e}"))),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                // The key is the engine's storage layout: logged, not shown to the client.
+                crate::log::error(&format!("corrupt entry {key}: {e}"));
+                EngineError::Internal(
+                    "a stored entry is corrupt (details in the server log)".to_string(),
+                )
+            }),
         }
     }
     /// Encodes and stores a JSON value.
