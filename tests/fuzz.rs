@@ -182,6 +182,7 @@ fn fuzz_field_typing() {
         FieldKind::CommaStrings,
         FieldKind::KeyValues,
         FieldKind::SqlDsn,
+        FieldKind::HttpsUrl,
     ];
     fuzz("field typing", |rng| {
         let value = random_value(rng);

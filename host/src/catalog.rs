@@ -28,6 +28,23 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("pki", "coffer_engine_pki.wasm"),
 ];
 
+/// Built-in auth engines, mounted through `sys/auth`: catalog name and component file name.
+pub const AUTH_BUILTINS: &[(&str, &str)] = &[
+    ("approle", "coffer_auth_approle.wasm"),
+    ("kubernetes", "coffer_auth_kubernetes.wasm"),
+];
+
+/// What a catalog entry is mounted as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// A secrets engine, enabled with `sys/mounts` (`coffer secrets enable`).
+    #[default]
+    Secret,
+    /// An auth engine, enabled with `sys/auth` under `auth/` (`coffer auth enable`).
+    Auth,
+}
+
 /// A `[[plugin]]` entry of the config file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +55,9 @@ pub struct PluginConfig {
     pub file: String,
     /// Expected hex SHA-256 of the file.
     pub sha256: String,
+    /// `secret` (the default) or `auth`.
+    #[serde(default, rename = "type")]
+    pub kind: PluginKind,
 }
 
 /// Catalog failures; each stops the server with a message for the operator.
@@ -86,7 +106,7 @@ pub enum CatalogError {
 pub struct Catalog {
     /// Secret engines, mounted through `sys/mounts`.
     plugins: BTreeMap<String, Arc<Plugin>>,
-    /// Auth engines, mounted through `sys/auth` (none yet).
+    /// Auth engines, mounted through `sys/auth`.
     auth_plugins: BTreeMap<String, Arc<Plugin>>,
 }
 
@@ -100,20 +120,24 @@ impl Catalog {
         configured: &[PluginConfig],
     ) -> Result<Self, CatalogError> {
         let mut catalog = Self::default();
-        let wanted: Vec<&(&str, &str)> = BUILTINS
+        let wanted: Vec<(PluginKind, &(&str, &str))> = BUILTINS
             .iter()
-            .filter(|(name, _)| !configured.iter().any(|p| p.name == *name))
+            .map(|builtin| (PluginKind::Secret, builtin))
+            .chain(AUTH_BUILTINS.iter().map(|builtin| (PluginKind::Auth, builtin)))
+            .filter(|(kind, (name, _))| {
+                !configured
+                    .iter()
+                    .any(|p| p.name == *name && p.kind == *kind)
+            })
             .collect();
         let mut missing = Vec::new();
         match builtin_dir.map(|path| (path, open_dir(path))) {
             Some((_, Ok(dir))) => {
-                for (name, file) in wanted {
+                for (kind, (name, file)) in wanted {
                     match read(&dir, name, file) {
                         Ok(bytes) => {
                             let plugin = runtime.load(name, &bytes)?;
-                            catalog
-                                .plugins
-                                .insert((*name).to_string(), Arc::new(plugin));
+                            catalog.insert(kind, name, plugin);
                         }
                         Err(_) => missing.push(*name),
                     }
@@ -122,7 +146,7 @@ impl Catalog {
             Some((path, Err(error))) => {
                 tracing::warn!(dir = %path.display(), %error, "built-in engine directory unavailable");
             }
-            None => missing.extend(wanted.iter().map(|(name, _)| *name)),
+            None => missing.extend(wanted.iter().map(|(_, (name, _))| *name)),
         }
         if !missing.is_empty() {
             tracing::warn!(
@@ -153,9 +177,17 @@ impl Catalog {
                 });
             }
             let plugin = runtime.load(&entry.name, &bytes)?;
-            catalog.plugins.insert(entry.name.clone(), Arc::new(plugin));
+            catalog.insert(entry.kind, &entry.name, plugin);
         }
         Ok(catalog)
+    }
+
+    fn insert(&mut self, kind: PluginKind, name: &str, plugin: Plugin) {
+        let table = match kind {
+            PluginKind::Secret => &mut self.plugins,
+            PluginKind::Auth => &mut self.auth_plugins,
+        };
+        table.insert(name.to_string(), Arc::new(plugin));
     }
 
     /// The plugin named `name`.
@@ -164,9 +196,7 @@ impl Catalog {
     }
 
     /// The auth engine named `name`: a plugin of the `auth` kind, mountable under
-    /// `auth/` through `sys/auth`. Coffer has no auth engines yet (the token store is
-    /// native); they will be catalog entries of that kind, and this the one place the
-    /// auth table asks for them.
+    /// `auth/` through `sys/auth` (the token store is native and not in the catalog).
     pub fn auth_engine(&self, name: &str) -> Option<Arc<Plugin>> {
         self.auth_plugins.get(name).cloned()
     }
@@ -176,9 +206,16 @@ impl Catalog {
         self.auth_plugins.keys().cloned().collect()
     }
 
-    /// Names and hashes of every plugin.
+    /// Names and hashes of every secrets engine.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
         self.plugins
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.sha256.as_str()))
+    }
+
+    /// Names and hashes of every auth engine.
+    pub fn auth_entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.auth_plugins
             .iter()
             .map(|(n, p)| (n.as_str(), p.sha256.as_str()))
     }

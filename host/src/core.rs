@@ -241,6 +241,24 @@ impl Mount {
         self.fence.is_closed()
     }
 
+    /// Whether this is an auth engine's mount (under `auth/`): its unauthenticated paths
+    /// are login paths, served without a token for any operation, and its answers may
+    /// carry an `auth` response the host mints a token for.
+    pub fn is_auth(&self) -> bool {
+        self.entry.path.starts_with(AUTH_MOUNT_PREFIX)
+    }
+
+    /// Whether a request with `op` on `rest` (below the mount) is served without a token:
+    /// a read of one of the engine's unauthenticated paths, or any operation on an auth
+    /// engine's login paths.
+    pub fn is_public(&self, rest: &str, read: bool) -> bool {
+        (read || self.is_auth())
+            && self
+                .engine
+                .as_ref()
+                .is_ok_and(|loaded| loaded.is_public(rest))
+    }
+
     /// The engine type reported in envelopes and `sys/mounts`.
     pub fn engine_type(&self) -> &str {
         &self.entry.engine
@@ -354,6 +372,17 @@ impl Core {
         }
         *self.write_mounts()? = mounts;
         self.load_auth_table()?;
+        for entry in self.auth_mounts() {
+            if entry.path == TOKEN_AUTH_PATH {
+                continue;
+            }
+            let mount = self.load_mount(live_auth_entry(&entry));
+            if let Err(reason) = &mount.engine {
+                tracing::error!(mount = %mount.entry.path, %reason, "auth mount could not be loaded");
+            }
+            self.write_mounts()?
+                .insert(mount.entry.path.clone(), publish(mount));
+        }
         for request in self.options.config_mounts.clone() {
             let path = normalize_mount_path(&request.path)?;
             match self.mount_at(&path) {
@@ -421,7 +450,12 @@ impl Core {
 
     fn load_mount(&self, entry: MountEntry) -> Mount {
         let view = View::new(self.barrier.clone(), format!("logical/{}/", entry.uuid));
-        let engine = match self.catalog.get(&entry.engine) {
+        let plugin = if entry.path.starts_with(AUTH_MOUNT_PREFIX) {
+            self.catalog.auth_engine(&entry.engine)
+        } else {
+            self.catalog.get(&entry.engine)
+        };
+        let engine = match plugin {
             None => Err(format!(
                 "engine {:?} is not in the plugin catalog",
                 entry.engine
@@ -447,12 +481,19 @@ impl Core {
         }
     }
 
-    /// Every mount, by path.
+    /// Every live engine mount, secrets and auth engines alike, by path.
     pub fn mounts(&self) -> Vec<Arc<Mount>> {
         self.mounts
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The secrets engines' mounts (`sys/mounts`), by path.
+    pub fn secret_mounts(&self) -> Vec<Arc<Mount>> {
+        let mut mounts = self.mounts();
+        mounts.retain(|mount| !mount.is_auth());
+        mounts
     }
 
     /// The mount at exactly `path` (with trailing slash).
@@ -553,6 +594,12 @@ impl Core {
     /// again (as Vault keeps a mount whose leases could not be revoked).
     pub async fn disable(self: &Arc<Self>, path: &str) -> Result<bool, CoreError> {
         let path = normalize_mount_path(path)?;
+        self.disable_live(path).await
+    }
+
+    /// [`Core::disable`] of the live mount at the normalized `path` (an auth engine's is
+    /// under `auth/`).
+    async fn disable_live(self: &Arc<Self>, path: String) -> Result<bool, CoreError> {
         let mount = {
             // Under the table's lock, so no request is between routing and holding it.
             let mounts = self.write_mounts()?;
@@ -644,6 +691,16 @@ impl Core {
         description: Option<String>,
     ) -> Result<(), CoreError> {
         let path = normalize_mount_path(path)?;
+        self.tune_live(path, tune, description)
+    }
+
+    /// [`Core::tune`] of the live mount at the normalized `path`.
+    fn tune_live(
+        &self,
+        path: String,
+        tune: Option<MountTune>,
+        description: Option<String>,
+    ) -> Result<(), CoreError> {
         let mut mounts = self.write_mounts()?;
         let current = mounts
             .get(&path)
@@ -692,9 +749,9 @@ impl Core {
 /// The token store is always at `token/` (its entry is created at the first unseal and
 /// persisted, so its accessor and tuning survive restarts); its TTL tuning bounds the
 /// tokens `auth/token/create` makes. Other entries are auth engines from the plugin
-/// catalog ([`Catalog::auth_engine`]); none exist yet, so enabling any other type is
-/// refused. When they come, the pipeline routes `auth/<path>/...` to the entry found by
-/// [`Core::auth_route`].
+/// catalog ([`Catalog::auth_engine`]); each also has a live [`Mount`] in the router at
+/// `auth/<path>` (not persisted in the mount table), so the pipeline routes, fences and
+/// retires it exactly like a secrets engine.
 impl Core {
     fn read_auth(
         &self,
@@ -759,27 +816,6 @@ impl Core {
         self.read_auth().ok()?.get(path).cloned()
     }
 
-    /// The auth mount other than the token store serving `logical_path` (from the API
-    /// root, `auth/<path>/...`), and the path below it: where the pipeline will route auth
-    /// engines. The token store is served natively and is never returned.
-    pub fn auth_route(&self, logical_path: &str) -> Option<(MountEntry, String)> {
-        let below = logical_path.strip_prefix("auth/")?;
-        let table = self.read_auth().ok()?;
-        table
-            .iter()
-            .filter(|(prefix, _)| {
-                prefix.as_str() != TOKEN_AUTH_PATH
-                    && (below.starts_with(prefix.as_str()) || format!("{below}/") == **prefix)
-            })
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(prefix, entry)| {
-                (
-                    entry.clone(),
-                    below.get(prefix.len()..).unwrap_or_default().to_string(),
-                )
-            })
-    }
-
     /// Enables an auth method at `auth/<request.path>`. Only auth engines of the plugin
     /// catalog can be enabled; `token/` is the token store's.
     pub fn enable_auth(&self, request: MountRequest) -> Result<(), CoreError> {
@@ -819,22 +855,39 @@ impl Core {
             request.options,
             &format!("auth_{}", request.engine),
         );
+        // Describe before anything is stored: a component that is not an engine fails here.
+        let mount = self.load_mount(live_auth_entry(&entry));
+        if let Err(reason) = &mount.engine {
+            return Err(CoreError::Invalid(format!(
+                "cannot enable auth/{path}: {reason}"
+            )));
+        }
         let mut updated = table.clone();
         updated.insert(path, entry);
         self.persist_auth(&updated)?;
         *table = updated;
+        self.write_mounts()?
+            .insert(mount.entry.path.clone(), publish(mount));
         Ok(())
     }
 
     /// Disables the auth method at `path`; returns whether there was one. The token store
-    /// cannot be disabled.
-    pub fn disable_auth(&self, path: &str) -> Result<bool, CoreError> {
+    /// cannot be disabled. As in Vault, every token its logins minted is revoked (with its
+    /// children and leases) first; then its engine's mount is retired like a secrets
+    /// engine's (drained, write-ahead entries rolled back, storage erased).
+    pub async fn disable_auth(self: &Arc<Self>, path: &str) -> Result<bool, CoreError> {
         let path = normalize_path(path)?;
         if path == TOKEN_AUTH_PATH {
             return Err(CoreError::Invalid(
                 "token credential backend cannot be disabled".to_string(),
             ));
         }
+        let Some(entry) = self.auth_mount_at(&path) else {
+            return Ok(false);
+        };
+        crate::lease::revoke_mount_tokens(self, &entry.accessor).await?;
+        self.disable_live(format!("{AUTH_MOUNT_PREFIX}{path}"))
+            .await?;
         let mut table = self.write_auth()?;
         if !table.contains_key(&path) {
             return Ok(false);
@@ -866,10 +919,18 @@ impl Core {
         if let Some(description) = description {
             entry.description = description;
         }
+        let (tune, description) = (entry.tune.clone(), entry.description.clone());
         let mut updated = table.clone();
-        updated.insert(path, entry);
+        updated.insert(path.clone(), entry);
         self.persist_auth(&updated)?;
         *table = updated;
+        if path != TOKEN_AUTH_PATH {
+            self.tune_live(
+                format!("{AUTH_MOUNT_PREFIX}{path}"),
+                Some(tune),
+                Some(description),
+            )?;
+        }
         Ok(())
     }
 
@@ -880,6 +941,17 @@ impl Core {
             .map_or((SYSTEM_MAX_TTL, SYSTEM_MAX_TTL), |entry| {
                 effective_ttls(&entry.tune)
             })
+    }
+}
+
+/// Where auth engines' live mounts sit in the router: `auth/<path>`.
+pub const AUTH_MOUNT_PREFIX: &str = "auth/";
+
+/// The live mount's entry for an auth-table entry: the same, at `auth/<path>`.
+fn live_auth_entry(entry: &MountEntry) -> MountEntry {
+    MountEntry {
+        path: format!("{AUTH_MOUNT_PREFIX}{}", entry.path),
+        ..entry.clone()
     }
 }
 
@@ -935,7 +1007,12 @@ fn publish(mount: Mount) -> Arc<Mount> {
 
 /// The persisted form of the mount table.
 fn encode_table(mounts: &BTreeMap<String, Arc<Mount>>) -> Result<Vec<u8>, CoreError> {
-    let entries: Vec<&MountEntry> = mounts.values().map(|m| &m.entry).collect();
+    // Auth engines' live mounts are persisted in the auth table, not here.
+    let entries: Vec<&MountEntry> = mounts
+        .values()
+        .map(|m| &m.entry)
+        .filter(|entry| !entry.path.starts_with(AUTH_MOUNT_PREFIX))
+        .collect();
     serde_json::to_vec(&entries)
         .map_err(|e| CoreError::Invalid(format!("cannot encode mount table: {e}")))
 }

@@ -384,7 +384,7 @@ pub async fn renew(
     Ok((entry, warnings))
 }
 
-async fn call_engine(
+pub(crate) async fn call_engine(
     core: &Arc<Core>,
     mount: &Arc<Mount>,
     call: impl AsyncFnOnce(
@@ -1016,6 +1016,23 @@ pub async fn revoke_token_tree(
 ) -> Result<(), LeaseError> {
     let removed = core.tokens.remove_tree(accessor, token_expiry_key)?;
     finish_token_revocations(core, &removed, leases).await
+}
+
+/// Revokes every token an auth mount's logins minted (with their children; their leases
+/// are handed to the scheduler), as disabling the mount requires.
+pub async fn revoke_mount_tokens(core: &Arc<Core>, mount_accessor: &str) -> Result<(), LeaseError> {
+    loop {
+        let accessors = core.tokens.minted_by(mount_accessor, PREFIX_BATCH)?;
+        if accessors.is_empty() {
+            return Ok(());
+        }
+        for accessor in accessors {
+            revoke_token_tree(core, &accessor, Leases::Scheduled).await?;
+            // Gone with the token when it was still there; a leftover index entry of a
+            // token removed before is cleared here.
+            core.tokens.forget_minted(mount_accessor, &accessor)?;
+        }
+    }
 }
 
 /// Revokes the leases of tokens already removed, clearing each one's marker after.

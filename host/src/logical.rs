@@ -184,9 +184,11 @@ pub struct Call {
     /// For a write: whether it creates what was not there (Vault's existence check, see
     /// [`engine::write_kind`]); otherwise it is an update. Set by [`run`].
     pub creates: bool,
-    /// The caller's token, resolved once at admission; `None` when none was sent, or when
-    /// an invalid one was sent to a public path.
+    /// The caller's token, resolved once at admission; `None` when none was sent, when
+    /// an invalid one was sent to a public path, and always on a login path.
     pub caller: Option<(String, TokenEntry)>,
+    /// The connection's peer address; `None` when the call did not come over a socket.
+    pub remote: Option<std::net::IpAddr>,
 }
 
 /// What serves a part of the path space: `sys/`, the token store, or a mounted engine.

@@ -47,7 +47,13 @@ struct Head {
     caller: Option<(String, TokenEntry)>,
     /// The caller's token has no uses left after this request: revoke it once it is done.
     last_use: bool,
+    /// The connection's peer address, when the request came over a socket.
+    remote: Option<std::net::IpAddr>,
 }
+
+/// The peer address of the connection a request came on (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::IpAddr);
 
 /// Serves the API on `listener` until `shutdown` resolves; over TLS when `tls` is given.
 /// Every connection holds one of the edge's connection slots until it closes.
@@ -70,7 +76,7 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // EMFILE and its kin persist until something closes: wait, don't spin.
@@ -83,7 +89,8 @@ pub async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             let limits = edge.limits.clone();
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(Peer(peer.ip()));
                 handle(core.clone(), edge.clone(), request)
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -222,20 +229,40 @@ fn admit(core: &Core, parts: &hyper::http::request::Parts) -> Result<Head, ApiEr
             "Vault is sealed",
         ));
     }
-    head.public =
-        matches!(head.op, Op::Read | Op::List | Op::Head) && engine_public(core, &head.path);
+    let read = matches!(head.op, Op::Read | Op::List | Op::Head);
+    let Some(login) = public_route(core, &head.path, read) else {
+        return resolve_caller(core, head);
+    };
+    head.public = true;
+    if login {
+        // A login path of an auth engine: the caller is who the login says, so a token
+        // sent along is neither used nor counted.
+        head.token = None;
+    }
+    resolve_caller(core, head)
+}
+
+/// The rest of admission: the caller's token, required unless the path is public.
+fn resolve_caller(core: &Core, mut head: Head) -> Result<Head, ApiError> {
+    let remote = head.remote;
+    // A token bound to CIDR blocks is invalid from anywhere else.
+    let used = |token: &str| {
+        core.tokens
+            .use_token(token)
+            .map(|used| used.filter(|used| used.entry.allows_address(remote)))
+    };
     head.caller = match (head.token.as_deref(), head.public) {
         (None, true) => None,
         (None, false) => return Err(ApiError::forbidden()),
         // An invalid token on a public path is ignored, as Vault does.
-        (Some(token), true) => match core.tokens.use_token(token).ok().flatten() {
+        (Some(token), true) => match used(token).ok().flatten() {
             Some(used) => {
                 head.last_use = used.last;
                 Some((token.to_string(), used.entry))
             }
             None => None,
         },
-        (Some(token), false) => match core.tokens.use_token(token)? {
+        (Some(token), false) => match used(token)? {
             Some(used) => {
                 head.last_use = used.last;
                 Some((token.to_string(), used.entry))
@@ -251,15 +278,12 @@ fn admit(core: &Core, parts: &hyper::http::request::Parts) -> Result<Head, ApiEr
     Ok(head)
 }
 
-/// Whether `path` falls under one of its engine's public patterns.
-fn engine_public(core: &Core, path: &str) -> bool {
-    let Some((mount, rest)) = core.route(path) else {
-        return false;
-    };
-    mount
-        .engine
-        .as_ref()
-        .is_ok_and(|loaded| loaded.is_public(&rest))
+/// Whether `path` is served without a token (see [`crate::core::Mount::is_public`]):
+/// `None` if not, `Some(true)` for an auth engine's login path, `Some(false)` for a public
+/// read.
+fn public_route(core: &Core, path: &str, read: bool) -> Option<bool> {
+    let (mount, rest) = core.route(path)?;
+    mount.is_public(&rest, read).then(|| mount.is_auth())
 }
 
 /// Reads a body of at most `limit` bytes within the body timeout, charging what it keeps
@@ -368,6 +392,7 @@ async fn respond(
         input,
         caller: head.caller,
         creates: false,
+        remote: head.remote,
     };
     let outcome = pipeline::run(core, call, head.public, head.last_use).await;
     match outcome {
@@ -456,6 +481,7 @@ fn parse_head(parts: &hyper::http::request::Parts) -> Result<Head, ApiError> {
         public: false,
         caller: None,
         last_use: false,
+        remote: parts.extensions.get::<Peer>().map(|peer| peer.0),
     })
 }
 

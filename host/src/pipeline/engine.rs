@@ -101,6 +101,7 @@ pub(crate) async fn exists(
             .unwrap_or_default(),
         mount_default_ttl,
         mount_max_ttl,
+        remote_address: remote_address(call),
     };
     let context = core.context(&mount);
     match core.runtime.handle(&loaded.plugin, context, &request).await {
@@ -168,7 +169,7 @@ async fn engine(
     if !supports(operation) {
         return Err(ApiError::unsupported_operation());
     }
-    let public = matches!(call.op, Op::Read | Op::List) && loaded.is_public(&rest);
+    let public = mount.is_public(&rest, matches!(call.op, Op::Read | Op::List));
     let token = match (call.caller.as_ref(), public) {
         (Some(caller), _) => Some(caller),
         (None, true) => None,
@@ -220,6 +221,7 @@ async fn engine(
             .unwrap_or_default(),
         mount_default_ttl,
         mount_max_ttl,
+        remote_address: remote_address(call),
     };
     let runtime = core.runtime.clone();
     let plugin = loaded.plugin.clone();
@@ -252,6 +254,17 @@ async fn engine(
     }
     if let Some(raw) = response.raw {
         return Ok(Reply::Raw(raw.content_type, raw.body));
+    }
+    if let Some(auth) = response.auth {
+        if !mount.is_auth() {
+            return Err(ApiError::internal(format!(
+                "engine at {} answered with a login, but only auth engines may",
+                mount.entry.path
+            )));
+        }
+        let mut envelope = crate::tokens::login::mint(core, &mount, &call.path, auth)?;
+        envelope.warnings = response.warnings;
+        return Ok(Reply::Envelope(envelope));
     }
     let data = match response.data {
         None => None,
@@ -321,6 +334,11 @@ async fn engine(
         };
     }
     Ok(Reply::Envelope(envelope))
+}
+
+/// The caller's address as the engine sees it (empty when the call had no socket).
+fn remote_address(call: &Call) -> String {
+    call.remote.map(|ip| ip.to_string()).unwrap_or_default()
 }
 
 /// Write-ahead entries one response may hand over to its lease (one commit).

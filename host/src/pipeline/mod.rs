@@ -9,8 +9,9 @@
 //!    before any backend runs; one lease's renew, revoke or lookup is its creator's, or
 //!    decided on the lease-qualified path.
 //! 3. Route to the [`LogicalBackend`] that serves the path: `sys/` ([`crate::system`]),
-//!    `auth/token/` ([`crate::tokens::api`]), or a mounted engine ([`engine`]) (auth
-//!    engines under `auth/<path>/` will be routed here through [`Core::auth_route`]).
+//!    `auth/token/` ([`crate::tokens::api`]), or a mounted engine ([`engine`]): secrets
+//!    engines, and auth engines at `auth/<path>/` (whose logins mint tokens,
+//!    [`crate::tokens::login`]).
 //! 4. The backend's typed [`Reply`]; leases and tokens it asks for are registered by the
 //!    backend through `lease` and `tokens` before the reply leaves.
 //!
@@ -225,14 +226,6 @@ pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiE
         return crate::tokens::api::TokenAuth
             .handle(core, &call, rest)
             .await;
-    }
-    if let Some((entry, _rest)) = core.auth_route(&path) {
-        // Where auth engines will be served; the catalog has none yet, so no such mount
-        // can have been enabled.
-        return Err(ApiError::internal(format!(
-            "auth method type {:?} at auth/{} is not available",
-            entry.engine, entry.path
-        )));
     }
     let Some((mount, rest)) = core.route(&path) else {
         let disabling = core

@@ -66,6 +66,7 @@ fn call(
         input: input.as_object().cloned().unwrap_or_default(),
         caller: Some((token.to_string(), entry)),
         creates: false,
+        remote: None,
     })
 }
 

@@ -49,8 +49,8 @@ mod bindings {
 }
 
 pub use bindings::coffer::engine::types::{
-    BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, LeaseRequest, Operation, PathSpec,
-    Request, Response,
+    AuthResponse, BackendSpec, EngineError, FieldKind, FieldValue, LeaseRef, LeaseRequest,
+    Operation, PathSpec, Request, Response,
 };
 use bindings::exports::coffer::engine::{handler, leases, maintenance, schema};
 

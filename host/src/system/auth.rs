@@ -81,7 +81,7 @@ pub(crate) fn auth(core: &Core, call: &Call, target: &str) -> Result<Reply, ApiE
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         Op::Delete => {
-            core.disable_auth(&path)?;
+            core.disable_auth(&path).await?;
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::unsupported_operation()),

@@ -249,7 +249,7 @@ pub(crate) async fn system(
         }
         (Op::Read, "mounts") => {
             let mut data = Map::new();
-            for mount in core.mounts() {
+            for mount in core.secret_mounts() {
                 data.insert(mount.entry.path.clone(), mount_json(&mount));
             }
             Ok(Reply::Envelope(Envelope::sys(Value::Object(data))))

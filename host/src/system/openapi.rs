@@ -384,7 +384,10 @@ fn finish(mut paths: Map<String, Value>) -> Value {
 /// The JSON schema type (and format) of an engine field kind.
 fn json_type(kind: FieldKind) -> (&'static str, Option<&'static str>) {
     match kind {
-        FieldKind::String | FieldKind::Lowercase | FieldKind::SqlDsn => ("string", None),
+        FieldKind::String
+        | FieldKind::Lowercase
+        | FieldKind::SqlDsn
+        | FieldKind::HttpsUrl => ("string", None),
         FieldKind::Int => ("integer", None),
         FieldKind::Bool => ("boolean", None),
         FieldKind::Duration => ("string", Some("duration")),
@@ -396,7 +399,7 @@ fn json_type(kind: FieldKind) -> (&'static str, Option<&'static str>) {
 /// Vault's name for an engine field kind, as `?help=1` shows it.
 pub fn vault_type(kind: FieldKind) -> &'static str {
     match kind {
-        FieldKind::String | FieldKind::SqlDsn => "string",
+        FieldKind::String | FieldKind::SqlDsn | FieldKind::HttpsUrl => "string",
         FieldKind::Lowercase => "lowercase string",
         FieldKind::Int => "int",
         FieldKind::Bool => "bool",

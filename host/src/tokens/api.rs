@@ -129,6 +129,9 @@ pub(crate) async fn token_api(
         (Op::Write, "renew-accessor") => {
             let accessor = accessor_field(input)?;
             let increment = increment_field(input)?;
+            if let Some((_, target)) = core.tokens.live_by_accessor(&accessor)? {
+                super::login::approve_renewal(core, &target, increment).await?;
+            }
             let renewed = core.tokens.renew_by_accessor(
                 &accessor,
                 increment,
@@ -204,6 +207,9 @@ pub(crate) async fn token_api(
                 token.clone()
             };
             let increment = increment_field(input)?;
+            if let Some(found) = core.tokens.lookup(&target)? {
+                super::login::approve_renewal(core, &found, increment).await?;
+            }
             let renewed = core.tokens.renew(
                 &target,
                 increment,

@@ -12,6 +12,7 @@
 //! crash midway is finished after the restart.
 
 pub mod api;
+pub mod login;
 pub mod roles;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ const TREE_PAGE: usize = 256;
 const ID_PREFIX: &str = "sys/token/id/";
 const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
 const PARENT_PREFIX: &str = "sys/token/parent/";
+/// Tokens minted by an auth mount's logins: `sys/token/mount/<mount accessor>/<accessor>`.
+const MOUNT_PREFIX: &str = "sys/token/mount/";
 /// Accessors one `LIST auth/token/accessors` returns at most: the reply is built in memory
 /// and each listed accessor costs two decrypting reads to check that its token is live.
 pub const MAX_LISTED_ACCESSORS: usize = 10_000;
@@ -47,7 +50,7 @@ pub const MAX_LISTED_ACCESSORS: usize = 10_000;
 pub const REVOKING_PREFIX: &str = "sys/token/revoking/";
 
 /// A stored token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TokenEntry {
     /// Public handle.
     pub accessor: String,
@@ -82,6 +85,24 @@ pub struct TokenEntry {
     /// For a periodic token, the TTL every renewal sets, seconds; 0 = not periodic.
     #[serde(default)]
     pub period: u64,
+    /// Ceiling for renewals from creation, seconds, below the token store's (a login's
+    /// `max-ttl`); 0 = the token store's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_ttl: u64,
+    /// CIDR blocks the token may be used from; empty = anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_cidrs: Vec<String>,
+    /// For a token minted by an auth engine's login: the accessor of its auth mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_accessor: Option<String>,
+    /// For a token minted by an auth engine's login: the engine's private data, handed
+    /// back to it when the token is renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_internal: Option<String>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl TokenEntry {
@@ -100,6 +121,15 @@ impl TokenEntry {
             (explicit, _) => explicit.min(SYSTEM_MAX_TTL),
         };
         Some(self.creation_time.saturating_add(max))
+    }
+
+    /// Whether the token may be used from `remote` (its CIDR bindings; a request that came
+    /// without a socket address passes only an unbound token).
+    pub fn allows_address(&self, remote: Option<std::net::IpAddr>) -> bool {
+        self.bound_cidrs.is_empty()
+            || remote.is_some_and(|ip| {
+                self.bound_cidrs.iter().any(|cidr| cidr_contains(cidr, ip))
+            })
     }
 
     /// Whether this is a root token.
@@ -150,6 +180,16 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `cidr` (`10.0.0.0/8`, `::1/128`, or a bare address) contains `ip`. An
+/// unparseable block contains nothing.
+pub fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
+    let cidr = cidr.trim();
+    if let Ok(net) = cidr.parse::<ipnet::IpNet>() {
+        return net.contains(&ip);
+    }
+    cidr.parse::<std::net::IpAddr>().is_ok_and(|single| single == ip)
+}
+
 /// `n` random base62 characters.
 pub fn random_base62(n: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -185,6 +225,10 @@ fn accessor_key(accessor: &str) -> String {
 
 fn parent_key(parent: &str, child: &str) -> String {
     format!("{PARENT_PREFIX}{parent}/{child}")
+}
+
+fn mount_key(mount_accessor: &str, accessor: &str) -> String {
+    format!("{MOUNT_PREFIX}{mount_accessor}/{accessor}")
 }
 
 fn revoking_key(accessor: &str) -> String {
@@ -243,11 +287,16 @@ impl TokenStore {
             .parent
             .as_ref()
             .map(|parent| parent_key(parent, &entry.accessor));
+        let mount = entry
+            .mount_accessor
+            .as_ref()
+            .map(|mount| mount_key(mount, &entry.accessor));
         let mut writes = vec![
             (id.as_str(), Some(bytes.as_slice())),
             (&accessor, Some(hashed.as_bytes())),
         ];
         writes.extend(parent.as_deref().map(|key| (key, Some(&[][..]))));
+        writes.extend(mount.as_deref().map(|key| (key, Some(&[][..]))));
         writes.extend(index.iter().map(|key| (key.as_str(), Some(&[][..]))));
         self.barrier.write_all(&writes)?;
         // Written first, checked after: a revocation of the parent removes the parent and
@@ -401,6 +450,7 @@ impl TokenStore {
         if let Some((id, entry)) = &found {
             keys.push(id.clone());
             keys.extend(entry.parent.as_ref().map(|p| parent_key(p, accessor)));
+            keys.extend(entry.mount_accessor.as_ref().map(|m| mount_key(m, accessor)));
             keys.extend(entry.expire_time.map(|e| expiry_key(accessor, e)));
         }
         let mut writes: Vec<(&str, Option<&[u8]>)> =
@@ -408,6 +458,23 @@ impl TokenStore {
         writes.extend(keys.iter().map(|k| (k.as_str(), None)));
         self.barrier.write_all(&writes)?;
         Ok(())
+    }
+
+    /// Accessors of tokens minted by the auth mount with `mount_accessor`, at most `limit`.
+    pub fn minted_by(&self, mount_accessor: &str, limit: usize) -> Result<Vec<String>, TokenError> {
+        let prefix = format!("{MOUNT_PREFIX}{mount_accessor}/");
+        Ok(self
+            .barrier
+            .scan(&prefix, None, limit)?
+            .iter()
+            .filter_map(|key| key.get(prefix.len()..))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Removes the index entry of a token minted by an auth mount that is already gone.
+    pub fn forget_minted(&self, mount_accessor: &str, accessor: &str) -> Result<(), TokenError> {
+        Ok(self.barrier.delete(&mount_key(mount_accessor, accessor))?)
     }
 
     /// Removes only the token with `accessor` (with its marker); its children become
@@ -512,6 +579,8 @@ impl TokenStore {
             return Err(TokenError::Invalid("token is not renewable".to_string()));
         }
         let now = unix_now();
+        // A login's token is bounded by its auth mount's (or role's) max TTL instead.
+        let max_ttl = if entry.max_ttl > 0 { entry.max_ttl } else { max_ttl };
         // A periodic token always renews to its period, with no ceiling but an explicit
         // max TTL; any other token toward the increment, within its max TTL.
         let wanted = match (entry.period, increment) {

@@ -47,7 +47,7 @@
 /// responses, storage and logging, and `serde_json`'s `json!` and `Value`.
 pub mod prelude {
     pub use crate::{
-        BackendSpec, Engine, EngineError, Field, FieldExt, FieldKind, FieldSchema, FieldValue,
+        AuthResponse, BackendSpec, Engine, EngineError, Field, FieldExt, FieldKind, FieldSchema, FieldValue,
         Fields, Handler, LeaseRef, LeaseRequest, Operation, Request, Response, SpecBuilder, log,
         path, random, respond, spec, storage, time,
     };
@@ -56,7 +56,7 @@ pub mod prelude {
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/engine`, or
 /// `coffer:engine/database-engine` with the `sql` feature.
-#[cfg(not(any(feature = "sql", feature = "pki")))]
+#[cfg(not(any(feature = "sql", feature = "pki", feature = "http")))]
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -70,9 +70,10 @@ pub mod bindings {
 }
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/all-capabilities`, when a
-/// workspace-wide build unifies the `sql` and `pki` features. Components are built one by
-/// one (`scripts/build-components`), so each ships only its own world's imports.
-#[cfg(all(feature = "sql", feature = "pki"))]
+/// workspace-wide build unifies the `sql` feature with `pki` or `http`. Components are
+/// built one by one (`scripts/build-components`), so each ships only its own world's
+/// imports.
+#[cfg(all(feature = "sql", any(feature = "pki", feature = "http")))]
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -86,7 +87,7 @@ pub mod bindings {
 }
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/pki-engine`.
-#[cfg(all(feature = "pki", not(feature = "sql")))]
+#[cfg(all(feature = "pki", not(feature = "sql"), not(feature = "http")))]
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -99,8 +100,30 @@ pub mod bindings {
     });
 }
 
-/// Host-held keys (the `pki` feature).
-#[cfg(feature = "pki")]
+/// Bindings generated from `wit/engine`: world `coffer:engine/identity-engine` (host-held
+/// keys and outbound HTTPS).
+#[cfg(all(feature = "http", not(feature = "sql")))]
+#[allow(missing_docs, reason = "generated; documented in the WIT files")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit/engine",
+        world: "coffer:engine/identity-engine",
+        pub_export_macro: true,
+        export_macro_name: "export_engine",
+        default_bindings_module: "coffer_sdk::bindings",
+        generate_all,
+    });
+}
+
+/// Outbound HTTPS to operator-granted endpoints (the `http` feature).
+#[cfg(feature = "http")]
+pub mod http {
+    pub use crate::bindings::coffer::host::http::{Request, Response, send};
+    pub use crate::bindings::coffer::host::types::HostError;
+}
+
+/// Host-held keys (the `pki` and `http` features).
+#[cfg(any(feature = "pki", feature = "http"))]
 pub mod keys {
     pub use crate::bindings::coffer::host::keys::{
         Key, KeyKind, SignatureScheme, generate, generate_transient, import_pkcs8, open, verify,
@@ -202,8 +225,8 @@ pub mod random {
 }
 
 pub use bindings::coffer::engine::types::{
-    BackendSpec, EngineError, FieldKind, FieldSchema, FieldValue, LeaseRef, LeaseRequest,
-    Operation, PathSpec, RawResponse, Request, Response, SecretType,
+    AuthResponse, BackendSpec, EngineError, FieldKind, FieldSchema, FieldValue, LeaseRef,
+    LeaseRequest, Operation, PathSpec, RawResponse, Request, Response, SecretType,
 };
 pub use serde_json;
 
@@ -452,6 +475,9 @@ field_constructor! {
     comma_strings => CommaStrings,
     /// A PostgreSQL connection string; its endpoints stay granted once the engine accepts it.
     sql_dsn => SqlDsn,
+    /// An `https://` URL; its scheme, host and port stay granted to the `http` capability
+    /// once the engine accepts the write.
+    https_url => HttpsUrl,
     /// A string-to-string map.
     map => KeyValues,
 }
@@ -538,7 +564,7 @@ impl Fields for Request {
 
 /// Response constructors.
 pub mod respond {
-    use super::{EngineError, LeaseRequest, RawResponse, Response};
+    use super::{AuthResponse, EngineError, LeaseRequest, RawResponse, Response};
 
     /// A JSON `data` response.
     pub fn data(data: serde_json::Value) -> Response {
@@ -548,6 +574,7 @@ pub mod respond {
             lease: None,
             raw: None,
             release_wal: Vec::new(),
+            auth: None,
         }
     }
     /// A response with no data: a write answers 204. Not for a read or a list: the host
@@ -560,6 +587,7 @@ pub mod respond {
             lease: None,
             raw: None,
             release_wal: Vec::new(),
+            auth: None,
         }
     }
     /// A LIST response; an empty list becomes a 404 as in Vault.
@@ -575,6 +603,13 @@ pub mod respond {
         response.lease = Some(lease);
         response
     }
+    /// A login's answer on an auth engine: the host mints a token for `auth` and
+    /// answers with Vault's `auth` block (and no `data`).
+    pub fn login(auth: AuthResponse) -> Response {
+        let mut response = empty();
+        response.auth = Some(auth);
+        response
+    }
     /// A raw, non-JSON body.
     pub fn raw(content_type: &str, body: Vec<u8>) -> Response {
         Response {
@@ -586,6 +621,7 @@ pub mod respond {
                 body,
             }),
             release_wal: Vec::new(),
+            auth: None,
         }
     }
 }
@@ -745,5 +781,219 @@ pub mod panic_hook {
                 crate::log::error(&format!("engine panicked at {location}: {message}"));
             }));
         });
+    }
+}
+
+/// For auth engines: Vault's `token_*` role parameters (`tokenutil`), shared by every
+/// auth method, and the [`AuthResponse`] a login answers with.
+pub mod auth {
+    use super::{AuthResponse, Field, FieldSchema, Fields};
+    use serde::{Deserialize, Serialize};
+
+    /// Whether `cidr` (`10.0.0.0/8`, `::1/128`, or a bare address) contains the address
+    /// `ip` (a request's `remote-address`). Unparseable input contains nothing.
+    pub fn cidr_contains(cidr: &str, ip: &str) -> bool {
+        let Ok(ip) = ip.trim().parse::<std::net::IpAddr>() else {
+            return false;
+        };
+        let cidr = cidr.trim();
+        let (base, bits) = match cidr.split_once('/') {
+            Some((base, bits)) => match bits.parse::<u32>() {
+                Ok(bits) => (base, Some(bits)),
+                Err(_) => return false,
+            },
+            None => (cidr, None),
+        };
+        let Ok(base) = base.parse::<std::net::IpAddr>() else {
+            return false;
+        };
+        let (base, ip, width) = match (base, ip) {
+            (std::net::IpAddr::V4(b), std::net::IpAddr::V4(i)) => {
+                (u128::from(b.to_bits()), u128::from(i.to_bits()), 32)
+            }
+            (std::net::IpAddr::V6(b), std::net::IpAddr::V6(i)) => (b.to_bits(), i.to_bits(), 128),
+            _ => return false,
+        };
+        let bits = bits.unwrap_or(width);
+        if bits > width {
+            return false;
+        }
+        let shift = width - bits;
+        shift == width || (base >> shift) == (ip >> shift)
+    }
+
+    /// Whether `cidr` parses as a CIDR block or a bare address.
+    pub fn valid_cidr(cidr: &str) -> bool {
+        let probe = match cidr.trim().split_once('/') {
+            Some((base, _)) => base.to_string(),
+            None => cidr.trim().to_string(),
+        };
+        cidr_contains(cidr, &probe)
+    }
+
+    /// A role's token parameters, as stored by the engine.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct TokenParams {
+        /// `token_policies` (Vault also accepts the older `policies`).
+        pub token_policies: Vec<String>,
+        /// `token_ttl`, seconds; 0 = the mount's default.
+        pub token_ttl: u64,
+        /// `token_max_ttl`, seconds; 0 = the mount's maximum.
+        pub token_max_ttl: u64,
+        /// `token_explicit_max_ttl`, seconds; 0 = none.
+        pub token_explicit_max_ttl: u64,
+        /// `token_period`, seconds; 0 = not periodic.
+        pub token_period: u64,
+        /// `token_num_uses`; 0 = unlimited.
+        pub token_num_uses: u64,
+        /// `token_no_default_policy`.
+        pub token_no_default_policy: bool,
+        /// `token_bound_cidrs`.
+        pub token_bound_cidrs: Vec<String>,
+        /// `token_type`: only `service` (and `default`) are issued.
+        pub token_type: String,
+    }
+
+    /// The `token_*` fields, for a role path's field list.
+    pub fn token_fields() -> Vec<FieldSchema> {
+        vec![
+            Field::comma_strings("token_policies", "Policies of the tokens this role issues."),
+            Field::comma_strings("policies", "Deprecated: use token_policies."),
+            Field::duration("token_ttl", "Initial TTL of issued tokens."),
+            Field::duration("token_max_ttl", "Maximum lifetime of issued tokens over renewals."),
+            Field::duration(
+                "token_explicit_max_ttl",
+                "Hard cap on issued tokens' lifetime, periodic ones included.",
+            ),
+            Field::duration("token_period", "Issue periodic tokens renewed to this period."),
+            Field::int("token_num_uses", "Uses before an issued token is revoked (0 = unlimited)."),
+            Field::bool("token_no_default_policy", "Do not add the default policy."),
+            Field::comma_strings(
+                "token_bound_cidrs",
+                "CIDR blocks from which issued tokens may be used.",
+            ),
+            Field::string("token_type", "Type of issued tokens: service or default."),
+        ]
+    }
+
+    impl TokenParams {
+        /// Applies the `token_*` fields a write supplied (an update keeps the rest).
+        pub fn update(&mut self, req: &impl Fields) -> Result<(), super::EngineError> {
+            if let Some(policies) = req
+                .strings("token_policies")
+                .or_else(|| req.strings("policies"))
+            {
+                self.token_policies = policies
+                    .iter()
+                    .map(|p| p.trim().to_lowercase())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+            }
+            if let Some(ttl) = req.duration("token_ttl") {
+                self.token_ttl = ttl;
+            }
+            if let Some(ttl) = req.duration("token_max_ttl") {
+                self.token_max_ttl = ttl;
+            }
+            if let Some(ttl) = req.duration("token_explicit_max_ttl") {
+                self.token_explicit_max_ttl = ttl;
+            }
+            if let Some(period) = req.duration("token_period") {
+                self.token_period = period;
+            }
+            if let Some(uses) = req.int("token_num_uses") {
+                self.token_num_uses = u64::try_from(uses).map_err(|_| {
+                    super::EngineError::InvalidRequest(
+                        "token_num_uses cannot be negative".to_string(),
+                    )
+                })?;
+            }
+            if let Some(flag) = req.bool("token_no_default_policy") {
+                self.token_no_default_policy = flag;
+            }
+            if let Some(cidrs) = req.strings("token_bound_cidrs") {
+                let cidrs: Vec<String> = cidrs
+                    .iter()
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                if let Some(bad) = cidrs.iter().find(|c| !valid_cidr(c)) {
+                    return Err(super::EngineError::InvalidRequest(format!(
+                        "token_bound_cidrs: {bad:?} is not a CIDR block or an IP address"
+                    )));
+                }
+                self.token_bound_cidrs = cidrs;
+            }
+            if let Some(kind) = req.string("token_type") {
+                match kind {
+                    "" | "default" | "service" | "default-service" => {
+                        self.token_type = kind.to_string();
+                    }
+                    other => {
+                        return Err(super::EngineError::InvalidRequest(format!(
+                            "token_type {other:?} is not supported: Coffer issues service tokens"
+                        )));
+                    }
+                }
+            }
+            if self.token_max_ttl > 0 && self.token_ttl > self.token_max_ttl {
+                return Err(super::EngineError::InvalidRequest(
+                    "token_ttl cannot be greater than token_max_ttl".to_string(),
+                ));
+            }
+            Ok(())
+        }
+
+        /// The fields as Vault reads them back on a role.
+        pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+            let mut out = serde_json::Map::new();
+            let kind = if self.token_type.is_empty() {
+                "default"
+            } else {
+                &self.token_type
+            };
+            for (key, value) in [
+                ("token_policies", serde_json::json!(self.token_policies)),
+                ("policies", serde_json::json!(self.token_policies)),
+                ("token_ttl", serde_json::json!(self.token_ttl)),
+                ("token_max_ttl", serde_json::json!(self.token_max_ttl)),
+                (
+                    "token_explicit_max_ttl",
+                    serde_json::json!(self.token_explicit_max_ttl),
+                ),
+                ("token_period", serde_json::json!(self.token_period)),
+                ("token_num_uses", serde_json::json!(self.token_num_uses)),
+                (
+                    "token_no_default_policy",
+                    serde_json::json!(self.token_no_default_policy),
+                ),
+                ("token_bound_cidrs", serde_json::json!(self.token_bound_cidrs)),
+                ("token_type", serde_json::json!(kind)),
+            ] {
+                out.insert(key.to_string(), value);
+            }
+            out
+        }
+
+        /// The login answer for these parameters; the caller fills in metadata, display
+        /// name, alias and internal data.
+        pub fn auth(&self) -> AuthResponse {
+            AuthResponse {
+                policies: self.token_policies.clone(),
+                no_default_policy: self.token_no_default_policy,
+                ttl: self.token_ttl,
+                max_ttl: self.token_max_ttl,
+                explicit_max_ttl: self.token_explicit_max_ttl,
+                period: self.token_period,
+                num_uses: self.token_num_uses,
+                renewable: true,
+                bound_cidrs: self.token_bound_cidrs.clone(),
+                metadata: Vec::new(),
+                display_name: String::new(),
+                alias_name: String::new(),
+                internal_data: String::new(),
+            }
+        }
     }
 }

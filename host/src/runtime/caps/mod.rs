@@ -8,6 +8,7 @@
 //! bounded. A call with no storage granted (such as `describe`) is refused every access.
 
 pub mod der;
+pub mod http;
 pub mod keys;
 pub mod rsa_pool;
 pub mod sql;
@@ -171,7 +172,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
     storage::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
     log::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
     sql::add_to_linker(linker)?;
-    keys::add_to_linker(linker)
+    keys::add_to_linker(linker)?;
+    http::add_to_linker(linker)
 }
 
 impl types::Host for CallState {}
