@@ -47,6 +47,7 @@ fn token(core: &Core, policies: &[&str]) -> Result<String, Box<dyn std::error::E
         num_uses: 0,
         uses_spent: false,
         period: 0,
+        ..TokenEntry::default()
     };
     Ok(core.tokens.create(entry, None, &[])?)
 }

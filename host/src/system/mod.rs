@@ -184,6 +184,7 @@ pub fn create_root_token(core: &Core, id: Option<&str>) -> Result<String, ApiErr
         num_uses: 0,
         uses_spent: false,
         period: 0,
+        ..TokenEntry::default()
     };
     Ok(core.tokens.create(entry, id, &[])?)
 }
@@ -268,7 +269,7 @@ pub(crate) async fn system(
         }
         (Op::Read, "auth") => Ok(auth::auth_list(core)),
         (_, rest) if rest.starts_with("auth/") => {
-            auth::auth(core, call, rest.strip_prefix("auth/").unwrap_or_default())
+            auth::auth(core, call, rest.strip_prefix("auth/").unwrap_or_default()).await
         }
         (Op::Read, "internal/ui/resultant-acl") => {
             let acl = core.policies.acl(&token.1.policies)?;

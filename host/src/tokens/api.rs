@@ -521,6 +521,7 @@ pub(crate) async fn create_token(
         num_uses,
         uses_spent: false,
         period,
+        ..TokenEntry::default()
     };
     let expiry: Vec<String> = entry
         .expire_time

@@ -17,7 +17,7 @@ use crate::lease;
 use crate::logical::{ApiError, Envelope};
 use crate::runtime::{AuthResponse, LeaseRef};
 use crate::tokens::roles::sanitize_policies;
-use crate::tokens::{MAX_POLICIES, SYSTEM_MAX_TTL, TokenEntry, cidr_contains, unix_now};
+use crate::tokens::{MAX_POLICIES, SYSTEM_MAX_TTL, TokenEntry, unix_now};
 
 /// The secret type an auth engine's `leases.renew` sees for a token it vouched for.
 pub const TOKEN_SECRET_TYPE: &str = "token";
@@ -178,6 +178,7 @@ fn valid_cidr(cidr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::cidr_contains;
 
     #[test]
     fn cidr_blocks_parse_as_vault_writes_them() {

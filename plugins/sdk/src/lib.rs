@@ -475,8 +475,7 @@ field_constructor! {
     comma_strings => CommaStrings,
     /// A PostgreSQL connection string; its endpoints stay granted once the engine accepts it.
     sql_dsn => SqlDsn,
-    /// An `https://` URL; its scheme, host and port stay granted to the `http` capability
-    /// once the engine accepts the write.
+    /// An `https://` URL; its host and port stay granted (`http`) once the engine accepts it.
     https_url => HttpsUrl,
     /// A string-to-string map.
     map => KeyValues,
