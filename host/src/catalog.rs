@@ -123,7 +123,11 @@ impl Catalog {
         let wanted: Vec<(PluginKind, &(&str, &str))> = BUILTINS
             .iter()
             .map(|builtin| (PluginKind::Secret, builtin))
-            .chain(AUTH_BUILTINS.iter().map(|builtin| (PluginKind::Auth, builtin)))
+            .chain(
+                AUTH_BUILTINS
+                    .iter()
+                    .map(|builtin| (PluginKind::Auth, builtin)),
+            )
             .filter(|(kind, (name, _))| {
                 !configured
                     .iter()

@@ -371,6 +371,50 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
             api.call("PUT", "sys/seal", None).await?;
             Ok("Success! Coffer is sealed.".to_string())
         }
+        "login" if args.flag("method").is_some_and(|m| m != "token") => {
+            // An auth method's login: `-method=approle role_id=... secret_id=...`, posted
+            // to `auth/<-path or method>/login`; the token it returns is stored as with a
+            // token login unless `-no-store`.
+            let method = args.flag("method").unwrap_or_default();
+            let mount = args
+                .flag("path")
+                .unwrap_or(method)
+                .trim_matches('/')
+                .to_string();
+            let body = kv_args(&args.positional)?;
+            let api = Api { token: None, ..api };
+            let reply = api
+                .call(
+                    "PUT",
+                    &format!("auth/{mount}/login"),
+                    Some(Value::Object(body)),
+                )
+                .await?;
+            let token = reply
+                .body
+                .as_ref()
+                .and_then(|b| b.pointer("/auth/client_token"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| CliError::api("the login returned no token"))?
+                .to_string();
+            if !args.bool("no-store")
+                && let Some(file) = token_file()
+            {
+                crate::server::write_private(&file, token.as_bytes())
+                    .map_err(|e| CliError::local(e.to_string()))?;
+            }
+            if args.bool("token-only") {
+                return Ok(token);
+            }
+            let shown = out.secret(&reply)?;
+            Ok(match (out.json, args.bool("no-store")) {
+                (true, _) => shown,
+                (false, true) => format!("Success! You are now authenticated.\n\n{shown}"),
+                (false, false) => format!(
+                    "Success! You are now authenticated. The token information displayed below\nis already stored in the token helper.\n\n{shown}"
+                ),
+            })
+        }
         "login" => {
             let token = match args.positional.first() {
                 Some(token) => token.clone(),

@@ -1,10 +1,10 @@
 //! `sys/auth`: the auth mount table. List, enable, read, disable and tune auth methods.
 //! The token store is always at `token/`; its TTL tuning bounds the tokens it creates.
 
-use std::sync::Arc;
 use super::*;
 use crate::core::{MountEntry, MountRequest, MountTune, effective_ttls};
 use mounts::{mount_settings, string_map, tune_from};
+use std::sync::Arc;
 
 /// One auth mount in Vault's `sys/auth` shape.
 pub(crate) fn auth_json(entry: &MountEntry) -> Value {
@@ -40,11 +40,7 @@ pub(crate) fn auth_list(core: &Core) -> Reply {
 }
 
 /// `sys/auth/<path>` (read, enable, disable) and `sys/auth/<path>/tune`.
-pub(crate) async fn auth(
-    core: &Arc<Core>,
-    call: &Call,
-    target: &str,
-) -> Result<Reply, ApiError> {
+pub(crate) async fn auth(core: &Arc<Core>, call: &Call, target: &str) -> Result<Reply, ApiError> {
     if let Some(path) = target.strip_suffix("/tune") {
         return auth_tune(core, call, path);
     }

@@ -384,10 +384,9 @@ fn finish(mut paths: Map<String, Value>) -> Value {
 /// The JSON schema type (and format) of an engine field kind.
 fn json_type(kind: FieldKind) -> (&'static str, Option<&'static str>) {
     match kind {
-        FieldKind::String
-        | FieldKind::Lowercase
-        | FieldKind::SqlDsn
-        | FieldKind::HttpsUrl => ("string", None),
+        FieldKind::String | FieldKind::Lowercase | FieldKind::SqlDsn | FieldKind::HttpsUrl => {
+            ("string", None)
+        }
         FieldKind::Int => ("integer", None),
         FieldKind::Bool => ("boolean", None),
         FieldKind::Duration => ("string", Some("duration")),

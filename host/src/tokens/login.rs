@@ -58,7 +58,9 @@ pub(crate) fn mint(
         return Err(engine_fault("invalid token_bound_cidrs".to_string()));
     }
     if auth.metadata.len() > MAX_METADATA || auth.internal_data.len() > MAX_INTERNAL_DATA {
-        return Err(engine_fault("metadata or internal data too large".to_string()));
+        return Err(engine_fault(
+            "metadata or internal data too large".to_string(),
+        ));
     }
     let (mount_default, mount_max) = mount.ttls();
     let max = match auth.max_ttl {

@@ -127,9 +127,7 @@ impl TokenEntry {
     /// without a socket address passes only an unbound token).
     pub fn allows_address(&self, remote: Option<std::net::IpAddr>) -> bool {
         self.bound_cidrs.is_empty()
-            || remote.is_some_and(|ip| {
-                self.bound_cidrs.iter().any(|cidr| cidr_contains(cidr, ip))
-            })
+            || remote.is_some_and(|ip| self.bound_cidrs.iter().any(|cidr| cidr_contains(cidr, ip)))
     }
 
     /// Whether this is a root token.
@@ -187,7 +185,8 @@ pub fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
     if let Ok(net) = cidr.parse::<ipnet::IpNet>() {
         return net.contains(&ip);
     }
-    cidr.parse::<std::net::IpAddr>().is_ok_and(|single| single == ip)
+    cidr.parse::<std::net::IpAddr>()
+        .is_ok_and(|single| single == ip)
 }
 
 /// `n` random base62 characters.
@@ -450,7 +449,12 @@ impl TokenStore {
         if let Some((id, entry)) = &found {
             keys.push(id.clone());
             keys.extend(entry.parent.as_ref().map(|p| parent_key(p, accessor)));
-            keys.extend(entry.mount_accessor.as_ref().map(|m| mount_key(m, accessor)));
+            keys.extend(
+                entry
+                    .mount_accessor
+                    .as_ref()
+                    .map(|m| mount_key(m, accessor)),
+            );
             keys.extend(entry.expire_time.map(|e| expiry_key(accessor, e)));
         }
         let mut writes: Vec<(&str, Option<&[u8]>)> =
@@ -580,7 +584,11 @@ impl TokenStore {
         }
         let now = unix_now();
         // A login's token is bounded by its auth mount's (or role's) max TTL instead.
-        let max_ttl = if entry.max_ttl > 0 { entry.max_ttl } else { max_ttl };
+        let max_ttl = if entry.max_ttl > 0 {
+            entry.max_ttl
+        } else {
+            max_ttl
+        };
         // A periodic token always renews to its period, with no ceiling but an explicit
         // max TTL; any other token toward the increment, within its max TTL.
         let wanted = match (entry.period, increment) {
@@ -639,6 +647,7 @@ mod tests {
             num_uses: 0,
             uses_spent: false,
             period: 0,
+            ..TokenEntry::default()
         }
     }
 

@@ -47,9 +47,9 @@
 /// responses, storage and logging, and `serde_json`'s `json!` and `Value`.
 pub mod prelude {
     pub use crate::{
-        AuthResponse, BackendSpec, Engine, EngineError, Field, FieldExt, FieldKind, FieldSchema, FieldValue,
-        Fields, Handler, LeaseRef, LeaseRequest, Operation, Request, Response, SpecBuilder, log,
-        path, random, respond, spec, storage, time,
+        AuthResponse, BackendSpec, Engine, EngineError, Field, FieldExt, FieldKind, FieldSchema,
+        FieldValue, Fields, Handler, LeaseRef, LeaseRequest, Operation, Request, Response,
+        SpecBuilder, log, path, random, respond, spec, storage, time,
     };
     pub use serde_json::{self, Value, json};
 }
@@ -860,13 +860,22 @@ pub mod auth {
             Field::comma_strings("token_policies", "Policies of the tokens this role issues."),
             Field::comma_strings("policies", "Deprecated: use token_policies."),
             Field::duration("token_ttl", "Initial TTL of issued tokens."),
-            Field::duration("token_max_ttl", "Maximum lifetime of issued tokens over renewals."),
+            Field::duration(
+                "token_max_ttl",
+                "Maximum lifetime of issued tokens over renewals.",
+            ),
             Field::duration(
                 "token_explicit_max_ttl",
                 "Hard cap on issued tokens' lifetime, periodic ones included.",
             ),
-            Field::duration("token_period", "Issue periodic tokens renewed to this period."),
-            Field::int("token_num_uses", "Uses before an issued token is revoked (0 = unlimited)."),
+            Field::duration(
+                "token_period",
+                "Issue periodic tokens renewed to this period.",
+            ),
+            Field::int(
+                "token_num_uses",
+                "Uses before an issued token is revoked (0 = unlimited).",
+            ),
             Field::bool("token_no_default_policy", "Do not add the default policy."),
             Field::comma_strings(
                 "token_bound_cidrs",
@@ -967,7 +976,10 @@ pub mod auth {
                     "token_no_default_policy",
                     serde_json::json!(self.token_no_default_policy),
                 ),
-                ("token_bound_cidrs", serde_json::json!(self.token_bound_cidrs)),
+                (
+                    "token_bound_cidrs",
+                    serde_json::json!(self.token_bound_cidrs),
+                ),
                 ("token_type", serde_json::json!(kind)),
             ] {
                 out.insert(key.to_string(), value);
