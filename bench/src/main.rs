@@ -40,6 +40,7 @@ struct Scale {
     leases_live: usize,
     leases_storm: usize,
     token_leases: usize,
+    logins: usize,
     crl_revocations: usize,
     limit_budget: Duration,
 }
@@ -65,6 +66,7 @@ impl Scale {
             leases_live: env("BENCH_LEASES_LIVE", 100_000),
             leases_storm: env("BENCH_LEASES_STORM", 20_000),
             token_leases: env("BENCH_TOKEN_LEASES", 100_000),
+            logins: env("BENCH_LOGINS", 5000),
             crl_revocations: env("BENCH_CRL_REVOCATIONS", 20_000),
             limit_budget: Duration::from_secs(3),
         }
@@ -81,6 +83,7 @@ impl Scale {
             leases_live: 200,
             leases_storm: 100,
             token_leases: 200,
+            logins: 50,
             crl_revocations: 2100,
             limit_budget: Duration::from_millis(200),
         }
@@ -141,6 +144,43 @@ fn mount(target: &Target, path: &str, kind: &str) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Enables AppRole at `auth/approle` with a role `bench` (1 h tokens, unlimited secret-ID
+/// uses) and returns its role ID and a secret ID.
+fn approle(target: &Target) -> (String, String) {
+    let enabled = ureq::request("POST", &format!("{}/v1/sys/auth/approle", target.addr))
+        .set("X-Vault-Token", &target.token)
+        .send_string(&json!({"type": "approle"}).to_string());
+    if let Err(ureq::Error::Status(code, response)) = enabled {
+        let text = response.into_string().unwrap_or_default();
+        assert!(
+            text.contains("already in use"),
+            "{} could not enable approle: {code} {text}",
+            target.name
+        );
+    }
+    blocking(
+        target,
+        "POST",
+        "auth/approle/role/bench",
+        json!({"token_ttl": "1h", "token_policies": ["default"], "secret_id_num_uses": 0}),
+    );
+    let role_id =
+        blocking(target, "GET", "auth/approle/role/bench/role-id", json!({}))["data"]["role_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    let secret_id = blocking(
+        target,
+        "POST",
+        "auth/approle/role/bench/secret-id",
+        json!({}),
+    )["data"]["secret_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (role_id, secret_id)
 }
 
 /// Same mounts on both servers, over the same Vault API.
@@ -809,6 +849,41 @@ async fn main() -> anyhow::Result<()> {
                 limit: None,
                 note: format!(
                     "{restart_s:.2} s from process start to the first authenticated request served, with the tokens (and every earlier lease) stored"
+                ),
+            });
+        }
+    }
+
+    // Workload logins (a cert-manager fleet logging in for every certificate): AppRole on
+    // both servers, same role, same secret ID, each login a new token with a TTL.
+    if want("login-") {
+        for target in &targets {
+            let (role_id, secret_id) = approle(target);
+            let body = json!({"role_id": role_id, "secret_id": secret_id});
+            let login = |n: usize| {
+                load::run(
+                    target,
+                    "POST",
+                    32,
+                    n,
+                    false,
+                    fixed("auth/approle/login", body.clone()),
+                )
+            };
+            let _ = login(500.min(scale.logins)).await;
+            let before = load::rss(target.pid);
+            let stats = login(scale.logins).await;
+            let per_token =
+                load::rss(target.pid).saturating_sub(before) as f64 / scale.logins.max(1) as f64;
+            rows.push(Row {
+                scenario: "login-approle".into(),
+                server: target.name.clone(),
+                concurrency: 32,
+                stats,
+                limit: None,
+                note: format!(
+                    "{} AppRole logins, each minting a 1 h token; RSS grew {per_token:.0} B/token",
+                    scale.logins
                 ),
             });
         }

@@ -467,6 +467,12 @@ file = "coffer_fixture_hostile.wasm"
 sha256 = "{hostile}"
 
 [[plugin]]
+name = "hostile-auth"
+type = "auth"
+file = "coffer_fixture_hostile.wasm"
+sha256 = "{hostile}"
+
+[[plugin]]
 name = "leasing"
 file = "coffer_example_leasing.wasm"
 sha256 = "{leasing}"
