@@ -872,9 +872,9 @@ impl Core {
     }
 
     /// Disables the auth method at `path`; returns whether there was one. The token store
-    /// cannot be disabled. As in Vault, every token its logins minted is revoked (with its
-    /// children and leases) first; then its engine's mount is retired like a secrets
-    /// engine's (drained, write-ahead entries rolled back, storage erased).
+    /// cannot be disabled. Its engine's mount is retired like a secrets engine's (fenced,
+    /// drained, write-ahead entries rolled back, storage erased); then, as in Vault, every
+    /// token its logins minted is revoked with its children and leases.
     pub async fn disable_auth(self: &Arc<Self>, path: &str) -> Result<bool, CoreError> {
         let path = normalize_path(path)?;
         if path == TOKEN_AUTH_PATH {
@@ -885,9 +885,11 @@ impl Core {
         let Some(entry) = self.auth_mount_at(&path) else {
             return Ok(false);
         };
-        crate::lease::revoke_mount_tokens(self, &entry.accessor).await?;
+        // Fenced and retired first, so no login mints a token after the sweep below; a
+        // failed sweep leaves the table entry, and disabling again finishes it.
         self.disable_live(format!("{AUTH_MOUNT_PREFIX}{path}"))
             .await?;
+        crate::lease::revoke_mount_tokens(self, &entry.accessor).await?;
         let mut table = self.write_auth()?;
         if !table.contains_key(&path) {
             return Ok(false);
