@@ -279,9 +279,10 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
         .split_first()
         .ok_or_else(|| CliError::local(usage()))?;
     let (verb, rest) = match (verb.as_str(), rest.split_first()) {
-        ("operator" | "secrets" | "token" | "lease" | "policy" | "auth", Some((sub, tail))) => {
-            (format!("{verb} {sub}"), tail)
-        }
+        (
+            "operator" | "secrets" | "token" | "lease" | "policy" | "auth" | "audit",
+            Some((sub, tail)),
+        ) => (format!("{verb} {sub}"), tail),
         _ => (verb.clone(), rest),
     };
     let args = Args::parse(rest);
@@ -713,6 +714,42 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
                 .map_err(|e| CliError::local(format!("Error writing {file:?}: {e}")))?;
             Ok(format!("Success! Formatted policy: {file}"))
         }
+        "audit enable" => {
+            let kind = path_arg(0, "an audit device type")?;
+            let path = args
+                .flag("path")
+                .map(|p| p.trim_matches('/').to_string())
+                .unwrap_or_else(|| kind.clone());
+            let options = kv_args(args.positional.get(1..).unwrap_or_default())?;
+            let body = json!({
+                "type": kind,
+                "description": args.flag("description").unwrap_or_default(),
+                "options": options,
+                "local": args.bool("local"),
+            });
+            api.call("PUT", &format!("sys/audit/{path}"), Some(body))
+                .await?;
+            Ok(format!(
+                "Success! Enabled the {kind} audit device at: {path}/"
+            ))
+        }
+        "audit disable" => {
+            let path = path_arg(0, "an audit device path")?;
+            let path = path.trim_end_matches('/');
+            api.call("DELETE", &format!("sys/audit/{path}"), None)
+                .await?;
+            Ok(format!(
+                "Success! Disabled audit device (if it was enabled) at: {path}/"
+            ))
+        }
+        "audit list" => {
+            let reply = api.call("GET", "sys/audit", None).await?;
+            audit_table(
+                &out,
+                &reply.body.unwrap_or(Value::Null),
+                args.bool("detailed"),
+            )
+        }
         "auth enable" => {
             let method = path_arg(0, "an auth method type")?;
             let path = args
@@ -806,6 +843,7 @@ fn usage() -> String {
      server      Start a Coffer server (-dev or -config FILE)\n    \
      status      Print seal and HA status\n\n\
      Other commands:\n    \
+     audit       enable | disable | list [-detailed]\n    \
      auth        enable | disable | list | tune\n    \
      lease       renew | revoke [-prefix] [-force] | lookup\n    \
      operator    init | unseal | seal\n    \
@@ -868,6 +906,64 @@ fn mount_table(out: &Output, body: &Value) -> Result<String, CliError> {
         }
     }
     Ok(columns(&rows))
+}
+
+/// The audit device table (`sys/audit`) as Vault's CLI prints it; `-detailed` adds the
+/// options.
+fn audit_table(out: &Output, body: &Value, detailed: bool) -> Result<String, CliError> {
+    let data = body.get("data").unwrap_or(&Value::Null);
+    if out.json {
+        return Ok(pretty(data));
+    }
+    let devices = data.as_object().filter(|d| !d.is_empty());
+    let Some(devices) = devices else {
+        return Ok("No audit devices are enabled.".to_string());
+    };
+    let mut header = vec!["Path", "Type", "Description"];
+    if detailed {
+        header.extend(["Replication", "Options"]);
+    }
+    let mut rows: Vec<[String; 5]> = vec![
+        [0, 1, 2, 3, 4].map(|i| header.get(i).map(|h| h.to_string()).unwrap_or_default()),
+        [0, 1, 2, 3, 4].map(|i| {
+            header
+                .get(i)
+                .map(|h| "-".repeat(h.len()))
+                .unwrap_or_default()
+        }),
+    ];
+    for (path, device) in devices {
+        let field = |k: &str| {
+            device
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let options = device
+            .get("options")
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let (replication, options) = if detailed {
+            ("replicated".to_string(), options)
+        } else {
+            (String::new(), String::new())
+        };
+        rows.push([
+            path.clone(),
+            field("type"),
+            field("description"),
+            replication,
+            options,
+        ]);
+    }
+    Ok(columns(&rows).trim_end().to_string())
 }
 
 /// What `-output-policy` prints for one request (Vault's `api/output_policy.go`): the

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Mounts applied at every unseal, idempotently.
     #[serde(default, rename = "mount")]
     pub mounts: Vec<MountConfig>,
+    /// Audit devices enabled at every unseal, idempotently.
+    #[serde(default, rename = "audit")]
+    pub audit: Vec<AuditConfig>,
 }
 
 /// `[listener]`.
@@ -144,6 +147,37 @@ pub struct MountConfig {
     /// Options.
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// `[[audit]]`: an audit device, as `sys/audit/<path>` would enable it. Its salt is made
+/// the first time and kept across restarts; its options follow the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Device path (`file`, `file2/`).
+    pub path: String,
+    /// Device type (`file`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Options (`file_path`, `mode`, `prefix`, `log_raw`, `hmac_accessor`,
+    /// `elide_list_responses`).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl AuditConfig {
+    /// The enable request this entry describes.
+    pub fn request(&self) -> crate::audit::EnableRequest {
+        crate::audit::EnableRequest {
+            path: self.path.clone(),
+            kind: self.kind.clone(),
+            description: self.description.clone(),
+            options: self.options.clone(),
+        }
+    }
 }
 
 /// A config-file problem, with the file and the reason.

@@ -288,6 +288,8 @@ impl Mount {
 pub struct CoreOptions {
     /// Mounts from the config file, applied after every unseal.
     pub config_mounts: Vec<MountRequest>,
+    /// Audit devices from the config file (`[[audit]]`), enabled after every unseal.
+    pub config_audit: Vec<crate::audit::EnableRequest>,
     /// First delay before retrying a failed revocation.
     pub revoke_retry_base: Duration,
     /// Attempts before a lease becomes irrevocable.
@@ -300,6 +302,7 @@ impl Default for CoreOptions {
     fn default() -> Self {
         Self {
             config_mounts: Vec::new(),
+            config_audit: Vec::new(),
             revoke_retry_base: crate::lease::REVOKE_RETRY_BASE,
             revoke_attempts: crate::lease::MAX_REVOKE_ATTEMPTS,
             cluster_name: "coffer".to_string(),
@@ -325,6 +328,8 @@ pub struct Core {
     pub cluster_id: String,
     /// Host-side SQL connection pools of every mount.
     pub sql_pools: Arc<SqlPools>,
+    /// The enabled audit devices (empty while sealed).
+    pub audit: crate::audit::Broker,
     mounts: RwLock<BTreeMap<String, Arc<Mount>>>,
     /// The auth mount table, by path below `auth/` (`token/` always).
     auth: RwLock<BTreeMap<String, MountEntry>>,
@@ -339,6 +344,7 @@ impl Core {
         options: CoreOptions,
     ) -> Arc<Self> {
         Arc::new(Self {
+            audit: crate::audit::Broker::new(barrier.clone()),
             tokens: TokenStore::new(barrier.clone()),
             policies: crate::policies::PolicyStore::new(barrier.clone()),
             barrier,
@@ -357,6 +363,10 @@ impl Core {
         self.policies
             .ensure_default()
             .map_err(|e| CoreError::Invalid(format!("cannot create the default policy: {e}")))?;
+        // Audit devices first, so that requests served once the mounts are back are logged.
+        self.audit
+            .load(&self.options.config_audit)
+            .map_err(|e| CoreError::Invalid(format!("cannot load the audit devices: {e}")))?;
         let entries: Vec<MountEntry> = match self.barrier.get(MOUNT_TABLE_KEY)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| CoreError::Invalid(format!("corrupt mount table: {e}")))?,
@@ -433,6 +443,7 @@ impl Core {
         if let Ok(mut auth) = self.auth.write() {
             auth.clear();
         }
+        self.audit.clear();
         // A sealed server holds no key material: parsed CA keys go with the barrier key.
         crate::caps::keys::forget_parsed_keys();
         self.sql_pools.close_all();

@@ -7,6 +7,7 @@
 //! The `cli` module is the `coffer` command's client side; `server` wires a process.
 
 pub mod acl;
+pub mod audit;
 pub mod backend;
 pub mod background;
 pub mod barrier;

@@ -143,6 +143,9 @@ pub struct Envelope {
     pub mount_type: String,
     /// Copy `data`'s keys to the top level (Vault does this for `sys/*`).
     pub sys: bool,
+    /// `request_id`: the audit entries' request id when the request was audited; empty
+    /// makes a fresh one when the reply is written.
+    pub request_id: String,
 }
 
 impl Envelope {

@@ -215,6 +215,7 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
             .config_mounts
             .push(mount.request().map_err(anyhow::Error::msg)?);
     }
+    options.config_audit = config.audit.iter().map(|a| a.request()).collect();
     if let Some(base) = &config.leases.revoke_retry_base {
         options.revoke_retry_base =
             Duration::from_secs(fields::parse_duration(base).map_err(anyhow::Error::msg)?);
@@ -253,6 +254,7 @@ async fn serve(
     tls: Option<openssl::ssl::SslAcceptor>,
 ) -> anyhow::Result<()> {
     let scheduler = Scheduler::spawn(core.clone());
+    let reopener = spawn_audit_reopener(core.clone());
     let shutdown = async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -266,7 +268,29 @@ async fn serve(
     let edge = Arc::new(crate::http::Edge::new(limits));
     crate::http::serve(core, edge, listener, tls, shutdown).await;
     scheduler.abort();
+    if let Some(task) = reopener {
+        task.abort();
+    }
     Ok(())
+}
+
+/// On SIGHUP, audit devices reopen their files (logrotate moves a file away, then sends
+/// SIGHUP so that entries go to a new one). `None` if the signal cannot be watched.
+fn spawn_audit_reopener(core: Arc<Core>) -> Option<tokio::task::JoinHandle<()>> {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP; audit files are not reopened on it");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let core = core.clone();
+            // Opening files blocks; keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || core.audit.reopen()).await;
+        }
+    }))
 }
 
 /// Open files kept for everything but client connections (storage, components, SQL).

@@ -523,8 +523,13 @@ fn percent_decode(text: &str) -> String {
 fn render(reply: Reply) -> Response<Body> {
     match reply {
         Reply::Envelope(envelope) => {
+            let request_id = if envelope.request_id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                envelope.request_id.clone()
+            };
             let mut body = json!({
-                "request_id": uuid::Uuid::new_v4().to_string(),
+                "request_id": request_id,
                 "lease_id": envelope.lease_id,
                 "renewable": envelope.renewable,
                 "lease_duration": envelope.lease_duration,

@@ -15,6 +15,10 @@
 //! 4. The backend's typed [`Reply`]; leases and tokens it asks for are registered by the
 //!    backend through `lease` and `tokens` before the reply leaves.
 //!
+//! With an audit device enabled ([`crate::audit`]), the request entry is written between
+//! 2 and 3 (a refused request's too, with its error) and the response entry after 4; a
+//! request whose entry no device could write never reaches a backend.
+//!
 //! `http` only translates the wire format around this. What this module must never do:
 //! let a request reach a backend before the ACL decided, or tell a caller that may not see
 //! a path whether it exists (a refusal is 403 either way).
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use hyper::StatusCode;
 
 use crate::acl::{self, AclRequest};
+use crate::audit;
 use crate::core::Core;
 use crate::tokens::TokenEntry;
 
@@ -75,8 +80,76 @@ pub async fn run(
             }
         };
     }
-    authorize(core, &call, public)?;
-    dispatch(core, call).await
+    let audited = audited(core, &call);
+    if let Err(denied) = authorize(core, &call, public) {
+        if audited {
+            // As Vault: a refused request is logged, with its error, and never answered
+            // without its entry.
+            let record = audit::Record::new(&call, mount_info(core, &call.path));
+            core.audit
+                .log_request(&record, Some(&denied.errors.join("; ")))?;
+        }
+        return Err(denied);
+    }
+    if !audited {
+        return dispatch(core, call).await;
+    }
+    audited_dispatch(core, call).await
+}
+
+/// Whether `call` is audited: with a device enabled, every call but the unauthenticated
+/// `sys/` endpoints (health, seal status, init, unseal: Vault does not audit them, and
+/// they answer while sealed, when no device is loaded).
+fn audited(core: &Core, call: &Call) -> bool {
+    core.audit.is_active() && !(call.caller.is_none() && call.path.starts_with("sys/"))
+}
+
+/// The audit hook: the request entry is written before the backend runs, and if no
+/// device could write it the request fails with 500 and has no effect. The response entry
+/// is written after; if no device can write it the caller gets 500 too (as Vault), but
+/// the request has taken effect: its side effects (a credential issued, a secret
+/// written) stand, and the server log says which request it was.
+async fn audited_dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
+    let record = audit::Record::new(&call, mount_info(core, &call.path));
+    let devices = core.audit.log_request(&record, None)?;
+    let mut outcome = dispatch(core, call).await;
+    if let Ok(Reply::Envelope(envelope)) = &mut outcome {
+        envelope.request_id = record.id.clone();
+    }
+    if let Err(error) = devices.log_response(&record, &audit::Response::of(&outcome)) {
+        tracing::error!(request_id = %record.id, %error,
+            "the response of a request that has taken effect could not be audited; the caller gets 500");
+        return Err(error.into());
+    }
+    outcome
+}
+
+/// The mount a path is routed to, as the audit entries name it.
+fn mount_info(core: &Core, path: &str) -> audit::MountInfo {
+    if path == "sys" || path.starts_with("sys/") {
+        return audit::MountInfo {
+            point: "sys/".to_string(),
+            kind: "system".to_string(),
+            accessor: String::new(),
+        };
+    }
+    if path.starts_with("auth/token/") {
+        return audit::MountInfo {
+            point: "auth/token/".to_string(),
+            kind: "token".to_string(),
+            accessor: core
+                .auth_mount_at(crate::core::TOKEN_AUTH_PATH)
+                .map(|entry| entry.accessor)
+                .unwrap_or_default(),
+        };
+    }
+    core.route(path)
+        .map(|(mount, _)| audit::MountInfo {
+            point: mount.entry.path.clone(),
+            kind: mount.entry.engine.clone(),
+            accessor: mount.entry.accessor.clone(),
+        })
+        .unwrap_or_default()
 }
 
 /// Revokes a token whose last use a request took, when that request is over.

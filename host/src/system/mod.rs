@@ -1,5 +1,5 @@
 //! The native `sys/` backend: seal and health, mounts and their tuning, policies and
-//! capabilities, leases. Served through the pipeline like any backend; the ACL decided
+//! capabilities, leases, audit devices. Served through the pipeline like any backend; the ACL decided
 //! before anything here runs (sudo paths included), so handlers only check what the ACL
 //! cannot express.
 
@@ -18,6 +18,7 @@ use crate::logical::{ApiError, Call, Envelope, LogicalBackend, Op, Reply, authen
 use crate::tokens::TokenEntry;
 use crate::tokens::{random_base62, unix_now};
 
+mod audit;
 mod auth;
 mod leases;
 mod mounts;
@@ -267,6 +268,15 @@ pub(crate) async fn system(
                 None => mounts(core, call, target).await,
             }
         }
+        (Op::Read, "audit") => Ok(audit::audit_list(core)),
+        (_, rest) if rest.starts_with("audit/") => {
+            audit::audit(core, call, rest.strip_prefix("audit/").unwrap_or_default())
+        }
+        (_, rest) if rest.starts_with("audit-hash/") => audit::audit_hash(
+            core,
+            call,
+            rest.strip_prefix("audit-hash/").unwrap_or_default(),
+        ),
         (Op::Read, "auth") => Ok(auth::auth_list(core)),
         (_, rest) if rest.starts_with("auth/") => {
             auth::auth(core, call, rest.strip_prefix("auth/").unwrap_or_default()).await

@@ -1,0 +1,745 @@
+//! Audit devices end to end: the real binary writes Vault's JSON lines to a real file;
+//! the tests read the file. Secrets (a kv value, a token, an issued private key) appear
+//! only as `hmac-sha256:` values that `sys/audit-hash` reproduces; a device that cannot
+//! write blocks every request (500, no effect) until it can again; SIGHUP reopens the file;
+//! only sudo manages devices; the CLI and hvac drive it as they drive Vault.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use coffer_tests::{Coffer, Value, clients_venv, eventually, json, stdout, temp_dir};
+
+/// Every line of an audit file, parsed (a line that is not JSON fails the test).
+fn entries(path: &Path) -> Vec<Value> {
+    entries_after_prefix(path, "")
+}
+
+/// Every line of an audit file written with `prefix`, parsed without it.
+fn entries_after_prefix(path: &Path, prefix: &str) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let body = line
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("line without prefix {prefix:?}: {line}"));
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .collect()
+}
+
+/// The entries of type `kind` (`request`, `response`) for `path`.
+fn of<'a>(entries: &'a [Value], kind: &str, path: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .filter(|e| e["type"] == kind && e["request"]["path"] == path)
+        .collect()
+}
+
+/// Enables a file device at `path` writing to `file` with extra `options`.
+fn enable(coffer: &Coffer, path: &str, file: &Path, options: Value) {
+    let mut all = json!({ "file_path": file.display().to_string() });
+    all.as_object_mut()
+        .unwrap()
+        .extend(options.as_object().unwrap().clone());
+    let reply = coffer.call(
+        "PUT",
+        &format!("sys/audit/{path}"),
+        Some(json!({ "type": "file", "description": "test device", "options": all })),
+    );
+    assert_eq!(reply.status, 204, "{}", reply.text);
+}
+
+/// `sys/audit-hash/<device>` of `input`.
+fn audit_hash(coffer: &Coffer, device: &str, input: &str) -> String {
+    let reply = coffer.call(
+        "POST",
+        &format!("sys/audit-hash/{device}"),
+        Some(json!({ "input": input })),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let hash = reply.data()["hash"].as_str().unwrap().to_string();
+    assert!(hash.starts_with("hmac-sha256:"), "{hash}");
+    hash
+}
+
+/// A root CA, a role and one issued EC certificate on the dev server's `pki/`; returns the
+/// issued private key.
+fn issue_certificate(coffer: &Coffer) -> String {
+    let root = coffer.call(
+        "POST",
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "audit-root", "key_type": "ec", "ttl": "24h"})),
+    );
+    assert_eq!(root.status, 200, "{}", root.text);
+    let role = coffer.call(
+        "POST",
+        "pki/roles/web",
+        Some(json!({"allowed_domains": "example.com", "allow_subdomains": true, "key_type": "ec", "max_ttl": "1h"})),
+    );
+    assert!(role.status == 200 || role.status == 204, "{}", role.text);
+    let issued = coffer.call(
+        "POST",
+        "pki/issue/web",
+        Some(json!({"common_name": "a.example.com", "ttl": "10m"})),
+    );
+    assert_eq!(issued.status, 200, "{}", issued.text);
+    issued.data()["private_key"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_file_device_logs_each_call_once_in_vaults_shape_with_every_secret_hashed() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit");
+    let log = dir.join("audit.log");
+
+    // No device: nothing is logged, and hashing needs a device.
+    let missing = coffer.call("POST", "sys/audit-hash/file", Some(json!({"input": "x"})));
+    assert_eq!(missing.status, 400, "{}", missing.text);
+
+    enable(&coffer, "file", &log, json!({}));
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the file is created with mode 0600");
+    let listed = coffer.call("GET", "sys/audit", None);
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.data()["file/"]["type"], "file");
+    assert_eq!(listed.data()["file/"]["path"], "file/");
+    assert_eq!(listed.data()["file/"]["description"], "test device");
+    assert_eq!(
+        listed.data()["file/"]["options"]["file_path"],
+        log.display().to_string()
+    );
+    assert!(!listed.text.contains("salt"), "{}", listed.text);
+
+    let password = format!("hunter2-{}", uuid::Uuid::new_v4().simple());
+    let write = coffer.call(
+        "PUT",
+        "secret/app",
+        Some(json!({"password": password, "port": 5432})),
+    );
+    assert_eq!(write.status, 204, "{}", write.text);
+    let read = coffer.call("GET", "secret/app", None);
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.data()["password"], password);
+    let created = coffer.call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"], "ttl": "1h"})),
+    );
+    assert_eq!(created.status, 200, "{}", created.text);
+    let new_token = created.json["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_accessor = created.json["auth"]["accessor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let private_key = issue_certificate(&coffer);
+
+    let all = entries(&log);
+    // One request and one response entry per call, paired by request id.
+    let requests: Vec<&Value> = all.iter().filter(|e| e["type"] == "request").collect();
+    let responses: Vec<&Value> = all.iter().filter(|e| e["type"] == "response").collect();
+    assert_eq!(requests.len(), responses.len(), "{all:#?}");
+    assert_eq!(
+        all.len(),
+        requests.len() * 2,
+        "only request and response lines"
+    );
+    // GET sys/audit, kv write, kv read, token create, root, role, issue.
+    assert_eq!(requests.len(), 7, "{all:#?}");
+    for (request, response) in requests.iter().zip(&responses) {
+        assert_eq!(request["request"]["id"], response["request"]["id"]);
+        assert!(request["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    // The kv write: Vault's field names, the caller's token hashed, data strings hashed.
+    let written = of(&all, "request", "secret/app")[0];
+    let request = &written["request"];
+    assert!(matches!(
+        request["operation"].as_str(),
+        Some("create" | "update")
+    ));
+    assert_eq!(request["mount_type"], "kv");
+    assert_eq!(request["mount_point"], "secret/");
+    assert!(
+        request["mount_accessor"]
+            .as_str()
+            .unwrap()
+            .starts_with("kv_")
+    );
+    assert_eq!(request["namespace"]["id"], "root");
+    assert_eq!(request["remote_address"], "127.0.0.1");
+    assert_eq!(request["client_token"], audit_hash(&coffer, "file", "root"));
+    assert!(
+        request["client_token_accessor"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:")
+    );
+    assert_eq!(
+        request["data"]["password"],
+        audit_hash(&coffer, "file", &password)
+    );
+    assert_eq!(request["data"]["port"], 5432, "numbers stay");
+    let auth = &written["auth"];
+    assert_eq!(auth["client_token"], request["client_token"]);
+    assert_eq!(auth["accessor"], request["client_token_accessor"]);
+    assert_eq!(auth["display_name"], "root");
+    assert_eq!(auth["policies"], json!(["root"]));
+    assert_eq!(auth["token_policies"], json!(["root"]));
+    assert_eq!(auth["token_type"], "service");
+
+    // The kv read's response: the value hashed, the mount named; the reply's request id
+    // is the entries'.
+    let read_entry = of(&all, "response", "secret/app")[1];
+    assert_eq!(read_entry["request"]["operation"], "read");
+    assert_eq!(read_entry["request"]["id"], read.json["request_id"]);
+    assert_eq!(read_entry["response"]["mount_type"], "kv");
+    assert_eq!(
+        read_entry["response"]["data"]["password"],
+        audit_hash(&coffer, "file", &password)
+    );
+
+    // The token create's response: the new token and its accessor hashed.
+    let token_entry = of(&all, "response", "auth/token/create")[0];
+    assert_eq!(token_entry["request"]["mount_type"], "token");
+    assert_eq!(
+        token_entry["response"]["auth"]["client_token"],
+        audit_hash(&coffer, "file", &new_token)
+    );
+    assert_eq!(
+        token_entry["response"]["auth"]["accessor"],
+        audit_hash(&coffer, "file", &new_accessor)
+    );
+    assert_eq!(
+        token_entry["response"]["auth"]["policies"],
+        json!(["default"])
+    );
+
+    // The issue's response: the private key hashed, the lease named.
+    let issue_entry = of(&all, "response", "pki/issue/web")[0];
+    assert_eq!(issue_entry["response"]["mount_type"], "pki");
+    assert_eq!(
+        issue_entry["response"]["data"]["private_key"],
+        audit_hash(&coffer, "file", &private_key)
+    );
+
+    // No secret in clear anywhere in the file.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let key_body: String = private_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    for (what, secret) in [
+        ("kv value", password.as_str()),
+        ("token", new_token.as_str()),
+        ("accessor", new_accessor.as_str()),
+        ("private key", key_body.get(..40).unwrap()),
+    ] {
+        assert!(!text.contains(secret), "the {what} is in the log in clear");
+    }
+    assert!(!text.contains("\"client_token\":\"root\""));
+
+    // Disabling stops logging: the DELETE itself is the last call logged, its response
+    // included.
+    let disabled = coffer.call("DELETE", "sys/audit/file", None);
+    assert_eq!(disabled.status, 204, "{}", disabled.text);
+    let before = entries(&log).len();
+    assert_eq!(coffer.call("GET", "secret/app", None).status, 200);
+    assert_eq!(entries(&log).len(), before);
+    assert_eq!(of(&entries(&log), "response", "sys/audit/file").len(), 1);
+    let listed = coffer.call("GET", "sys/audit", None);
+    assert_eq!(listed.data(), &json!({}));
+}
+
+#[test]
+fn log_raw_prefix_hmac_accessor_and_elided_lists_change_what_is_written() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-options");
+    let raw = dir.join("raw.log");
+    let accessors = dir.join("accessors.log");
+    enable(
+        &coffer,
+        "raw",
+        &raw,
+        json!({"log_raw": "true", "prefix": "AUDIT: ", "mode": "0640"}),
+    );
+    enable(
+        &coffer,
+        "plain",
+        &accessors,
+        json!({"hmac_accessor": "false", "elide_list_responses": "true"}),
+    );
+    assert_eq!(
+        std::fs::metadata(&raw).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let password = format!("raw-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/a", Some(json!({"password": password})))
+            .status,
+        204
+    );
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/b", Some(json!({"x": "y"})))
+            .status,
+        204
+    );
+    let listed = coffer.call("LIST", "secret/", None);
+    assert_eq!(listed.status, 200, "{}", listed.text);
+
+    // log_raw: every value in clear, the prefix before every line.
+    let raw_entries = entries_after_prefix(&raw, "AUDIT: ");
+    let write = of(&raw_entries, "request", "secret/a")[0];
+    assert_eq!(write["request"]["data"]["password"], password);
+    assert_eq!(write["request"]["client_token"], "root");
+
+    // hmac_accessor=false: the accessor in clear, the token and data still hashed; the
+    // list response's keys are a count.
+    let plain = entries(&accessors);
+    let write = of(&plain, "request", "secret/a")[0];
+    let root = coffer.call("GET", "auth/token/lookup-self", None);
+    assert_eq!(
+        write["request"]["client_token_accessor"],
+        root.data()["accessor"]
+    );
+    assert_eq!(
+        write["request"]["client_token"],
+        audit_hash(&coffer, "plain", "root")
+    );
+    assert_eq!(
+        write["request"]["data"]["password"],
+        audit_hash(&coffer, "plain", &password)
+    );
+    assert_ne!(
+        audit_hash(&coffer, "plain", &password),
+        audit_hash(&coffer, "raw", &password),
+        "each device has its own salt"
+    );
+    let list = of(&plain, "response", "secret/")[0];
+    assert_eq!(list["request"]["operation"], "list");
+    assert_eq!(list["response"]["data"]["keys"], 2);
+    let raw_list = of(&raw_entries, "response", "secret/")[0];
+    assert_eq!(raw_list["response"]["data"]["keys"], json!(["a", "b"]));
+
+    // Bad options are refused before anything is enabled.
+    for (options, why) in [
+        (json!({}), "file_path is required"),
+        (json!({"file_path": "relative.log"}), "absolute"),
+        (
+            json!({"file_path": "/tmp/x.log", "log-raw": "true"}),
+            "unknown option",
+        ),
+    ] {
+        let reply = coffer.call(
+            "PUT",
+            "sys/audit/bad",
+            Some(json!({"type": "file", "options": options})),
+        );
+        assert_eq!(reply.status, 400, "{}", reply.text);
+        assert!(reply.errors().contains(why), "{}", reply.text);
+    }
+    let wrong_type = coffer.call(
+        "PUT",
+        "sys/audit/sock",
+        Some(json!({"type": "socket", "options": {"address": "127.0.0.1:9"}})),
+    );
+    assert_eq!(wrong_type.status, 400, "{}", wrong_type.text);
+    let taken = coffer.call(
+        "PUT",
+        "sys/audit/raw",
+        Some(json!({"type": "file", "options": {"file_path": "discard"}})),
+    );
+    assert_eq!(taken.status, 400, "{}", taken.text);
+    assert!(taken.errors().contains("already in use"), "{}", taken.text);
+    let listed = coffer.call("GET", "sys/audit", None);
+    let paths: Vec<&String> = listed.data().as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["plain/", "raw/"]);
+}
+
+/// Points the symlink `link` at `target`, replacing what it pointed at.
+fn repoint(link: &Path, target: &Path) {
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+/// Sends SIGHUP to the server.
+fn hangup(coffer: &Coffer) {
+    let status = Command::new("kill")
+        .args(["-HUP", &coffer.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_device_that_cannot_write_blocks_every_request_until_it_can() {
+    // The faults work as root too: /dev/full fails every write with ENOSPC, and a path
+    // whose parent is a regular file cannot be opened (ENOTDIR), whatever the permissions.
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-fault");
+    let link = dir.join("audit.log");
+    let real = dir.join("real.log");
+    std::fs::write(dir.join("not-a-dir"), "").unwrap();
+
+    // Enabling a device that cannot open its file is refused (Vault's sanity check).
+    let refused = coffer.call(
+        "PUT",
+        "sys/audit/bad",
+        Some(json!({"type": "file", "options": {"file_path": dir.join("not-a-dir/audit.log").display().to_string()}})),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.errors().contains("sanity check failed"),
+        "{}",
+        refused.text
+    );
+
+    repoint(&link, &real);
+    enable(&coffer, "file", &link, json!({}));
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/before", Some(json!({"v": "1"})))
+            .status,
+        204
+    );
+
+    // Fault 1: the file is now a full device (writes fail).
+    repoint(&link, Path::new("/dev/full"));
+    hangup(&coffer);
+    assert!(
+        eventually(Duration::from_secs(5), || coffer
+            .call("PUT", "secret/blocked", Some(json!({"v": "2"})))
+            .status
+            == 500),
+        "a write whose entry cannot be logged must fail with 500"
+    );
+    let blocked = coffer.call("PUT", "secret/blocked", Some(json!({"v": "2"})));
+    assert_eq!(blocked.status, 500, "{}", blocked.text);
+    assert_eq!(coffer.call("GET", "secret/before", None).status, 500);
+    assert_eq!(
+        coffer.call("DELETE", "sys/audit/file", None).status,
+        500,
+        "disabling the device is a request like any other"
+    );
+    let token = coffer.call("POST", "auth/token/create", Some(json!({"ttl": "1h"})));
+    assert_eq!(token.status, 500, "no token is issued without its entry");
+
+    // Fault 2: the file cannot be opened at all.
+    repoint(&link, &dir.join("not-a-dir/audit.log"));
+    hangup(&coffer);
+    std::thread::sleep(Duration::from_millis(300));
+    let blocked = coffer.call("PUT", "secret/blocked", Some(json!({"v": "3"})));
+    assert_eq!(blocked.status, 500, "{}", blocked.text);
+    assert!(
+        coffer
+            .log_text()
+            .contains("audit device failed to write an entry"),
+        "the server log says why"
+    );
+
+    // The fault clears: the next request reopens the file and service resumes.
+    let fixed = dir.join("fixed.log");
+    repoint(&link, &fixed);
+    let read = coffer.call("GET", "secret/blocked", None);
+    assert_eq!(
+        read.status, 404,
+        "the refused writes never landed: {}",
+        read.text
+    );
+    assert_eq!(coffer.call("GET", "secret/before", None).status, 200);
+    let after = entries(&fixed);
+    assert_eq!(of(&after, "request", "secret/blocked").len(), 1);
+    assert_eq!(of(&after, "response", "secret/before").len(), 1);
+    // The real file saw only what happened before the fault.
+    let before = entries(&real);
+    assert!(of(&before, "request", "secret/blocked").is_empty());
+    assert_eq!(of(&before, "request", "secret/before").len(), 1);
+
+    // With a second, working device, one broken device no longer blocks.
+    enable(&coffer, "second", &dir.join("second.log"), json!({}));
+    repoint(&link, Path::new("/dev/full"));
+    hangup(&coffer);
+    std::thread::sleep(Duration::from_millis(300));
+    let write = coffer.call("PUT", "secret/landed", Some(json!({"v": "4"})));
+    assert_eq!(write.status, 204, "{}", write.text);
+    assert_eq!(
+        of(
+            &entries(&dir.join("second.log")),
+            "request",
+            "secret/landed"
+        )
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn sighup_reopens_the_file_after_logrotate_moved_it() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-rotate");
+    let log = dir.join("audit.log");
+    let rotated = dir.join("audit.log.1");
+    enable(&coffer, "file", &log, json!({"mode": "0600"}));
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/one", Some(json!({"v": "1"})))
+            .status,
+        204
+    );
+    std::fs::rename(&log, &rotated).unwrap();
+    // Until SIGHUP, entries follow the open file.
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/two", Some(json!({"v": "2"})))
+            .status,
+        204
+    );
+    assert!(!log.exists());
+    hangup(&coffer);
+    assert!(
+        eventually(Duration::from_secs(5), || log.exists()),
+        "SIGHUP recreates the file"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/three", Some(json!({"v": "3"})))
+            .status,
+        204
+    );
+    let old = entries(&rotated);
+    let new = entries(&log);
+    assert_eq!(of(&old, "request", "secret/one").len(), 1);
+    assert_eq!(of(&old, "request", "secret/two").len(), 1);
+    assert!(of(&old, "request", "secret/three").is_empty());
+    assert_eq!(of(&new, "request", "secret/three").len(), 1);
+    assert_eq!(of(&new, "response", "secret/three").len(), 1);
+}
+
+#[test]
+fn only_sudo_manages_devices_and_refusals_are_logged() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-acl");
+    let log = dir.join("audit.log");
+    coffer.policy(
+        "audit-no-sudo",
+        r#"
+path "sys/audit" { capabilities = ["read"] }
+path "sys/audit/*" { capabilities = ["create", "update", "delete", "read"] }
+path "sys/audit-hash/*" { capabilities = ["update"] }
+"#,
+    );
+    coffer.policy(
+        "audit-sudo",
+        r#"
+path "sys/audit" { capabilities = ["read", "sudo"] }
+path "sys/audit/*" { capabilities = ["create", "update", "delete", "read", "sudo"] }
+"#,
+    );
+    let plain = coffer.token_with(&["audit-no-sudo"]);
+    let sudo = coffer.token_with(&["audit-sudo"]);
+    let body = json!({"type": "file", "options": {"file_path": log.display().to_string()}});
+    let as_token = |token: &str, method: &str, path: &str, body: Option<&Value>| {
+        let text = body.map(Value::to_string);
+        coffer.raw(method, path, Some(token), text.as_deref(), &[])
+    };
+
+    // Without sudo: refused, and nothing is enabled.
+    assert_eq!(
+        as_token(&plain, "PUT", "sys/audit/file", Some(&body)).status,
+        403
+    );
+    assert_eq!(as_token(&plain, "GET", "sys/audit", None).status, 403);
+    assert!(!log.exists());
+    // With sudo: enabled, listed.
+    assert_eq!(
+        as_token(&sudo, "PUT", "sys/audit/file", Some(&body)).status,
+        204
+    );
+    let listed = as_token(&sudo, "GET", "sys/audit", None);
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.json["data"]["file/"]["type"], "file");
+    // audit-hash needs no sudo (as Vault).
+    let hash = as_token(
+        &plain,
+        "POST",
+        "sys/audit-hash/file",
+        Some(&json!({"input": "x"})),
+    );
+    assert_eq!(hash.status, 200, "{}", hash.text);
+    // Disabling without sudo is refused; the device stays, and the refusal is in the log
+    // with its error.
+    assert_eq!(
+        as_token(&plain, "DELETE", "sys/audit/file", None).status,
+        403
+    );
+    let all = entries(&log);
+    let refused = of(&all, "request", "sys/audit/file");
+    assert_eq!(refused.len(), 1, "{all:#?}");
+    assert_eq!(refused[0]["error"], "permission denied");
+    assert_eq!(refused[0]["request"]["operation"], "delete");
+    assert!(of(&all, "response", "sys/audit/file").is_empty());
+    assert_eq!(
+        as_token(&sudo, "DELETE", "sys/audit/file", None).status,
+        204
+    );
+    let listed = as_token(&sudo, "GET", "sys/audit", None);
+    assert_eq!(listed.json["data"], json!({}));
+}
+
+#[test]
+fn config_file_devices_are_enabled_at_unseal_and_keep_their_salt() {
+    let dir = temp_dir("audit-config");
+    let log = dir.join("audit.log");
+    let config = format!(
+        r#"
+[listener]
+address = "{{addr}}"
+
+[storage]
+path = "{{dir}}/data/coffer.db"
+
+[[mount]]
+path = "secret"
+plugin = "kv"
+
+[[audit]]
+path = "file"
+type = "file"
+description = "from the config file"
+options = {{ file_path = "{}", hmac_accessor = "false" }}
+"#,
+        log.display()
+    );
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut coffer = Coffer::with_config(&dir, &config);
+    let keys = coffer.init_and_unseal(1, 1);
+    let listed = coffer.call("GET", "sys/audit", None);
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(
+        listed.data()["file/"]["description"],
+        "from the config file"
+    );
+    assert_eq!(listed.data()["file/"]["options"]["hmac_accessor"], "false");
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/a", Some(json!({"v": "s3cret"})))
+            .status,
+        204
+    );
+    let hash = audit_hash(&coffer, "file", "s3cret");
+    assert_eq!(
+        of(&entries(&log), "request", "secret/a")[0]["request"]["data"]["v"],
+        hash
+    );
+
+    coffer.stop();
+    coffer.start();
+    coffer.unseal(&keys);
+    assert_eq!(
+        audit_hash(&coffer, "file", "s3cret"),
+        hash,
+        "the salt survives a restart"
+    );
+    assert_eq!(coffer.call("GET", "secret/a", None).status, 200);
+    let after = entries(&log);
+    assert_eq!(of(&after, "response", "secret/a").len(), 2, "{after:#?}");
+    let listed = coffer.call("GET", "sys/audit", None);
+    assert_eq!(listed.data().as_object().unwrap().len(), 1);
+}
+
+#[test]
+fn the_cli_enables_lists_and_disables_devices() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-cli");
+    let log = dir.join("audit.log");
+    let enabled = coffer.cli(&[
+        "audit",
+        "enable",
+        "-description=cli device",
+        "file",
+        &format!("file_path={}", log.display()),
+        "prefix=coffer:",
+    ]);
+    assert!(
+        stdout(&enabled).contains("Success! Enabled the file audit device at: file/"),
+        "{enabled:?}"
+    );
+    let listed = stdout(&coffer.cli(&["audit", "list"]));
+    assert!(
+        listed.contains("file/") && listed.contains("cli device"),
+        "{listed}"
+    );
+    let detailed = stdout(&coffer.cli(&["audit", "list", "-detailed"]));
+    assert!(
+        detailed.contains(&format!("file_path={}", log.display())),
+        "{detailed}"
+    );
+    let as_json: Value =
+        serde_json::from_str(&stdout(&coffer.cli(&["audit", "list", "-format=json"]))).unwrap();
+    assert_eq!(as_json["file/"]["options"]["prefix"], "coffer:");
+    assert!(!entries_after_prefix(&log, "coffer:").is_empty());
+    let refused = coffer.cli(&["audit", "enable", "file", "file_path=relative"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let disabled = coffer.cli(&["audit", "disable", "file"]);
+    assert!(
+        stdout(&disabled).contains("Success! Disabled audit device (if it was enabled) at: file/"),
+        "{disabled:?}"
+    );
+    let listed = stdout(&coffer.cli(&["audit", "list"]));
+    assert!(listed.contains("No audit devices are enabled."), "{listed}");
+}
+
+#[test]
+fn hvac_enables_lists_hashes_and_disables() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-hvac");
+    let log = dir.join("audit.log");
+    let script = r#"
+import sys, json, hvac
+client = hvac.Client(url=sys.argv[1], token="root")
+log = sys.argv[2]
+client.sys.enable_audit_device("file", description="hvac", options={"file_path": log})
+devices = client.sys.list_enabled_audit_devices()
+assert devices["data"]["file/"]["type"] == "file", devices
+assert devices["data"]["file/"]["options"]["file_path"] == log, devices
+client.secrets.kv.v1.create_or_update_secret(path="hv", secret={"pw": "hvac-secret"})
+hashed = client.sys.calculate_hash(path="file", input_to_hash="hvac-secret")
+value = hashed["data"]["hash"]
+assert value.startswith("hmac-sha256:"), hashed
+entries = [json.loads(line) for line in open(log)]
+writes = [e for e in entries if e["type"] == "request" and e["request"]["path"] == "secret/hv" and e["request"]["operation"] != "read"]
+assert len(writes) == 1 and writes[0]["request"]["data"]["pw"] == value, writes
+assert "hvac-secret" not in open(log).read()
+client.sys.disable_audit_device("file")
+assert client.sys.list_enabled_audit_devices()["data"] == {}
+print("ok")
+"#;
+    let output = Command::new(clients_venv().join("bin/python"))
+        .args(["-c", script, &coffer.addr, &log.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
