@@ -34,6 +34,10 @@ pub const MAX_KEY_SHARES: u8 = 255;
 pub const MAX_LIST_ENTRIES: usize = 100_000;
 /// Batch size when scanning the backend.
 const SCAN_BATCH: usize = 512;
+/// Locks that serialize conditional writes ([`Barrier::write_all_if_async`]); a key uses
+/// the one its hash picks. Enough that unrelated keys rarely wait on each other, few
+/// enough to allocate once.
+const CONDITIONAL_WRITE_LOCKS: usize = 64;
 
 /// Barrier failures.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +117,8 @@ pub struct Barrier {
     backend: Arc<dyn Backend>,
     keyring: RwLock<Option<Keyring>>,
     progress: Mutex<UnsealProgress>,
+    /// Held from the read to the commit of a conditional write (by key hash).
+    conditional_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Barrier {
@@ -122,6 +128,9 @@ impl Barrier {
             backend,
             keyring: RwLock::new(None),
             progress: Mutex::new(UnsealProgress::default()),
+            conditional_locks: (0..CONDITIONAL_WRITE_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -278,6 +287,35 @@ impl Barrier {
     ) -> Result<(), BarrierError> {
         let changes = self.seal_changes(writes)?;
         Ok(self.backend.write_batch_async(changes).await?)
+    }
+
+    /// Applies `writes` as [`Barrier::write_all_async`] does, but only if the value stored
+    /// at `key` is now `expected` (`None`: absent); returns whether it did. Serialized
+    /// against every other conditional write of `key` (the check and the commit happen
+    /// under one lock), so concurrent read-modify-writes of one key cannot both win.
+    /// Plain writes of `key` are not ordered against it.
+    pub async fn write_all_if_async(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        writes: &[(&str, Option<&[u8]>)],
+    ) -> Result<bool, BarrierError> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let stripe =
+            usize::try_from(hasher.finish() % CONDITIONAL_WRITE_LOCKS as u64).unwrap_or_default();
+        let Some(lock) = self.conditional_locks.get(stripe) else {
+            return Err(BarrierError::Invalid(
+                "conditional write lock out of range".to_string(),
+            ));
+        };
+        let _held = lock.lock().await;
+        if self.get(key)?.as_deref() != expected {
+            return Ok(false);
+        }
+        self.write_all_async(writes).await?;
+        Ok(true)
     }
 
     /// [`Barrier::put`] for async callers.
@@ -544,6 +582,24 @@ impl View {
         self.barrier.write_all_async(&full).await
     }
 
+    /// [`Barrier::write_all_if_async`] with view-relative keys.
+    pub async fn write_all_if_async(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        writes: &[(&str, Option<&[u8]>)],
+    ) -> Result<bool, BarrierError> {
+        let keys: Vec<String> = writes.iter().map(|(key, _)| self.full(key)).collect();
+        let full: Vec<(&str, Option<&[u8]>)> = keys
+            .iter()
+            .zip(writes)
+            .map(|(key, (_, value))| (key.as_str(), *value))
+            .collect();
+        self.barrier
+            .write_all_if_async(&self.full(key), expected, &full)
+            .await
+    }
+
     /// Lists one level below a view-relative prefix.
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, BarrierError> {
         self.barrier.list(&self.full(prefix))
@@ -669,6 +725,72 @@ mod tests {
         let raw = backend.get("a")?.unwrap_or_default();
         backend.put("b", &raw)?;
         assert!(matches!(barrier.get("b"), Err(BarrierError::Integrity(_))));
+        Ok(())
+    }
+
+    /// Sixteen tasks race read-decrement-write on one counter through the conditional
+    /// write, on a multi-threaded runtime: every winning swap is counted exactly once, a
+    /// stale expectation never wins, and a missing key is matched by `None` only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conditional_writes_of_one_key_do_not_lose_updates() -> Result<(), BarrierError> {
+        let (_, barrier) = barrier();
+        let init = barrier.initialize(1, 1)?;
+        barrier.submit_share(init.shares.first().ok_or(BarrierError::NotInitialized)?)?;
+        let barrier = Arc::new(barrier);
+        assert!(
+            !barrier
+                .write_all_if_async("uses", Some(b"0"), &[("uses", Some(b"9"))])
+                .await?
+        );
+        assert_eq!(
+            barrier.get("uses")?,
+            None,
+            "a failed condition wrote nothing"
+        );
+        assert!(
+            barrier
+                .write_all_if_async("uses", None, &[("uses", Some(b"10"))])
+                .await?
+        );
+        assert!(
+            !barrier
+                .write_all_if_async("uses", None, &[("uses", Some(b"99"))])
+                .await?
+        );
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let current = barrier.get("uses")?.unwrap_or_default();
+                        let left: u32 = String::from_utf8_lossy(&current).parse().unwrap_or(0);
+                        if left == 0 {
+                            return Ok::<bool, BarrierError>(false);
+                        }
+                        let next = (left - 1).to_string();
+                        let writes = [("uses", Some(next.as_bytes())), ("log", Some(&b"x"[..]))];
+                        if barrier
+                            .write_all_if_async("uses", Some(&current), &writes)
+                            .await?
+                        {
+                            return Ok(true);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            if task
+                .await
+                .map_err(|e| BarrierError::Invalid(e.to_string()))??
+            {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 10, "exactly as many uses were taken as there were");
+        assert_eq!(barrier.get("uses")?.as_deref(), Some(&b"0"[..]));
+        assert_eq!(barrier.get("log")?.as_deref(), Some(&b"x"[..]));
         Ok(())
     }
 

@@ -722,6 +722,15 @@ pub mod storage {
         pub fn commit(self) -> Result<(), EngineError> {
             host::write_all(&self.changes).map_err(host_error)
         }
+        /// Applies every change in one commit only if the value at `key` is now exactly
+        /// `expected` (`None`: nothing stored); returns whether it did (the host's
+        /// `compare-and-write`). Serialized against every other `commit_if` on `key`,
+        /// whichever instance runs it, so a read-modify-write of `key` retried until this
+        /// returns `true` loses no update. Plain writes of `key` are not ordered against
+        /// it: change a contended key only this way.
+        pub fn commit_if(self, key: &str, expected: Option<&[u8]>) -> Result<bool, EngineError> {
+            host::compare_and_write(key, expected, &self.changes).map_err(host_error)
+        }
     }
 
     /// Records a write-ahead entry; returns its id.

@@ -146,6 +146,31 @@ fn check_key(key: &str, allow_empty: bool) -> Result<(), HostError> {
     Ok(())
 }
 
+/// The bounds of one `write-all` or `compare-and-write`: change count, each key and value,
+/// and the values' total size.
+fn check_changes(changes: &[storage::Change]) -> Result<(), HostError> {
+    if changes.len() > MAX_BATCH_CHANGES {
+        return Err(HostError::Invalid(format!(
+            "{} changes in one write; the limit is {MAX_BATCH_CHANGES}",
+            changes.len()
+        )));
+    }
+    let mut total = 0usize;
+    for change in changes {
+        check_key(&change.key, false)?;
+        if let Some(value) = &change.value {
+            check_value(value)?;
+            total = total.saturating_add(value.len());
+        }
+    }
+    if total > MAX_BATCH_BYTES {
+        return Err(HostError::Invalid(format!(
+            "{total} bytes of values in one write; the limit is {MAX_BATCH_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -205,25 +230,7 @@ impl storage::Host for CallState {
     }
 
     async fn write_all(&mut self, changes: Vec<storage::Change>) -> Result<(), HostError> {
-        if changes.len() > MAX_BATCH_CHANGES {
-            return Err(HostError::Invalid(format!(
-                "{} changes in one write-all; the limit is {MAX_BATCH_CHANGES}",
-                changes.len()
-            )));
-        }
-        let mut total = 0usize;
-        for change in &changes {
-            check_key(&change.key, false)?;
-            if let Some(value) = &change.value {
-                check_value(value)?;
-                total = total.saturating_add(value.len());
-            }
-        }
-        if total > MAX_BATCH_BYTES {
-            return Err(HostError::Invalid(format!(
-                "{total} bytes of values in one write-all; the limit is {MAX_BATCH_BYTES}"
-            )));
-        }
+        check_changes(&changes)?;
         let writes: Vec<(&str, Option<&[u8]>)> = changes
             .iter()
             .map(|change| (change.key.as_str(), change.value.as_deref()))
@@ -231,6 +238,25 @@ impl storage::Host for CallState {
         self.caps
             .view()?
             .write_all_async(&writes)
+            .await
+            .map_err(barrier_to_host)
+    }
+
+    async fn compare_and_write(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        changes: Vec<storage::Change>,
+    ) -> Result<bool, HostError> {
+        check_key(&key, false)?;
+        check_changes(&changes)?;
+        let writes: Vec<(&str, Option<&[u8]>)> = changes
+            .iter()
+            .map(|change| (change.key.as_str(), change.value.as_deref()))
+            .collect();
+        self.caps
+            .view()?
+            .write_all_if_async(&key, expected.as_deref(), &writes)
             .await
             .map_err(barrier_to_host)
     }
