@@ -283,3 +283,38 @@ fn the_cli_logs_in_through_an_auth_method() {
     let wrong = coffer.cli(&["login", "-method=hostile-auth", "-path=nowhere", "a=b"]);
     assert!(!wrong.status.success());
 }
+
+#[test]
+fn a_login_is_audited_with_its_token_hashed() {
+    let (coffer, _) = server();
+    let log = coffer.dir().join("audit.log");
+    let enabled = coffer.call(
+        "PUT",
+        "sys/audit/file",
+        Some(json!({"type": "file", "options": {"file_path": log.to_str().unwrap()}})),
+    );
+    assert_eq!(enabled.status, 204, "{}", enabled.text);
+    let reply = login(&coffer, json!({"policies": "a"}));
+    let token = client_token(&reply);
+    let accessor = reply.json["auth"]["accessor"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(&token),
+        "the login's token is in the audit log"
+    );
+    assert!(
+        !text.contains(&accessor),
+        "the login's accessor is in the audit log"
+    );
+    let hashed = coffer.call("POST", "sys/audit-hash/file", Some(json!({"input": token})));
+    let hash = hashed.data()["hash"].as_str().unwrap().to_string();
+    let response = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|entry| {
+            entry["type"] == json!("response")
+                && entry["request"]["path"] == json!("auth/fixture/login")
+        })
+        .expect("no response entry for the login");
+    assert_eq!(response["response"]["auth"]["client_token"], json!(hash));
+}
