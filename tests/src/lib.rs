@@ -11,6 +11,8 @@
     reason = "test harness: failing loudly is the point"
 )]
 
+pub mod tutorial;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
