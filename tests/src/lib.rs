@@ -11,6 +11,9 @@
     reason = "test harness: failing loudly is the point"
 )]
 
+/// The fake kube-apiserver and service-account JWTs of the Kubernetes auth tests.
+pub mod kube;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
