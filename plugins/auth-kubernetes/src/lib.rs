@@ -133,7 +133,7 @@ fn routes() -> SpecBuilder {
                 .on(Operation::List, list_roles),
         )
         .path(
-            path(r"role/(?P<name>\w(([\w\-.@]+)?\w)?)")
+            path(r"role/(?P<name>\w(([\w\-.]+)?\w)?)")
                 .synopsis("Binds service accounts to token parameters.")
                 .field(Field::string("name", "Name of the role."))
                 .field(Field::comma_strings(
