@@ -32,6 +32,8 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "h",
     "sync",
     "output-policy",
+    "token-only",
+    "no-store",
 ];
 
 /// A CLI failure and its exit code. Code 0 is not a failure: the command stopped early

@@ -416,7 +416,7 @@ impl Core {
     }
 
     /// What one call into `mount`'s engine may touch: its storage view, its limits, and
-    /// the SQL endpoints its operator granted.
+    /// the SQL and HTTPS endpoints its operator granted.
     pub fn context(&self, mount: &Mount) -> CallContext {
         let sql = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             SqlState::new(
@@ -427,11 +427,17 @@ impl Core {
                 mount.limits().call_timeout,
             )
         });
+        let http = crate::caps::http::HttpState::new(
+            self.barrier.clone(),
+            mount.entry.uuid.clone(),
+            mount.limits().call_timeout,
+        );
         CallContext {
             mount: mount.entry.path.clone(),
             storage: Some(mount.view.clone()),
             limits: mount.limits(),
             sql,
+            http: Some(http),
         }
     }
 
@@ -477,6 +483,7 @@ impl Core {
                     storage: None,
                     limits: Limits::default(),
                     sql: None,
+                    http: None,
                 };
                 self.runtime
                     .block_on(self.runtime.describe(&plugin, context))
@@ -679,8 +686,9 @@ impl Core {
     }
 
     /// Deletes the storage keys of an erased mount that its erasing commit did not take,
-    /// in commits of [`DISABLE_BATCH`], and its SQL grants.
+    /// in commits of [`DISABLE_BATCH`], and its SQL and HTTPS grants.
     fn erase_leftovers(&self, mount: &Mount) -> Result<(), CoreError> {
+        crate::caps::http::revoke_grants(&self.barrier, &mount.entry.uuid)?;
         crate::caps::sql::revoke_grants(&self.barrier, &mount.entry.uuid)?;
         loop {
             let keys = mount.view.scan("", None, DISABLE_BATCH)?;

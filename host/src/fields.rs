@@ -18,7 +18,12 @@ pub fn typed(kind: FieldKind, value: &Value) -> Result<Option<FieldValue>, Strin
     Ok(Some(match kind {
         FieldKind::String => FieldValue::String(string(value)?),
         FieldKind::Lowercase => FieldValue::String(string(value)?.to_lowercase()),
-        FieldKind::SqlDsn | FieldKind::HttpsUrl => FieldValue::String(string(value)?),
+        FieldKind::SqlDsn => FieldValue::String(string(value)?),
+        FieldKind::HttpsUrl => {
+            let url = string(value)?;
+            crate::caps::http::origin_of(&url)?;
+            FieldValue::String(url)
+        }
         _ if empty_string => return Ok(None),
         FieldKind::Int => FieldValue::Int(int(value)?),
         FieldKind::Bool => FieldValue::Bool(boolean(value)?),

@@ -13,6 +13,9 @@
 
 pub mod tutorial;
 
+/// The fake kube-apiserver and service-account JWTs of the Kubernetes auth tests.
+pub mod kube;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

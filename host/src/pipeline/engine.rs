@@ -1,7 +1,7 @@
 //! Calls into a mounted engine: match the path table, type the fields, call the
 //! component, and turn what it returns into a reply — registering the leases it asks for
 //! (behind write-ahead entries, so a crash between the side effect and the lease rolls the
-//! side effect back) and granting the SQL endpoints its accepted config names.
+//! side effect back) and granting the SQL and HTTPS endpoints its accepted config names.
 
 use std::sync::Arc;
 
@@ -177,6 +177,7 @@ async fn engine(
     };
     let mut typed = Vec::with_capacity(spec.fields.len());
     let mut sql_grant = None;
+    let mut https_grant = None;
     for field in &spec.fields {
         let captured = captures
             .name(&field.name)
@@ -194,6 +195,15 @@ async fn engine(
             // guest: dialable during this call, lasting once the engine accepts the config.
             sql_grant = Some(
                 crate::caps::sql::stage(&core.barrier, &mount.entry.uuid, &rest, dsn)
+                    .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?,
+            );
+        }
+        if let (Some(FieldValue::String(url)), Some(_), FieldKind::HttpsUrl) =
+            (&value, &token, field.kind)
+        {
+            // Likewise for outbound HTTPS: the operator's write names the destination.
+            https_grant = Some(
+                crate::caps::http::stage(&core.barrier, &mount.entry.uuid, &rest, url)
                     .map_err(|e| ApiError::bad(format!("field {:?}: {e}", field.name)))?,
             );
         }
@@ -227,6 +237,7 @@ async fn engine(
     let plugin = loaded.plugin.clone();
     let mut context = core.context(&mount);
     crate::caps::sql::allow_for_this_call(&mut context, sql_grant.as_ref());
+    crate::caps::http::allow_for_this_call(&mut context, https_grant.as_ref());
     // The guest runs on a fiber on this worker, yielding every epoch tick.
     let outcome = runtime.handle(&plugin, context, &request).await;
     let response = match outcome {
@@ -251,6 +262,22 @@ async fn engine(
             sql_grant,
         )
         .map_err(|e| ApiError::internal(format!("recording the SQL grant: {e}")))?;
+    }
+    if matches!(call.op, Op::Write | Op::Delete)
+        && spec
+            .fields
+            .iter()
+            .any(|f| matches!(f.kind, FieldKind::HttpsUrl))
+    {
+        // The engine accepted a config naming an HTTPS endpoint: its grant follows it.
+        crate::caps::http::settle(
+            &core.barrier,
+            &mount.entry.uuid,
+            &rest,
+            matches!(call.op, Op::Delete),
+            https_grant,
+        )
+        .map_err(|e| ApiError::internal(format!("recording the HTTPS grant: {e}")))?;
     }
     if let Some(raw) = response.raw {
         return Ok(Reply::Raw(raw.content_type, raw.body));

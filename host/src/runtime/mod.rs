@@ -37,9 +37,9 @@ mod bindings {
         path: "../wit/engine",
         world: "coffer:engine/all-capabilities",
         // Engine calls run on wasmtime fibers inside the async runtime (no thread hand-off
-        // per call). SQL and storage await the database and durable commits there; the
-        // other capabilities are quick and stay synchronous.
-        imports: { "coffer:host/sql": async, "coffer:host/storage": async },
+        // per call). SQL, storage and HTTP await the database, durable commits and remote
+        // servers there; the other capabilities are quick and stay synchronous.
+        imports: { "coffer:host/sql": async, "coffer:host/storage": async, "coffer:host/http": async },
         exports: { default: async },
         with: {
             "coffer:host/sql.connection": crate::caps::sql::Connection,
@@ -152,6 +152,8 @@ pub struct CallContext {
     pub limits: Limits,
     /// SQL capability, when the mount has one.
     pub sql: Option<crate::caps::sql::SqlState>,
+    /// Outbound HTTPS capability, when the mount has one.
+    pub http: Option<crate::caps::http::HttpState>,
 }
 
 /// Store data for one call.
@@ -491,7 +493,7 @@ impl Runtime {
                 max_bytes: limits.memory_bytes,
                 refused: false,
             },
-            caps: caps::State::new(context.mount, context.storage, context.sql),
+            caps: caps::State::new(context.mount, context.storage, context.sql, context.http),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -132,7 +132,7 @@ pub mod keys {
 }
 
 /// Bindings generated from `wit/engine`: world `coffer:engine/database-engine`.
-#[cfg(all(feature = "sql", not(feature = "pki")))]
+#[cfg(all(feature = "sql", not(feature = "pki"), not(feature = "http")))]
 #[allow(missing_docs, reason = "generated; documented in the WIT files")]
 pub mod bindings {
     wit_bindgen::generate!({

@@ -1,6 +1,7 @@
 //! Host capabilities granted to engine components: `coffer:host/storage` and
 //! `coffer:host/log` here, `coffer:host/sql` in [`sql`], `coffer:host/keys` in [`keys`]
-//! (with its key encodings in [`der`] and pre-generated RSA keys in [`rsa_pool`]).
+//! (with its key encodings in [`der`] and pre-generated RSA keys in [`rsa_pool`]), and
+//! `coffer:host/http` in [`http`].
 //!
 //! Each capability's per-call state lives in [`State`]; nothing is ambient. Storage is the
 //! mount's barrier [`View`] and nothing else: a guest cannot name a key outside it, cannot
@@ -69,16 +70,23 @@ pub struct State {
     mount: String,
     storage: Option<View>,
     pub(crate) sql: Option<sql::SqlState>,
+    pub(crate) http: Option<http::HttpState>,
     log_bytes: usize,
 }
 
 impl State {
     /// State for one call into the engine mounted at `mount`.
-    pub fn new(mount: String, storage: Option<View>, sql: Option<sql::SqlState>) -> Self {
+    pub fn new(
+        mount: String,
+        storage: Option<View>,
+        sql: Option<sql::SqlState>,
+        http: Option<http::HttpState>,
+    ) -> Self {
         Self {
             mount,
             storage,
             sql,
+            http,
             log_bytes: 0,
         }
     }
@@ -186,7 +194,8 @@ fn unix_now() -> u64 {
 }
 
 /// Links every capability into the runtime's linker, each from its own module: the shared
-/// types, storage and log here, then [`sql::add_to_linker`] and [`keys::add_to_linker`].
+/// types, storage and log here, then [`sql::add_to_linker`], [`keys::add_to_linker`] and
+/// [`http::add_to_linker`].
 /// What a given call may actually reach is decided per call by its [`State`].
 pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
