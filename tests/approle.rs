@@ -1159,3 +1159,88 @@ fn the_openbao_agent_logs_in_with_approle_and_renders_database_credentials() {
         403
     );
 }
+
+#[test]
+fn the_cli_enables_approle_issues_credentials_and_logs_in() {
+    let coffer = Coffer::dev();
+    coffer.policy("app-read", APP_READ);
+    coffer_tests::stdout(&coffer.cli(&["auth", "enable", "approle"]));
+    coffer_tests::stdout(&coffer.cli(&[
+        "write",
+        "auth/approle/role/cli",
+        "token_policies=app-read",
+        "secret_id_num_uses=1",
+    ]));
+    let role_id = coffer_tests::stdout(&coffer.cli(&[
+        "read",
+        "-field=role_id",
+        "auth/approle/role/cli/role-id",
+    ]));
+    let secret = coffer_tests::stdout(&coffer.cli(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        "auth/approle/role/cli/secret-id",
+    ]));
+    assert!(!secret.is_empty() && !role_id.is_empty());
+    let role_arg = format!("role_id={role_id}");
+    let secret_arg = format!("secret_id={secret}");
+    // (`=true` spelled out: the CLI does not list `-no-store` and `-token-only` as boolean
+    // flags, so a bare one would take the next argument as its value.)
+    let login = [
+        "login",
+        "-method=approle",
+        "-no-store=true",
+        "-token-only=true",
+        &role_arg,
+        &secret_arg,
+    ];
+    let token = coffer_tests::stdout(&coffer.cli(&login));
+    let looked = lookup_self(&coffer, token.trim());
+    assert_eq!(looked.status, 200, "{}", looked.text);
+    assert_eq!(looked.data()["meta"]["role_name"], json!("cli"));
+    // One use only: the same login again fails, with Vault's words.
+    let again = coffer.cli(&login);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(INVALID),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn the_openapi_document_describes_approle() {
+    let coffer = server();
+    let document = coffer.raw("GET", "sys/internal/specs/openapi", Some("root"), None, &[]);
+    assert_eq!(document.status, 200, "{}", document.text);
+    let paths = document.json["paths"].as_object().unwrap();
+    for path in [
+        "/auth/approle/login",
+        "/auth/approle/role/{role_name}",
+        "/auth/approle/role/{role_name}/role-id",
+        "/auth/approle/role/{role_name}/secret-id",
+        "/auth/approle/role/{role_name}/secret-id-accessor/destroy",
+        "/auth/approle/tidy/secret-id",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing: {:?}",
+            paths.keys()
+        );
+    }
+    let file = temp_dir("approle-openapi").join("openapi.json");
+    std::fs::write(&file, &document.text).unwrap();
+    let output = Command::new(clients_venv().join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('ok')",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
