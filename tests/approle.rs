@@ -113,6 +113,9 @@ fn role_to_login_to_a_token_its_policy_bounds() {
     assert_eq!(role.data()["secret_id_num_uses"], json!(0));
     assert!(role.data().get("role_id").is_none(), "{}", role.text);
     assert_eq!(coffer.list("auth/approle/role"), vec!["web"]);
+    // Role names are case-insensitive, as in Vault.
+    let upper = coffer.call("GET", "auth/approle/role/WEB", None);
+    assert_eq!(upper.data(), role.data(), "{}", upper.text);
     assert_eq!(
         coffer.call("GET", "auth/approle/role/nobody", None).status,
         404

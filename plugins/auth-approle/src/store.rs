@@ -1,6 +1,7 @@
-//! Storage layout and the entries kept in it. Owns every storage key this engine uses;
-//! never stores a secret ID, a role ID or an accessor as a key or value in clear (secret
-//! IDs appear only as HMACs; role IDs and accessors only as SHA-256 in keys).
+//! Storage layout and the entries kept in it. Owns every storage key this engine uses.
+//! A secret ID is never stored in clear, only as its HMAC under the role's key. Role IDs
+//! and accessors are read back (`role-id`, `LIST secret-id`), so they are values; in keys
+//! they appear only as their SHA-256.
 //!
 //! - `role/<name>`: a [`Role`];
 //! - `role_id/<sha256(role_id)>`: a [`RoleIdIndex`], naming the role that owns a role ID;
