@@ -1188,13 +1188,11 @@ fn the_cli_enables_approle_issues_credentials_and_logs_in() {
     assert!(!secret.is_empty() && !role_id.is_empty());
     let role_arg = format!("role_id={role_id}");
     let secret_arg = format!("secret_id={secret}");
-    // (`=true` spelled out: the CLI does not list `-no-store` and `-token-only` as boolean
-    // flags, so a bare one would take the next argument as its value.)
     let login = [
         "login",
         "-method=approle",
-        "-no-store=true",
-        "-token-only=true",
+        "-no-store",
+        "-token-only",
         &role_arg,
         &secret_arg,
     ];
