@@ -152,7 +152,7 @@ impl Engine for AppRole {
     }
 
     fn periodic() -> Result<(), EngineError> {
-        secret_id::tidy().map(|_| ())
+        secret_id::periodic_tidy()
     }
 }
 
