@@ -32,8 +32,10 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "h",
     "sync",
     "output-policy",
-    "token-only",
+    "detailed",
+    "local",
     "no-store",
+    "token-only",
 ];
 
 /// A CLI failure and its exit code. Code 0 is not a failure: the command stopped early
@@ -1265,6 +1267,32 @@ mod tests {
         assert_eq!(args.flag("format"), Some("json"));
         assert!(args.bool("force"));
         assert_eq!(args.positional, vec!["pki", "k=v"]);
+    }
+
+    #[test]
+    fn every_flag_read_as_a_boolean_takes_no_value() {
+        let raw: Vec<String> = [
+            "login",
+            "-method=approle",
+            "-no-store",
+            "-token-only",
+            "role_id=r",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let args = Args::parse(&raw);
+        assert!(args.bool("no-store") && args.bool("token-only"));
+        assert_eq!(args.positional, vec!["login", "role_id=r"]);
+        // A flag `run` reads with `args.bool` must be listed, or it swallows the next word.
+        let source = include_str!("cli.rs");
+        for flag in source.split("args.bool(\"").skip(1) {
+            let name = flag.split('"').next().unwrap_or_default();
+            assert!(
+                BOOLEAN_FLAGS.contains(&name),
+                "-{name} is read as a boolean but not listed"
+            );
+        }
     }
 
     #[test]

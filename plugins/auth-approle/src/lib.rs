@@ -26,6 +26,12 @@ const ROLE_NAME: &str = r"(?P<role_name>\w(?:[\w.@-]*\w)?)";
 /// expired (Vault's): the caller must not learn which of the two was wrong.
 pub const INVALID_CREDENTIALS: &str = "invalid role or secret ID";
 
+/// The `role_name` captured from a role's paths. Lower-cased, as Vault treats role names
+/// (`role/Web` and `role/web` are one role).
+fn role_name() -> FieldSchema {
+    Field::lowercase("role_name", "Name of the role (case-insensitive).")
+}
+
 /// The path table with its handlers (what `describe` reports is what `handle` routes).
 fn routes() -> SpecBuilder {
     spec("approle")
@@ -54,7 +60,7 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&format!("role/{ROLE_NAME}"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .fields(role::fields())
                 .synopsis("Create, read, update or delete a role.")
                 .on(Operation::Read, role::read)
@@ -64,7 +70,7 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&format!("role/{ROLE_NAME}/role-id"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .field(Field::string("role_id", "A custom role ID for the role."))
                 .synopsis("Read the role's role ID, or set a custom one.")
                 .on(Operation::Read, role::read_role_id)
@@ -72,7 +78,7 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&format!("role/{ROLE_NAME}/secret-id/?"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .fields(secret_id::issue_fields())
                 .synopsis("Issue a secret ID for the role, or list its accessors.")
                 .on(Operation::Update, secret_id::generate)
@@ -80,7 +86,7 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&format!("role/{ROLE_NAME}/custom-secret-id"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .field(Field::string("secret_id", "The secret ID to register."))
                 .fields(secret_id::issue_fields())
                 .synopsis("Register a secret ID chosen by the caller.")
@@ -88,14 +94,14 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&format!("role/{ROLE_NAME}/secret-id/lookup"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .field(Field::string("secret_id", "The secret ID to look up."))
                 .synopsis("Read a secret ID's properties.")
                 .on(Operation::Update, secret_id::lookup),
         )
         .path(
             path(&format!("role/{ROLE_NAME}/secret-id/destroy"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .field(Field::string("secret_id", "The secret ID to destroy."))
                 .synopsis("Destroy a secret ID.")
                 .on(Operation::Update, secret_id::destroy)
@@ -103,7 +109,7 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&format!("role/{ROLE_NAME}/secret-id-accessor/lookup"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .field(Field::string(
                     "secret_id_accessor",
                     "The accessor of a secret ID.",
@@ -113,7 +119,7 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&format!("role/{ROLE_NAME}/secret-id-accessor/destroy"))
-                .field(Field::string("role_name", "Name of the role."))
+                .field(role_name())
                 .field(Field::string(
                     "secret_id_accessor",
                     "The accessor of a secret ID.",
@@ -146,7 +152,7 @@ impl Engine for AppRole {
     }
 
     fn periodic() -> Result<(), EngineError> {
-        secret_id::tidy().map(|_| ())
+        secret_id::periodic_tidy()
     }
 }
 

@@ -11,7 +11,7 @@ use coffer_sdk::storage::Batch;
 
 use crate::role::cidr_list;
 use crate::store::{
-    ACCESSOR_PREFIX, AccessorEntry, Role, SECRET_ID_PREFIX, SecretIdEntry, accessor_key,
+    ACCESSOR_PREFIX, AccessorEntry, LAST_TIDY, Role, SECRET_ID_PREFIX, SecretIdEntry, accessor_key,
     existing_role, random_uuid, remove_secret_id, secret_id_entry,
 };
 
@@ -24,6 +24,8 @@ const MAX_METADATA_KEY_BYTES: usize = 128;
 const MAX_METADATA_VALUE_BYTES: usize = 512;
 /// Longest custom secret ID (it is HMACed for storage; this bounds the work).
 const MAX_SECRET_ID_BYTES: usize = 4096;
+/// Seconds between automatic tidies (Vault tidies secret IDs once a minute too).
+const PERIODIC_TIDY_SECONDS: u64 = 60;
 /// How Vault shows "never" for a secret ID without expiry (Go's zero time).
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
@@ -186,8 +188,22 @@ pub fn tidy_request(_req: &Request) -> Result<Response, EngineError> {
     })))
 }
 
+/// [`tidy`] from the host's periodic maintenance (every few seconds), once per
+/// [`PERIODIC_TIDY_SECONDS`], the first time that long after the mount's first call: a
+/// tidy reads every secret ID entry.
+pub fn periodic_tidy() -> Result<(), EngineError> {
+    let now = time::unix_now()?;
+    let last: Option<u64> = storage::get_json(LAST_TIDY)?;
+    let due = last.is_some_and(|last| now >= last.saturating_add(PERIODIC_TIDY_SECONDS));
+    if last.is_some() && !due {
+        return Ok(());
+    }
+    storage::put_json(LAST_TIDY, &now)?;
+    if due { tidy().map(|_| ()) } else { Ok(()) }
+}
+
 /// Removes expired secret IDs (with their accessors) and orphaned accessors; returns how
-/// many of each. Also run periodically by the host.
+/// many of each.
 pub fn tidy() -> Result<(usize, usize), EngineError> {
     let now = time::unix_now()?;
     let mut secret_ids = 0;

@@ -1,11 +1,13 @@
-//! Storage layout and the entries kept in it. Owns every storage key this engine uses;
-//! never stores a secret ID, a role ID or an accessor as a key or value in clear (secret
-//! IDs appear only as HMACs; role IDs and accessors only as SHA-256 in keys).
+//! Storage layout and the entries kept in it. Owns every storage key this engine uses.
+//! A secret ID is never stored in clear, only as its HMAC under the role's key. Role IDs
+//! and accessors are read back (`role-id`, `LIST secret-id`), so they are values; in keys
+//! they appear only as their SHA-256.
 //!
 //! - `role/<name>`: a [`Role`];
 //! - `role_id/<sha256(role_id)>`: a [`RoleIdIndex`], naming the role that owns a role ID;
 //! - `secret_id/<hmac(role key, name)>/<hmac(role key, secret_id)>`: a [`SecretIdEntry`];
-//! - `accessor/<sha256(accessor)>`: an [`AccessorEntry`], pointing at its secret ID's key.
+//! - `accessor/<sha256(accessor)>`: an [`AccessorEntry`], pointing at its secret ID's key;
+//! - `tidy/last-periodic`: unix seconds of the last automatic tidy.
 //!
 //! A secret ID entry and its accessor are created in one commit and removed in one
 //! commit conditional on the secret ID entry ([`remove_secret_id`]), so an accessor can be
@@ -28,6 +30,8 @@ pub const ROLE_ID_PREFIX: &str = "role_id/";
 pub const SECRET_ID_PREFIX: &str = "secret_id/";
 /// Secret ID accessors.
 pub const ACCESSOR_PREFIX: &str = "accessor/";
+/// When the last automatic tidy ran.
+pub const LAST_TIDY: &str = "tidy/last-periodic";
 /// Bytes of a role's random HMAC key.
 const ROLE_KEY_BYTES: usize = 32;
 /// Attempts at one conditional update before giving up: each lost race means another
