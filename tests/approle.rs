@@ -12,15 +12,15 @@
 )]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_host::backend::{Backend, FileBackend};
 use coffer_host::barrier::Barrier;
+use coffer_tests::tutorial::{start_bao_agent, stop_agent, tutorial_database};
 use coffer_tests::{
-    Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, Reply, Value, clients_venv, eventually,
-    fixtures_config, json, temp_dir,
+    Coffer, Postgres, Reply, Value, clients_venv, eventually, fixtures_config, json, temp_dir,
 };
 
 /// Vault's words for every refused login credential.
@@ -999,9 +999,6 @@ print("ok")
     );
 }
 
-/// `CREATE ROLE` for the database engine's role, as the tutorial writes it.
-const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";";
-
 /// The OpenBao agent's configuration: AppRole auto-auth from files, a token sink, and a
 /// template that renders database credentials.
 fn agent_config(coffer: &Coffer, dir: &Path) -> String {
@@ -1036,29 +1033,6 @@ template {{
     )
 }
 
-/// Starts `bao agent` with `config`, logging to `dir/agent.log`.
-fn start_agent(dir: &Path, config: &str) -> std::process::Child {
-    std::fs::write(dir.join("agent.hcl"), config).unwrap();
-    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    Command::new(clients_venv().join("bin/bao"))
-        .args(["agent", "-config"])
-        .arg(dir.join("agent.hcl"))
-        .env("HOME", dir)
-        .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Stops an agent this test started, by its own handle.
-fn stop_agent(mut agent: std::process::Child) {
-    let _ = agent.kill();
-    let _ = agent.wait();
-}
-
 #[test]
 fn the_openbao_agent_logs_in_with_approle_and_renders_database_credentials() {
     let pg = Postgres::start(false);
@@ -1071,24 +1045,7 @@ fn the_openbao_agent_logs_in_with_approle_and_renders_database_credentials() {
         "{}",
         mounts.text
     );
-    let config = coffer.call(
-        "POST",
-        "database/config/grade-api-db",
-        Some(json!({
-            "plugin_name": "postgresql-database-plugin",
-            "allowed_roles": "grade-api-role",
-            "connection_url": pg.connection_url("disable"),
-            "username": PG_ROOT_USER,
-            "password": PG_ROOT_PASSWORD,
-        })),
-    );
-    assert_eq!(config.status, 204, "{}", config.text);
-    let role = coffer.call(
-        "POST",
-        "database/roles/grade-api-role",
-        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION, "default_ttl": "1h"})),
-    );
-    assert_eq!(role.status, 204, "{}", role.text);
+    tutorial_database(&coffer, &pg);
     coffer.policy(
         "grade-reader",
         r#"path "database/creds/grade-api-role" { capabilities = ["read"] }"#,
@@ -1103,7 +1060,7 @@ fn the_openbao_agent_logs_in_with_approle_and_renders_database_credentials() {
     let wrong = temp_dir("agent-wrong");
     std::fs::write(wrong.join("role-id"), role_id(&coffer, "grades")).unwrap();
     std::fs::write(wrong.join("secret-id"), "not-the-secret-id").unwrap();
-    let agent = start_agent(&wrong, &agent_config(&coffer, &wrong));
+    let agent = start_bao_agent(&wrong, &agent_config(&coffer, &wrong));
     let complained = eventually(Duration::from_secs(30), || {
         std::fs::read_to_string(wrong.join("agent.log"))
             .unwrap_or_default()
@@ -1121,7 +1078,7 @@ fn the_openbao_agent_logs_in_with_approle_and_renders_database_credentials() {
     let dir = temp_dir("agent");
     std::fs::write(dir.join("role-id"), role_id(&coffer, "grades")).unwrap();
     std::fs::write(dir.join("secret-id"), secret_id(&coffer, "grades")).unwrap();
-    let agent = start_agent(&dir, &agent_config(&coffer, &dir));
+    let agent = start_bao_agent(&dir, &agent_config(&coffer, &dir));
     let rendered = eventually(Duration::from_secs(60), || {
         std::fs::read_to_string(dir.join("creds")).is_ok_and(|c| c.contains(':'))
     });

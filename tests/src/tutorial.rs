@@ -3,9 +3,59 @@
 //! it issues.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
-use crate::{Coffer, json, stdout};
+use crate::{Coffer, PG_ROOT_PASSWORD, PG_ROOT_USER, Postgres, clients_venv, json, stdout};
+
+/// `CREATE ROLE` for the database engine's role, as the tutorial writes it.
+pub const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";";
+
+/// The tutorial's database setup on the dev server's `database/` mount: the connection
+/// `grade-api-db` to `pg` and the role `grade-api-role` (1 h credentials).
+pub fn tutorial_database(coffer: &Coffer, pg: &Postgres) {
+    let config = coffer.call(
+        "POST",
+        "database/config/grade-api-db",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "allowed_roles": "grade-api-role",
+            "connection_url": pg.connection_url("disable"),
+            "username": PG_ROOT_USER,
+            "password": PG_ROOT_PASSWORD,
+        })),
+    );
+    assert_eq!(config.status, 204, "{}", config.text);
+    let role = coffer.call(
+        "POST",
+        "database/roles/grade-api-role",
+        Some(json!({"db_name": "grade-api-db", "creation_statements": CREATION, "default_ttl": "1h"})),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+}
+
+/// Starts OpenBao's agent (`bao agent`, a Vault-compatible agent nobody here wrote) with
+/// `config` (HCL), in `dir`, logging to `dir/agent.log`. Stop it with [`stop_agent`].
+pub fn start_bao_agent(dir: &Path, config: &str) -> Child {
+    std::fs::write(dir.join("agent.hcl"), config).unwrap();
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    Command::new(clients_venv().join("bin/bao"))
+        .args(["agent", "-config"])
+        .arg(dir.join("agent.hcl"))
+        .env("HOME", dir)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops an agent a test started, by its own handle.
+pub fn stop_agent(mut agent: Child) {
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
 
 /// The tutorial role's `allowed_domains`.
 pub const ROLE_DOMAINS: &str = "grade-api.svc.cluster.local,grade-api.grade-api.svc.cluster.local";
