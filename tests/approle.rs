@@ -12,7 +12,6 @@
 )]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use coffer_host::backend::{Backend, FileBackend};
 use coffer_host::barrier::Barrier;
 use coffer_tests::tutorial::{start_bao_agent, stop_agent, tutorial_database};
 use coffer_tests::{
-    Coffer, Postgres, Reply, Value, clients_venv, eventually, fixtures_config, json, temp_dir,
+    Coffer, Postgres, Reply, Value, eventually, fixtures_config, json, run_python, temp_dir,
 };
 
 /// Vault's words for every refused login credential.
@@ -987,16 +986,7 @@ except hvac.exceptions.InvalidRequest:
     pass
 print("ok")
 "#;
-    let output = Command::new(clients_venv().join("bin/python"))
-        .args(["-c", script, &coffer.addr])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python(script, &[&coffer.addr]);
 }
 
 /// The OpenBao agent's configuration: AppRole auto-auth from files, a token sink, and a
@@ -1188,17 +1178,8 @@ fn the_openapi_document_describes_approle() {
     }
     let file = temp_dir("approle-openapi").join("openapi.json");
     std::fs::write(&file, &document.text).unwrap();
-    let output = Command::new(clients_venv().join("bin/python"))
-        .args([
-            "-c",
-            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('ok')",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_python(
+        "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('ok')",
+        &[file.to_str().unwrap()],
     );
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use coffer_tests::{Coffer, Value, clients_venv, eventually, json, stdout, temp_dir};
+use coffer_tests::{Coffer, Value, eventually, json, run_python, stdout, temp_dir};
 
 /// Every line of an audit file, parsed (a line that is not JSON fails the test).
 fn entries(path: &Path) -> Vec<Value> {
@@ -732,14 +732,5 @@ client.sys.disable_audit_device("file")
 assert client.sys.list_enabled_audit_devices()["data"] == {}
 print("ok")
 "#;
-    let output = Command::new(clients_venv().join("bin/python"))
-        .args(["-c", script, &coffer.addr, &log.display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python(script, &[&coffer.addr, &log.display().to_string()]);
 }

@@ -12,28 +12,16 @@
 
 use std::process::{Command, Output};
 
-use coffer_tests::{Coffer, Value, clients_venv, json, temp_dir};
+use coffer_tests::{Coffer, Value, clients_venv, json, run_python, temp_dir};
 
 /// Runs a Python script that uses hvac against `coffer` (its address is `sys.argv[1]`);
 /// the script must print `ok` and exit 0.
 fn run_hvac(coffer: &Coffer, script: &str) {
-    run_python(script, &coffer.addr);
+    run_python(script, &[&coffer.addr]);
 }
 
 /// Runs a Python script of the clients venv with `arg` as `sys.argv[1]`; it must print
 /// `ok` and exit 0.
-fn run_python(script: &str, arg: &str) {
-    let output = Command::new(clients_venv().join("bin/python"))
-        .args(["-c", script, arg])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// `bao <args>` against `coffer` with `token` (none: no token at all).
 fn bao(coffer: &Coffer, token: Option<&str>, args: &[&str]) -> Output {

@@ -11,9 +11,7 @@
     reason = "tests"
 )]
 
-use std::process::Command;
-
-use coffer_tests::{Coffer, Reply, Value, clients_venv, json, temp_dir};
+use coffer_tests::{Coffer, Reply, Value, json, run_python, temp_dir};
 
 /// Validates `document` with `openapi_spec_validator.validate`, failing the test with
 /// the validator's message if it is not a valid OpenAPI document.
@@ -28,16 +26,7 @@ with open(sys.argv[1]) as f:
 validate(document)
 print("ok")
 "#;
-    let output = Command::new(clients_venv().join("bin/python"))
-        .args(["-c", script, file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
-        "{label} is not valid OpenAPI (is openapi-spec-validator installed? run ./scripts/test):\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python(script, &[file.to_str().unwrap()]);
 }
 
 fn get(coffer: &Coffer, token: Option<&str>, path: &str) -> Reply {

@@ -988,6 +988,23 @@ impl Coffer {
     }
 }
 
+/// Runs `script` with the clients venv's Python (hvac, openapi-spec-validator) and `args`
+/// as `sys.argv[1:]`, failing the test unless it exits 0 having printed `ok`.
+pub fn run_python(script: &str, args: &[&str]) {
+    let output = Command::new(clients_venv().join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
+        "the Python client script failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The Python venv with the real clients (`bao`, hvac, openapi-spec-validator) that
 /// `scripts/test` creates: `COFFER_CLIENTS_VENV`, else `target/clients-venv`.
 pub fn clients_venv() -> PathBuf {

@@ -204,16 +204,13 @@ pub fn stage(
     url: &str,
 ) -> Result<StagedGrant, String> {
     let origin = origin_of(url)?;
-    let prefix = grants_prefix(mount_uuid);
-    let existing = barrier
-        .scan(&prefix, None, MAX_GRANTS + 1)
-        .map_err(|e| e.to_string())?;
-    let key = format!("{prefix}{path}");
-    if existing.len() >= MAX_GRANTS && !existing.contains(&key) {
-        return Err(format!(
-            "a mount may hold at most {MAX_GRANTS} configs naming HTTPS endpoints; delete one first"
-        ));
-    }
+    super::check_grant_room(
+        barrier,
+        &grants_prefix(mount_uuid),
+        path,
+        MAX_GRANTS,
+        "configs naming HTTPS endpoints",
+    )?;
     Ok(StagedGrant { origin })
 }
 

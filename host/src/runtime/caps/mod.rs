@@ -44,6 +44,28 @@ const RESERVED_PREFIXES: [&str; 2] = ["wal/", "_keys/"];
 /// Where write-ahead entries live inside a mount's view.
 pub const WAL_PREFIX: &str = "wal/";
 
+/// Refuses a config that would grant a mount its `max + 1`-th endpoint config under
+/// `prefix` (a rewrite of the config at `path` is always allowed): the bound shared by the
+/// `sql` and `http` grants. `what` names the configs in the refusal.
+pub(crate) fn check_grant_room(
+    barrier: &crate::barrier::Barrier,
+    prefix: &str,
+    path: &str,
+    max: usize,
+    what: &str,
+) -> Result<(), String> {
+    let existing = barrier
+        .scan(prefix, None, max + 1)
+        .map_err(|e| e.to_string())?;
+    let key = format!("{prefix}{path}");
+    if existing.len() >= max && !existing.contains(&key) {
+        return Err(format!(
+            "a mount may hold at most {max} {what}; delete one first"
+        ));
+    }
+    Ok(())
+}
+
 /// The view-relative key of write-ahead entry `id`, if `id` is one the host issues (a UUID).
 pub fn wal_key(id: &str) -> Option<String> {
     uuid::Uuid::parse_str(id)

@@ -352,16 +352,13 @@ pub fn stage(
     dsn: &str,
 ) -> Result<StagedGrant, String> {
     let grant = Grant::of_dsn(dsn)?;
-    let prefix = config_grants_prefix(mount_uuid);
-    let existing = barrier
-        .scan(&prefix, None, MAX_GRANTS + 1)
-        .map_err(|e| e.to_string())?;
-    let key = format!("{prefix}{path}");
-    if existing.len() >= MAX_GRANTS && !existing.contains(&key) {
-        return Err(format!(
-            "a mount may hold at most {MAX_GRANTS} connection configs; delete one first"
-        ));
-    }
+    super::check_grant_room(
+        barrier,
+        &config_grants_prefix(mount_uuid),
+        path,
+        MAX_GRANTS,
+        "connection configs",
+    )?;
     Ok(StagedGrant { grant })
 }
 
