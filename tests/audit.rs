@@ -273,7 +273,7 @@ fn log_raw_prefix_hmac_accessor_and_elided_lists_change_what_is_written() {
         &coffer,
         "raw",
         &raw,
-        json!({"log_raw": "true", "prefix": "AUDIT: ", "mode": "0640"}),
+        json!({"log_raw": "true", "mode": "0640"}),
     );
     enable(
         &coffer,
@@ -301,8 +301,8 @@ fn log_raw_prefix_hmac_accessor_and_elided_lists_change_what_is_written() {
     let listed = coffer.call("LIST", "secret/", None);
     assert_eq!(listed.status, 200, "{}", listed.text);
 
-    // log_raw: every value in clear, the prefix before every line.
-    let raw_entries = entries_after_prefix(&raw, "AUDIT: ");
+    // log_raw: every value in clear.
+    let raw_entries = entries(&raw);
     let write = of(&raw_entries, "request", "secret/a")[0];
     assert_eq!(write["request"]["data"]["password"], password);
     assert_eq!(write["request"]["client_token"], "root");
@@ -342,6 +342,15 @@ fn log_raw_prefix_hmac_accessor_and_elided_lists_change_what_is_written() {
         (
             json!({"file_path": "/tmp/x.log", "log-raw": "true"}),
             "unknown option",
+        ),
+        // Vault's CVE-2025-6000: no chosen text on every line, no executable log.
+        (
+            json!({"file_path": "/tmp/x.log", "prefix": "id; #"}),
+            "only be set in the config file",
+        ),
+        (
+            json!({"file_path": "/tmp/x.log", "mode": "0777"}),
+            "executable",
         ),
     ] {
         let reply = coffer.call(
@@ -624,7 +633,7 @@ plugin = "kv"
 path = "file"
 type = "file"
 description = "from the config file"
-options = {{ file_path = "{}", hmac_accessor = "false" }}
+options = {{ file_path = "{}", hmac_accessor = "false", prefix = "AUDIT: " }}
 "#,
         log.display()
     );
@@ -645,8 +654,13 @@ options = {{ file_path = "{}", hmac_accessor = "false" }}
         204
     );
     let hash = audit_hash(&coffer, "file", "s3cret");
+    // The config file may set a prefix (the API may not): it starts every line.
     assert_eq!(
-        of(&entries(&log), "request", "secret/a")[0]["request"]["data"]["v"],
+        of(
+            &entries_after_prefix(&log, "AUDIT: "),
+            "request",
+            "secret/a"
+        )[0]["request"]["data"]["v"],
         hash
     );
 
@@ -659,7 +673,7 @@ options = {{ file_path = "{}", hmac_accessor = "false" }}
         "the salt survives a restart"
     );
     assert_eq!(coffer.call("GET", "secret/a", None).status, 200);
-    let after = entries(&log);
+    let after = entries_after_prefix(&log, "AUDIT: ");
     assert_eq!(of(&after, "response", "secret/a").len(), 2, "{after:#?}");
     let listed = coffer.call("GET", "sys/audit", None);
     assert_eq!(listed.data().as_object().unwrap().len(), 1);
@@ -676,7 +690,7 @@ fn the_cli_enables_lists_and_disables_devices() {
         "-description=cli device",
         "file",
         &format!("file_path={}", log.display()),
-        "prefix=coffer:",
+        "hmac_accessor=false",
     ]);
     assert!(
         stdout(&enabled).contains("Success! Enabled the file audit device at: file/"),
@@ -694,8 +708,8 @@ fn the_cli_enables_lists_and_disables_devices() {
     );
     let as_json: Value =
         serde_json::from_str(&stdout(&coffer.cli(&["audit", "list", "-format=json"]))).unwrap();
-    assert_eq!(as_json["file/"]["options"]["prefix"], "coffer:");
-    assert!(!entries_after_prefix(&log, "coffer:").is_empty());
+    assert_eq!(as_json["file/"]["options"]["hmac_accessor"], "false");
+    assert!(!entries(&log).is_empty());
     let refused = coffer.cli(&["audit", "enable", "file", "file_path=relative"]);
     assert!(!refused.status.success(), "{refused:?}");
     let disabled = coffer.cli(&["audit", "disable", "file"]);
@@ -733,4 +747,42 @@ assert client.sys.list_enabled_audit_devices()["data"] == {}
 print("ok")
 "#;
     run_python(script, &[&coffer.addr, &log.display().to_string()]);
+}
+
+/// Vault's CVE-2025-6000, attacked as the review did: a device enabled over an existing
+/// script with a chosen prefix and an executable mode must neither make it run anything
+/// nor change its permissions.
+#[test]
+fn an_audit_device_cannot_turn_a_file_into_a_script() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-victim");
+    let victim = dir.join("victim.sh");
+    std::fs::write(&victim, "echo hello\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for options in [
+        json!({"file_path": victim, "mode": "0777", "prefix": "id > /tmp/pwned; exit 0 #"}),
+        json!({"file_path": victim, "prefix": "id > /tmp/pwned; exit 0 #"}),
+        json!({"file_path": victim, "mode": "0755"}),
+    ] {
+        let refused = coffer.call(
+            "PUT",
+            "sys/audit/evil",
+            Some(json!({"type": "file", "options": options})),
+        );
+        assert_eq!(refused.status, 400, "{}", refused.text);
+    }
+    // Without a prefix and with a plain mode, the device appends JSON and leaves the
+    // file's permissions as they were.
+    enable(&coffer, "evil", &victim, json!({"mode": "0644"}));
+    coffer.call("GET", "sys/mounts", None);
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&victim).unwrap();
+    assert!(text.starts_with("echo hello\n"), "{text}");
+    assert!(
+        text.lines().skip(1).all(|line| line.starts_with('{')),
+        "{text}"
+    );
 }

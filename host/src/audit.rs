@@ -101,6 +101,10 @@ pub struct EnableRequest {
     /// Options (`file_path`, `mode`, `prefix`, `log_raw`, `hmac_accessor`,
     /// `elide_list_responses`, `format`).
     pub options: BTreeMap<String, String>,
+    /// Asked for over the API (`sys/audit/<path>`), not by the config file: `prefix` is
+    /// refused (Vault's CVE-2025-6000: a chosen prefix on every line of a file the server
+    /// can write is a script or an `authorized_keys`).
+    pub from_api: bool,
 }
 
 /// Where a file device writes.
@@ -129,7 +133,7 @@ struct FileOptions {
 impl FileOptions {
     /// Parses Vault's options of the `file` device; an unknown option is refused (a
     /// misspelt `log-raw` must not silently log in clear or not at all).
-    fn parse(options: &BTreeMap<String, String>) -> Result<Self, AuditError> {
+    fn parse(options: &BTreeMap<String, String>, from_api: bool) -> Result<Self, AuditError> {
         let invalid = |m: String| AuditError::Invalid(m);
         let flag = |name: &str, default: bool| -> Result<bool, AuditError> {
             match options.get(name) {
@@ -181,7 +185,17 @@ impl FileOptions {
                 .filter(|m| *m <= 0o777)
                 .ok_or_else(|| invalid(format!("unable to parse 'mode': {text:?}")))?,
         };
+        if mode & 0o111 != 0 {
+            return Err(invalid(format!(
+                "mode {mode:o} would make the audit log executable; use read/write bits only (0600, 0640)"
+            )));
+        }
         let prefix = options.get("prefix").cloned().unwrap_or_default();
+        if from_api && !prefix.is_empty() {
+            return Err(invalid(
+                "prefix can only be set in the config file's [[audit]] entry: over the API it would let a caller write chosen text into any file the server can write".to_string(),
+            ));
+        }
         if prefix.len() > MAX_PREFIX_BYTES || prefix.contains('\n') {
             return Err(invalid(format!(
                 "prefix must be one line of at most {MAX_PREFIX_BYTES} bytes"
@@ -308,19 +322,34 @@ impl Device {
     }
 }
 
-/// Opens an audit log for appending, created with `mode`; `mode` 0 leaves the mode of an
-/// existing file alone (as Vault).
+/// Opens an audit log for appending. A file this creates gets `mode` (0600 for 0); an
+/// existing file keeps its own: enabling a device never changes the permissions of a file
+/// that was there (it could be any file the server can write).
 fn open_log(path: &std::path::Path, mode: u32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let file = std::fs::OpenOptions::new()
+    let mode = if mode == 0 { 0o600 } else { mode };
+    match std::fs::OpenOptions::new()
         .append(true)
-        .create(true)
-        .mode(if mode == 0 { 0o600 } else { mode })
-        .open(path)?;
-    if mode != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+    {
+        Ok(file) => {
+            // The umask may have taken bits off; the operator's mode is what was asked.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            Ok(file)
+        }
+        // An existing name (a file, or a symlink, whose target may still be created):
+        // opened as it is, its mode untouched.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(mode)
+                .open(path)
+        }
+        Err(error) => Err(error),
     }
-    Ok(file)
 }
 
 /// Where a request was routed, for the entry's `mount_*` fields.
@@ -526,7 +555,7 @@ impl Broker {
                 request.kind
             )));
         }
-        let options = FileOptions::parse(&request.options)?;
+        let options = FileOptions::parse(&request.options, request.from_api)?;
         let mut table = self.read()?.clone();
         if let Some(existing) = table
             .keys()
@@ -648,7 +677,7 @@ impl Broker {
 
     /// A persisted device with its salt; its file is opened now if it can be.
     fn restore(&self, entry: DeviceEntry) -> Result<Device, AuditError> {
-        let options = FileOptions::parse(&entry.options)?;
+        let options = FileOptions::parse(&entry.options, false)?;
         let salt = self
             .barrier
             .get(&format!("{SALT_PREFIX}{}", entry.uuid))?
@@ -895,7 +924,7 @@ mod tests {
                 uuid: "u".into(),
                 created: 0,
             },
-            options: FileOptions::parse(&options).unwrap_or_else(|e| panic!("{e}")),
+            options: FileOptions::parse(&options, false).unwrap_or_else(|e| panic!("{e}")),
             salt: Zeroizing::new(b"salt".to_vec()),
             file: Mutex::new(None),
         }
@@ -936,15 +965,22 @@ mod tests {
 
     #[test]
     fn options_are_parsed_and_unknown_ones_refused() {
-        let parse = |pairs: &[(&str, &str)]| {
+        let parse_from = |pairs: &[(&str, &str)], from_api: bool| {
             FileOptions::parse(
                 &pairs
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                from_api,
             )
         };
+        let parse = |pairs: &[(&str, &str)]| parse_from(pairs, false);
         assert!(parse(&[]).is_err(), "file_path is required");
+        // No executable logs; a prefix only from the config file.
+        assert!(parse(&[("file_path", "/x"), ("mode", "0755")]).is_err());
+        assert!(parse(&[("file_path", "/x"), ("mode", "0601")]).is_err());
+        assert!(parse_from(&[("file_path", "/x"), ("prefix", "p")], true).is_err());
+        assert!(parse_from(&[("file_path", "/x"), ("prefix", "p")], false).is_ok());
         assert!(parse(&[("file_path", "relative.log")]).is_err());
         assert!(parse(&[("file_path", "/x"), ("log-raw", "true")]).is_err());
         assert!(parse(&[("file_path", "/x"), ("mode", "999")]).is_err());

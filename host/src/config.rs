@@ -176,6 +176,7 @@ impl AuditConfig {
             kind: self.kind.clone(),
             description: self.description.clone(),
             options: self.options.clone(),
+            from_api: false,
         }
     }
 }

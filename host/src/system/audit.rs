@@ -58,6 +58,7 @@ pub(crate) fn audit(core: &Core, call: &Call, target: &str) -> Result<Reply, Api
                 kind,
                 description,
                 options: string_map(call.input.get("options"), "options")?,
+                from_api: true,
             })?;
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
