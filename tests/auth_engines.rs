@@ -197,6 +197,27 @@ fn cidr_bound_tokens_work_only_from_their_blocks() {
         json!({"policies": "a", "bound_cidrs": "127.0.0.0/8,10.0.0.0/8"}),
     ));
     assert_eq!(lookup_self(&coffer, &here).status, 200);
+    // Refused from outside its blocks, a token's uses are not spent there (a thief
+    // elsewhere cannot use it up for its owner).
+    let counted = login(
+        &coffer,
+        json!({"policies": "a", "bound_cidrs": "10.0.0.0/8", "num_uses": 2}),
+    );
+    let accessor = counted.json["auth"]["accessor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let counted = client_token(&counted);
+    for _ in 0..3 {
+        assert_eq!(lookup_self(&coffer, &counted).status, 403);
+    }
+    let looked = coffer.call(
+        "POST",
+        "auth/token/lookup-accessor",
+        Some(json!({"accessor": accessor})),
+    );
+    assert_eq!(looked.status, 200, "{}", looked.text);
+    assert_eq!(looked.data()["num_uses"], json!(2), "{}", looked.text);
     // An engine asking for nonsense blocks is refused as the engine's fault.
     let broken = login(&coffer, json!({"policies": "a", "bound_cidrs": "nowhere"}));
     assert_eq!(broken.status, 500, "{}", broken.text);
@@ -224,6 +245,16 @@ fn auth_mounts_are_listed_apart_and_survive_a_restart() {
     assert_eq!(tuned.status, 204, "{}", tuned.text);
     let capped = login(&coffer, json!({"policies": "a"}));
     assert_eq!(capped.json["auth"]["lease_duration"], json!(300));
+    // A periodic token's period is bounded by the mount's max TTL too.
+    let periodic = login(&coffer, json!({"policies": "a", "period": "87600h"}));
+    assert_eq!(
+        periodic.json["auth"]["lease_duration"],
+        json!(300),
+        "{}",
+        periodic.text
+    );
+    let looked = lookup_self(&coffer, &client_token(&periodic));
+    assert_eq!(looked.data()["period"], json!(300), "{}", looked.text);
 
     coffer.stop();
     coffer.start();

@@ -90,7 +90,11 @@ pub async fn serve(
             let _slot = slot;
             let limits = edge.limits.clone();
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(Peer(peer.ip()));
+                // An IPv4 client of a dual-stack listener is `::ffff:a.b.c.d`: compared
+                // with CIDR blocks as the IPv4 address it is.
+                request
+                    .extensions_mut()
+                    .insert(Peer(peer.ip().to_canonical()));
                 handle(core.clone(), edge.clone(), request)
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -245,11 +249,10 @@ fn admit(core: &Core, parts: &hyper::http::request::Parts) -> Result<Head, ApiEr
 /// The rest of admission: the caller's token, required unless the path is public.
 fn resolve_caller(core: &Core, mut head: Head) -> Result<Head, ApiError> {
     let remote = head.remote;
-    // A token bound to CIDR blocks is invalid from anywhere else.
+    // A token bound to CIDR blocks is invalid from anywhere else, and not used up there.
     let used = |token: &str| {
         core.tokens
-            .use_token(token)
-            .map(|used| used.filter(|used| used.entry.allows_address(remote)))
+            .use_token(token, |entry| entry.allows_address(remote))
     };
     head.caller = match (head.token.as_deref(), head.public) {
         (None, true) => None,

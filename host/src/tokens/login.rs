@@ -68,14 +68,15 @@ pub(crate) fn mint(
         wanted => wanted.min(mount_max),
     }
     .min(SYSTEM_MAX_TTL);
-    let mut ttl = match (auth.period, auth.ttl) {
+    // A period is bounded by the mount's (and role's) max TTL as Vault bounds it, so a
+    // role cannot hand out tokens that outlive what the operator tuned, renewals included.
+    let period = auth.period.min(max);
+    let mut ttl = match (period, auth.ttl) {
         (period, _) if period > 0 => period,
         (_, 0) => mount_default,
         (_, ttl) => ttl,
-    };
-    if auth.period == 0 {
-        ttl = ttl.min(max);
     }
+    .min(max);
     if auth.explicit_max_ttl > 0 {
         ttl = ttl.min(auth.explicit_max_ttl);
     }
@@ -106,7 +107,7 @@ pub(crate) fn mint(
         parent: None,
         num_uses: auth.num_uses,
         uses_spent: false,
-        period: auth.period,
+        period,
         max_ttl: max,
         bound_cidrs: auth.bound_cidrs,
         mount_accessor: Some(mount.entry.accessor.clone()),

@@ -326,9 +326,15 @@ impl TokenStore {
         Ok(is_live(&entry, unix_now()).then_some(entry))
     }
 
-    /// Looks `token` up for one request, counting the use against `num_uses`.
-    pub fn use_token(&self, token: &str) -> Result<Option<Use>, TokenError> {
-        let Some(entry) = self.lookup(token)? else {
+    /// Looks `token` up for one request, counting the use against `num_uses`; a token
+    /// that `admits` refuses (used from outside its CIDR blocks) is reported as absent
+    /// and its use is not counted.
+    pub fn use_token(
+        &self,
+        token: &str,
+        admits: impl Fn(&TokenEntry) -> bool,
+    ) -> Result<Option<Use>, TokenError> {
+        let Some(entry) = self.lookup(token)?.filter(|entry| admits(entry)) else {
             return Ok(None);
         };
         if entry.num_uses == 0 {
@@ -734,14 +740,14 @@ mod tests {
         limited.num_uses = 2;
         let token = store.create(limited, None, &[])?;
         let first = store
-            .use_token(&token)?
+            .use_token(&token, |_| true)?
             .ok_or(BarrierError::NotInitialized)?;
         assert!(!first.last);
         let second = store
-            .use_token(&token)?
+            .use_token(&token, |_| true)?
             .ok_or(BarrierError::NotInitialized)?;
         assert!(second.last);
-        assert!(store.use_token(&token)?.is_none());
+        assert!(store.use_token(&token, |_| true)?.is_none());
         Ok(())
     }
 
