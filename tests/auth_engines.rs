@@ -349,3 +349,36 @@ fn a_login_is_audited_with_its_token_hashed() {
         .expect("no response entry for the login");
     assert_eq!(response["response"]["auth"]["client_token"], json!(hash));
 }
+
+#[test]
+fn revoke_prefix_on_an_auth_path_revokes_the_logins_tokens() {
+    let (coffer, _) = server();
+    let other = coffer.call(
+        "POST",
+        "sys/auth/other",
+        Some(json!({"type": "hostile-auth"})),
+    );
+    assert_eq!(other.status, 204, "{}", other.text);
+    let mine: Vec<String> = (0..3)
+        .map(|_| client_token(&login(&coffer, json!({"policies": "a"}))))
+        .collect();
+    let bystander = client_token(&coffer.raw(
+        "POST",
+        "auth/other/login",
+        None,
+        Some(&json!({"policies": "a"}).to_string()),
+        &[],
+    ));
+    let revoked = coffer.call("PUT", "sys/leases/revoke-prefix/auth/fixture/login", None);
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    for token in &mine {
+        assert_eq!(lookup_self(&coffer, token).status, 403);
+    }
+    assert_eq!(lookup_self(&coffer, &bystander).status, 200);
+    // The mount's prefix, through the CLI, as an operator responding to an incident.
+    let again = client_token(&login(&coffer, json!({"policies": "a"})));
+    let output = coffer.cli(&["lease", "revoke", "-prefix", "auth/fixture/"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(lookup_self(&coffer, &again).status, 403);
+    assert_eq!(lookup_self(&coffer, &bystander).status, 200);
+}

@@ -1022,7 +1022,7 @@ pub async fn revoke_token_tree(
 /// are handed to the scheduler), as disabling the mount requires.
 pub async fn revoke_mount_tokens(core: &Arc<Core>, mount_accessor: &str) -> Result<(), LeaseError> {
     loop {
-        let accessors = core.tokens.minted_by(mount_accessor, PREFIX_BATCH)?;
+        let accessors = core.tokens.minted_by(mount_accessor, None, PREFIX_BATCH)?;
         if accessors.is_empty() {
             return Ok(());
         }
@@ -1033,6 +1033,42 @@ pub async fn revoke_mount_tokens(core: &Arc<Core>, mount_accessor: &str) -> Resu
             core.tokens.forget_minted(mount_accessor, &accessor)?;
         }
     }
+}
+
+/// Revokes the tokens auth engines' logins minted whose login path is under `prefix`
+/// (`auth/approle/`, `auth/approle/login`): what Vault's revoke-prefix does to the token
+/// leases it keeps at `auth/<mount>/login/...`. Returns how many were revoked.
+pub async fn revoke_login_tokens(core: &Arc<Core>, prefix: &str) -> Result<usize, LeaseError> {
+    let stem = prefix.trim_matches('/');
+    let under = |path: &str| path == stem || path.starts_with(&format!("{stem}/"));
+    let mut revoked = 0;
+    for mount in core.mounts().into_iter().filter(|mount| mount.is_auth()) {
+        let root = mount.entry.path.trim_end_matches('/');
+        if !(under(root) || stem.starts_with(&format!("{root}/")) || stem == root) {
+            continue;
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let accessors =
+                core.tokens
+                    .minted_by(&mount.entry.accessor, after.as_deref(), PREFIX_BATCH)?;
+            let Some(last) = accessors.last().cloned() else {
+                break;
+            };
+            after = Some(last);
+            for accessor in accessors {
+                let matches = core
+                    .tokens
+                    .by_accessor(&accessor)?
+                    .is_some_and(|(_, entry)| under(&entry.path));
+                if matches {
+                    revoke_token_tree(core, &accessor, Leases::Scheduled).await?;
+                    revoked += 1;
+                }
+            }
+        }
+    }
+    Ok(revoked)
 }
 
 /// Revokes the leases of tokens already removed, clearing each one's marker after.

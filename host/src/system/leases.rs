@@ -85,6 +85,8 @@ pub(crate) async fn leases(core: &Arc<Core>, call: &Call, rest: &str) -> Result<
                 suffix.to_string()
             };
             lease::revoke_prefix(core, &prefix, action == "revoke-force").await?;
+            // Login tokens are tracked as tokens, not lease entries: revoked here too.
+            lease::revoke_login_tokens(core, &prefix).await?;
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         (Op::Write, "lookup") => {

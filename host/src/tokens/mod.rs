@@ -473,12 +473,19 @@ impl TokenStore {
         Ok(())
     }
 
-    /// Accessors of tokens minted by the auth mount with `mount_accessor`, at most `limit`.
-    pub fn minted_by(&self, mount_accessor: &str, limit: usize) -> Result<Vec<String>, TokenError> {
+    /// Accessors of tokens minted by the auth mount with `mount_accessor`, at most `limit`,
+    /// in order, after the accessor `after`.
+    pub fn minted_by(
+        &self,
+        mount_accessor: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, TokenError> {
         let prefix = format!("{MOUNT_PREFIX}{mount_accessor}/");
+        let after = after.map(|accessor| format!("{prefix}{accessor}"));
         Ok(self
             .barrier
-            .scan(&prefix, None, limit)?
+            .scan(&prefix, after.as_deref(), limit)?
             .iter()
             .filter_map(|key| key.get(prefix.len()..))
             .map(str::to_string)
