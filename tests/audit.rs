@@ -786,3 +786,30 @@ fn an_audit_device_cannot_turn_a_file_into_a_script() {
         "{text}"
     );
 }
+
+/// Requests refused at admission for their token are audited with their error, as Vault
+/// logs failed authentications (token guessing must show in the log).
+#[test]
+fn refused_tokens_are_audited() {
+    let coffer = Coffer::dev();
+    let log = temp_dir("audit-refused").join("audit.log");
+    enable(&coffer, "file", &log, json!({}));
+    let guessed = format!("cvs.{}", uuid::Uuid::new_v4().simple());
+    let bogus = coffer.raw("GET", "secret/guessed", Some(&guessed), None, &[]);
+    assert_eq!(bogus.status, 403, "{}", bogus.text);
+    let anonymous = coffer.raw("GET", "secret/anonymous", None, None, &[]);
+    assert_eq!(anonymous.status, 403, "{}", anonymous.text);
+    let written = entries(&log);
+    let guessed_entry = of(&written, "request", "secret/guessed");
+    assert_eq!(guessed_entry.len(), 1, "{written:?}");
+    assert!(
+        guessed_entry[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid token")),
+        "{:?}",
+        guessed_entry[0]
+    );
+    assert_eq!(guessed_entry[0]["request"]["remote_address"], "127.0.0.1");
+    assert_eq!(of(&written, "request", "secret/anonymous").len(), 1);
+    assert!(!std::fs::read_to_string(&log).unwrap().contains(&guessed));
+}

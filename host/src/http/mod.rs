@@ -150,7 +150,7 @@ pub async fn handle(
     let response = match admit(&core, &parts) {
         Err(error) => {
             discard_body(body).await;
-            error_response(&error)
+            error_response(&audit_refusal(&core, &parts, error))
         }
         Ok(head) => {
             let limit = body_limit(&edge, &head);
@@ -171,7 +171,7 @@ pub async fn route(core: &Arc<Core>, edge: &Edge, request: Request<Bytes>) -> Re
     let (parts, body) = request.into_parts();
     let head = match admit(core, &parts) {
         Ok(head) => head,
-        Err(error) => return error_response(&error),
+        Err(error) => return error_response(&audit_refusal(core, &parts, error)),
     };
     if body.len() > body_limit(edge, &head) {
         return error_response(&too_large(body_limit(edge, &head)));
@@ -208,6 +208,33 @@ fn too_large(limit: usize) -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body is larger than the {limit}-byte limit"),
     )
+}
+
+/// Audits a request admission refused for its token (none, invalid, expired, used from
+/// outside its CIDR blocks), as Vault logs failed authentications: the request entry with
+/// its error. With a device enabled and none able to write it, the refusal becomes a 500
+/// (nothing is answered without its entry). Other refusals (sealed, malformed) pass as
+/// they are.
+fn audit_refusal(core: &Core, parts: &hyper::http::request::Parts, error: ApiError) -> ApiError {
+    if error.status != StatusCode::FORBIDDEN || !core.audit.is_active() {
+        return error;
+    }
+    let Ok(head) = parse_head(parts) else {
+        return error;
+    };
+    let call = Call {
+        op: head.op,
+        path: head.path,
+        query: head.query,
+        input: serde_json::Map::new(),
+        creates: false,
+        caller: None,
+        remote: head.remote,
+    };
+    match pipeline::audit_refused(core, &call, &error) {
+        Ok(()) => error,
+        Err(unaudited) => unaudited,
+    }
 }
 
 /// The paths served before the barrier is unsealed, without a token.

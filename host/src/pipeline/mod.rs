@@ -97,6 +97,15 @@ pub async fn run(
     audited_dispatch(core, call).await
 }
 
+/// Writes the request entry of a call refused before the pipeline (at admission, for its
+/// token) with its error; fails when no device could write it.
+pub(crate) fn audit_refused(core: &Core, call: &Call, error: &ApiError) -> Result<(), ApiError> {
+    let record = audit::Record::new(call, mount_info(core, &call.path));
+    core.audit
+        .log_request(&record, Some(&error.errors.join("; ")))?;
+    Ok(())
+}
+
 /// Whether `call` is audited: with a device enabled, every call but the unauthenticated
 /// `sys/` endpoints (health, seal status, init, unseal: Vault does not audit them, and
 /// they answer while sealed, when no device is loaded).
