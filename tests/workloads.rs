@@ -320,3 +320,166 @@ template {{
     assert!(!gone.join("vault-token").exists(), "{log}");
     assert!(!gone.join("db-creds").exists(), "{log}");
 }
+
+/// cert-manager's `appRole` auth: a login with role_id and secret_id for every
+/// certificate, then the sign request; the token may do nothing else.
+#[test]
+fn cert_manager_with_approle_logs_in_and_signs() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("workload-approle");
+    tutorial_ca(&coffer, &dir);
+    assert!(coffer.cli(&["auth", "enable", "approle"]).status.success());
+    coffer.policy(
+        "grade-api-pki",
+        r#"path "pki_int/sign/grade-api-tls" { capabilities = ["create", "update"] }"#,
+    );
+    let role = coffer.call(
+        "POST",
+        "auth/approle/role/cert-manager",
+        Some(json!({"token_policies": "grade-api-pki", "token_ttl": "20m"})),
+    );
+    assert_eq!(role.status, 204, "{}", role.text);
+    let role_id = coffer
+        .call("GET", "auth/approle/role/cert-manager/role-id", None)
+        .data()["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = coffer
+        .call("POST", "auth/approle/role/cert-manager/secret-id", None)
+        .data()["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    openssl_ok(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "web.key",
+            "-out",
+            "web.csr",
+            "-subj",
+            "/CN=web.grade-api.svc.cluster.local",
+        ],
+    );
+    let csr = std::fs::read_to_string(dir.join("web.csr")).unwrap();
+    for _ in 0..2 {
+        let logged_in = coffer.raw(
+            "POST",
+            "auth/approle/login",
+            None,
+            Some(&json!({"role_id": role_id, "secret_id": secret_id}).to_string()),
+            &[],
+        );
+        assert_eq!(logged_in.status, 200, "{}", logged_in.text);
+        let token = logged_in.json["auth"]["client_token"].as_str().unwrap();
+        let request = json!({
+            "common_name": "web.grade-api.svc.cluster.local", "alt_names": "", "ip_sans": "",
+            "uri_sans": "", "ttl": "24h0m0s", "csr": csr, "exclude_cn_from_sans": "true",
+        });
+        let signed = coffer.raw(
+            "POST",
+            "pki_int/sign/grade-api-tls",
+            Some(token),
+            Some(&request.to_string()),
+            &[],
+        );
+        assert_eq!(signed.status, 200, "{}", signed.text);
+        std::fs::write(
+            dir.join("web.pem"),
+            signed.data()["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&dir, "web.pem").status.success());
+        let issue = coffer.raw(
+            "POST",
+            "pki_int/issue/grade-api-tls",
+            Some(token),
+            Some(r#"{"common_name": "web.grade-api.svc.cluster.local"}"#),
+            &[],
+        );
+        assert_eq!(issue.status, 403, "{}", issue.text);
+    }
+}
+
+/// A cert-manager fleet logging in and never renewing: 1,000 logins leave 1,000 tokens,
+/// and every one of them is gone once its TTL has passed.
+#[test]
+fn a_thousand_logins_leave_a_thousand_tokens_that_expire_on_time() {
+    let coffer = Coffer::dev();
+    let kube = FakeKube::start();
+    kubernetes_auth(&coffer, &kube);
+    let role = coffer.call(
+        "POST",
+        "auth/kubernetes/role/fleet",
+        Some(json!({
+            "bound_service_account_names": "*",
+            "bound_service_account_namespaces": "fleet",
+            "token_policies": "default",
+            "token_ttl": "4s",
+        })),
+    );
+    // 200: Vault's warning that the role has no audience.
+    assert_eq!(role.status, 200, "{}", role.text);
+    let before = coffer.list("auth/token/accessors").len();
+    let jwts: Vec<String> = (0..10)
+        .map(|i| {
+            let account = ServiceAccount::new("fleet", &format!("issuer-{i}"));
+            kube.token(
+                Signing::Es256,
+                &account,
+                &["https://kubernetes.default.svc"],
+                600,
+            )
+        })
+        .collect();
+    let minted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for worker in 0..4 {
+            let (coffer, jwts, minted) = (&coffer, &jwts, &minted);
+            scope.spawn(move || {
+                for i in (worker..1000).step_by(4) {
+                    let reply = login(coffer, "fleet", &jwts[i % jwts.len()]);
+                    assert_eq!(reply.status, 200, "{}", reply.text);
+                    let accessor = reply.json["auth"]["accessor"].as_str().unwrap().to_string();
+                    minted
+                        .lock()
+                        .unwrap()
+                        .push((accessor, std::time::Instant::now()));
+                }
+            });
+        }
+    });
+    let minted = minted.into_inner().unwrap();
+    let distinct: std::collections::HashSet<&String> = minted.iter().map(|(a, _)| a).collect();
+    assert_eq!(distinct.len(), 1000, "1,000 logins, 1,000 tokens");
+    // Not early: the tokens of the last second are all still there.
+    let last = minted.iter().map(|(_, at)| *at).max().unwrap();
+    for (accessor, at) in &minted {
+        if last.duration_since(*at) < Duration::from_secs(1)
+            && at.elapsed() < Duration::from_secs(3)
+        {
+            let looked = coffer.call(
+                "POST",
+                "auth/token/lookup-accessor",
+                Some(json!({"accessor": accessor})),
+            );
+            assert_eq!(looked.status, 200, "a token expired early: {}", looked.text);
+        }
+    }
+    let took = last.elapsed();
+    // Each expires within a scheduler pass of its TTL; none outlives it.
+    let expired = eventually(took + Duration::from_secs(15), || {
+        coffer.list("auth/token/accessors").len() == before
+    });
+    assert!(
+        expired,
+        "{} login tokens outlived their 4 s TTL",
+        coffer.list("auth/token/accessors").len() - before
+    );
+}
