@@ -20,9 +20,6 @@ fn run_hvac(coffer: &Coffer, script: &str) {
     run_python(script, &[&coffer.addr]);
 }
 
-/// Runs a Python script of the clients venv with `arg` as `sys.argv[1]`; it must print
-/// `ok` and exit 0.
-
 /// `bao <args>` against `coffer` with `token` (none: no token at all).
 fn bao(coffer: &Coffer, token: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(clients_venv().join("bin/bao"));
