@@ -813,3 +813,91 @@ fn refused_tokens_are_audited() {
     assert_eq!(of(&written, "request", "secret/anonymous").len(), 1);
     assert!(!std::fs::read_to_string(&log).unwrap().contains(&guessed));
 }
+
+/// Past Vault: leases revoked without a request of their own (expiry, retries, their
+/// token's revocation) are audited with the outcome, irrevocable ones too.
+#[test]
+fn expiries_retries_and_token_revocations_of_leases_are_audited() {
+    let dir = temp_dir("audit-expiry");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut coffer = Coffer::with_config(&dir, &coffer_tests::fixtures_config());
+    coffer.init_and_unseal(1, 1);
+    let log = dir.join("audit.log");
+    enable(&coffer, "file", &log, json!({}));
+    let revocations = || -> Vec<Value> {
+        entries(&log)
+            .into_iter()
+            .filter(|e| e["type"] == "lease-revocation")
+            .collect()
+    };
+    let lease = |coffer: &Coffer, token: Option<&str>, ttl: &str| -> String {
+        let reply = coffer.raw(
+            "GET",
+            &format!("leasing/creds/app?ttl={ttl}"),
+            Some(token.unwrap_or(&coffer.token)),
+            None,
+            &[],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json["lease_id"].as_str().unwrap().to_string()
+    };
+    let of_lease = |id: &str| -> Vec<Value> {
+        revocations()
+            .into_iter()
+            .filter(|e| e["lease"]["id"] == id)
+            .collect()
+    };
+
+    // Expiry.
+    let expired = lease(&coffer, None, "1s");
+    assert!(
+        eventually(Duration::from_secs(10), || !of_lease(&expired).is_empty()),
+        "no entry for an expired lease: {:?}",
+        revocations()
+    );
+    let entry = &of_lease(&expired)[0];
+    assert_eq!(entry["lease"]["reason"], "expiry");
+    assert_eq!(entry["lease"]["outcome"], "revoked");
+    assert_eq!(entry["lease"]["mount_point"], "leasing/");
+
+    // Its token's revocation.
+    let token = coffer.token_with(&["default"]);
+    coffer.policy(
+        "default",
+        r#"path "leasing/creds/*" { capabilities = ["read"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }"#,
+    );
+    let owned = lease(&coffer, Some(&token), "1h");
+    let revoked = coffer.call("POST", "auth/token/revoke", Some(json!({"token": token})));
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    assert!(
+        eventually(Duration::from_secs(10), || !of_lease(&owned).is_empty()),
+        "no entry for a lease of a revoked token: {:?}",
+        revocations()
+    );
+    assert_eq!(of_lease(&owned)[0]["lease"]["reason"], "token-revoked");
+
+    // A target that refuses: failed attempts, retries, then irrevocable.
+    let failing = coffer.call(
+        "POST",
+        "leasing/control",
+        Some(json!({"fail_revoke": true})),
+    );
+    assert!(failing.status < 300, "{}", failing.text);
+    let stuck = lease(&coffer, None, "1s");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            of_lease(&stuck)
+                .iter()
+                .any(|e| e["lease"]["irrevocable"] == true)
+        }),
+        "no irrevocable entry: {:?}",
+        of_lease(&stuck)
+    );
+    let attempts = of_lease(&stuck);
+    assert_eq!(attempts[0]["lease"]["reason"], "expiry");
+    assert!(attempts.iter().all(|e| e["lease"]["outcome"] == "failed"));
+    assert!(attempts.iter().any(|e| e["lease"]["reason"] == "retry"));
+    assert!(attempts[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    coffer.stop();
+}

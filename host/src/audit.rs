@@ -352,6 +352,22 @@ fn open_log(path: &std::path::Path, mode: u32) -> std::io::Result<std::fs::File>
     }
 }
 
+/// A lease revoked without a request of its own, for [`Broker::log_revocation`].
+pub struct Revocation<'a> {
+    /// The lease id.
+    pub lease_id: &'a str,
+    /// Its mount's path.
+    pub mount: &'a str,
+    /// `expiry`, `retry` or `token-revoked`.
+    pub reason: &'a str,
+    /// The engine's error, if the revocation failed (it is retried).
+    pub error: Option<&'a str>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Whether the scheduler gave up on timely retries.
+    pub irrevocable: bool,
+}
+
 /// Where a request was routed, for the entry's `mount_*` fields.
 #[derive(Clone, Debug, Default)]
 pub struct MountInfo {
@@ -532,6 +548,36 @@ impl Broker {
             entry
         })?;
         Ok(devices)
+    }
+
+    /// Writes the entry of a lease revoked without a request of its own (its expiry, a
+    /// retry, its token's revocation): Coffer's `lease-revocation` type, which Vault's log
+    /// lacks. Lease ids and mounts are not secrets (Vault logs lease ids in clear); the
+    /// error is the engine's message, which never holds one. A revocation is never held
+    /// back for its entry: a device that cannot write it is reported in the server log.
+    pub fn log_revocation(&self, revocation: &Revocation<'_>) {
+        let devices = Snapshot(self.snapshot());
+        let outcome = devices.log_all(|_| {
+            let mut entry = json!({
+                "time": now_rfc3339_nano(),
+                "type": "lease-revocation",
+                "lease": {
+                    "id": revocation.lease_id,
+                    "mount_point": revocation.mount,
+                    "reason": revocation.reason,
+                    "outcome": if revocation.error.is_some() { "failed" } else { "revoked" },
+                    "attempts": revocation.attempts,
+                    "irrevocable": revocation.irrevocable,
+                },
+            });
+            if let (Some(error), Some(object)) = (revocation.error, entry.as_object_mut()) {
+                object.insert("error".to_string(), json!(error));
+            }
+            entry
+        });
+        if let Err(error) = outcome {
+            tracing::error!(lease = %revocation.lease_id, %error, "the revocation of a lease could not be audited");
+        }
     }
 
     /// `sys/audit-hash/<path>`: `input` as the device at `path` would log it.

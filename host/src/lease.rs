@@ -439,12 +439,39 @@ pub async fn revoke(core: &Arc<Core>, id: &str, force: bool) -> Result<(), Lease
     revoke_entry(core, entry, force, Origin::Api).await
 }
 
+/// Revokes one lease because the token that owns it was revoked (audited as such).
+async fn revoke_for_token(core: &Arc<Core>, id: &str) -> Result<(), LeaseError> {
+    let Some(entry) = load(core, id)? else {
+        return Ok(());
+    };
+    revoke_entry(core, entry, false, Origin::Token).await
+}
+
 /// Who asked for a revocation: only the scheduler's own attempts count toward the retry
 /// budget; a failed API revocation hands the lease to the scheduler for a prompt retry.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Origin {
+    /// A revoke request (audited as the request it is).
     Api,
+    /// The revocation of the token that owns the lease.
+    Token,
+    /// The scheduler: the lease's expiry, a retry, or a token revocation it was handed.
     Scheduler,
+}
+
+impl Origin {
+    /// Why the lease is revoked, as its audit entry says; `None` for an API request,
+    /// whose own audit entries say it.
+    fn audit_reason(self, entry: &LeaseEntry) -> Option<&'static str> {
+        match self {
+            Self::Api => None,
+            Self::Token => Some("token-revoked"),
+            Self::Scheduler if entry.revoke_attempts > 0 => Some("retry"),
+            // Brought forward from its expiry: its token was revoked.
+            Self::Scheduler if now_ms() < entry.expire_ms => Some("token-revoked"),
+            Self::Scheduler => Some("expiry"),
+        }
+    }
 }
 
 async fn revoke_entry(
@@ -466,8 +493,25 @@ async fn revoke_entry(
             entry.mount
         ))),
     };
+    let reason = origin.audit_reason(&entry);
+    let audit = |entry: &LeaseEntry, error: Option<&str>| {
+        if let Some(reason) = reason {
+            core.audit.log_revocation(&crate::audit::Revocation {
+                lease_id: &entry.id,
+                mount: &entry.mount,
+                reason,
+                error,
+                attempts: entry.revoke_attempts,
+                irrevocable: entry.irrevocable,
+            });
+        }
+    };
     match outcome {
-        Ok(()) => offloaded_remove(core, entry).await,
+        Ok(()) => {
+            offloaded_remove(core, entry.clone()).await?;
+            audit(&entry, None);
+            Ok(())
+        }
         Err(error) if force => {
             tracing::warn!(lease = %entry.id, %error, "revoke-force: engine failed, deleting the lease entry anyway");
             offloaded_remove(core, entry).await
@@ -475,7 +519,9 @@ async fn revoke_entry(
         Err(error) => {
             if origin == Origin::Scheduler {
                 schedule_retry(core, &mut entry, &error.to_string())?;
+                audit(&entry, Some(&error.to_string()));
             } else {
+                audit(&entry, Some(&error.to_string()));
                 let base =
                     u64::try_from(core.options.revoke_retry_base.as_millis()).unwrap_or(u64::MAX);
                 let retry_at = now_ms().saturating_add(base);
@@ -599,7 +645,7 @@ pub async fn revoke_token_leases(
             progressed = true;
             // A failure leaves the lease scheduled for retry; the token is gone either way.
             if leases == Leases::Now
-                && let Err(error) = revoke(core, &id, false).await
+                && let Err(error) = revoke_for_token(core, &id).await
             {
                 tracing::warn!(lease = %id, %error, "revoking a token's lease failed; it will be retried");
             }
