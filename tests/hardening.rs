@@ -27,6 +27,8 @@ fn snapshot(coffer: &Coffer) -> Value {
         "database/config/",
         "database/roles/",
         "database/static-roles/",
+        "auth/approle/role/",
+        "auth/kubernetes/role/",
     ] {
         let reply = coffer.call("LIST", path, None);
         state.insert(
@@ -39,6 +41,8 @@ fn snapshot(coffer: &Coffer) -> Value {
         "pki/config/urls",
         "pki/config/issuers",
         "pki/ca/pem",
+        "auth/approle/role/web/role-id",
+        "auth/kubernetes/config",
     ] {
         let reply = coffer.call("GET", path, None);
         state.insert(
@@ -61,7 +65,7 @@ fn snapshot(coffer: &Coffer) -> Value {
 fn parameter(name: &str) -> &'static str {
     match name {
         "issuer_ref" => "root-ca",
-        "role" | "name" => "web",
+        "role" | "name" | "role_name" => "web",
         "path" => "app",
         "exported" => "internal",
         "serial" => "ca",
@@ -126,14 +130,34 @@ fn no_engine_write_works_without_a_valid_token() {
     let deleted = coffer.raw("DELETE", "pki/issuer/default", None, None, &[]);
     assert_eq!(deleted.status, 403, "{}", deleted.text);
 
+    // Auth engines too: only their login paths may be written without a token.
+    for method in ["approle", "kubernetes"] {
+        let enabled = coffer.call(
+            "POST",
+            &format!("sys/auth/{method}"),
+            Some(json!({"type": method})),
+        );
+        assert_eq!(enabled.status, 204, "{}", enabled.text);
+    }
+    let approle = coffer.call(
+        "POST",
+        "auth/approle/role/web",
+        Some(json!({"token_policies": "default"})),
+    );
+    assert_eq!(approle.status, 204, "{}", approle.text);
+
     let before = snapshot(&coffer);
     let spec = coffer.call("GET", "sys/internal/specs/openapi", None);
     assert_eq!(spec.status, 200, "{}", spec.text);
     let paths = spec.json["paths"].as_object().unwrap();
     let mut walked = std::collections::BTreeMap::<String, usize>::new();
     for (template, item) in paths {
-        if template.starts_with("/sys/") || template.starts_with("/auth/") {
+        if template.starts_with("/sys/") || template.starts_with("/auth/token/") {
             // The native paths, among them the seal endpoints every client may write.
+            continue;
+        }
+        if template.starts_with("/auth/") && item.get("x-vault-unauthenticated").is_some() {
+            // An auth engine's login path (checked to be exactly `login` below).
             continue;
         }
         let methods: Vec<&str> = ["post", "delete"]
@@ -144,7 +168,10 @@ fn no_engine_write_works_without_a_valid_token() {
             continue;
         }
         let path = concrete(template);
-        let mount = path.split('/').next().unwrap().to_string();
+        let mount = match path.strip_prefix("auth/") {
+            Some(rest) => format!("auth/{}", rest.split('/').next().unwrap()),
+            None => path.split('/').next().unwrap().to_string(),
+        };
         *walked.entry(mount).or_default() += 1;
         for method in methods {
             let methods = if method == "post" {
@@ -188,7 +215,28 @@ fn no_engine_write_works_without_a_valid_token() {
             .get("x-vault-unauthenticated")
             .is_none()
     );
+    // An auth engine's only public paths are its logins.
+    let public_auth: Vec<&String> = paths
+        .iter()
+        .filter(|(t, item)| {
+            t.starts_with("/auth/") && item.get("x-vault-unauthenticated").is_some()
+        })
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        public_auth,
+        ["/auth/approle/login", "/auth/kubernetes/login"],
+        "public auth paths"
+    );
     // The walk covered every engine's table, not a lucky subset.
+    assert!(
+        walked.get("auth/approle").copied().unwrap_or(0) >= 8,
+        "{walked:?}"
+    );
+    assert!(
+        walked.get("auth/kubernetes").copied().unwrap_or(0) >= 2,
+        "{walked:?}"
+    );
     assert!(walked.get("pki").copied().unwrap_or(0) >= 15, "{walked:?}");
     assert!(
         walked.get("database").copied().unwrap_or(0) >= 5,
