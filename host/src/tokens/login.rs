@@ -27,6 +27,8 @@ const MAX_BOUND_CIDRS: usize = 64;
 const MAX_METADATA: usize = 64;
 /// Longest engine-private data kept with a token.
 const MAX_INTERNAL_DATA: usize = 4096;
+/// Longest metadata key or value, display name, alias or policy name an engine may set.
+const MAX_FIELD: usize = 512;
 
 /// Mints the token for a login that `mount`'s engine answered with `auth`, at `path` (the
 /// login's path, recorded as the token's); returns Vault's `auth` envelope.
@@ -56,6 +58,11 @@ pub(crate) fn mint(
         || auth.bound_cidrs.iter().any(|cidr| !valid_cidr(cidr))
     {
         return Err(engine_fault("invalid token_bound_cidrs".to_string()));
+    }
+    if !within_bounds(&auth) {
+        return Err(engine_fault(format!(
+            "a name, alias, policy or metadata entry is longer than {MAX_FIELD} bytes"
+        )));
     }
     if auth.metadata.len() > MAX_METADATA || auth.internal_data.len() > MAX_INTERNAL_DATA {
         return Err(engine_fault(
@@ -173,6 +180,16 @@ pub(crate) async fn approve_renewal(
     })
 }
 
+/// Whether every string an engine put in `auth` fits [`MAX_FIELD`]: each ends up in the
+/// stored token and in every lookup of it.
+fn within_bounds(auth: &AuthResponse) -> bool {
+    [&auth.display_name, &auth.alias_name]
+        .into_iter()
+        .chain(&auth.policies)
+        .chain(auth.metadata.iter().flat_map(|(k, v)| [k, v]))
+        .all(|text| text.len() <= MAX_FIELD)
+}
+
 fn valid_cidr(cidr: &str) -> bool {
     let cidr = cidr.trim();
     cidr.parse::<ipnet::IpNet>().is_ok() || cidr.parse::<std::net::IpAddr>().is_ok()
@@ -182,6 +199,51 @@ fn valid_cidr(cidr: &str) -> bool {
 mod tests {
     use super::*;
     use crate::tokens::cidr_contains;
+
+    #[test]
+    fn every_string_an_engine_sets_is_bounded() {
+        let auth = AuthResponse {
+            policies: vec!["app".to_string()],
+            no_default_policy: false,
+            ttl: 0,
+            max_ttl: 0,
+            explicit_max_ttl: 0,
+            period: 0,
+            num_uses: 0,
+            renewable: true,
+            bound_cidrs: Vec::new(),
+            metadata: vec![("role".to_string(), "web".to_string())],
+            display_name: "web".to_string(),
+            alias_name: "uid".to_string(),
+            internal_data: String::new(),
+        };
+        assert!(within_bounds(&auth));
+        let long = "x".repeat(MAX_FIELD + 1);
+        for changed in [
+            AuthResponse {
+                display_name: long.clone(),
+                ..auth.clone()
+            },
+            AuthResponse {
+                alias_name: long.clone(),
+                ..auth.clone()
+            },
+            AuthResponse {
+                policies: vec![long.clone()],
+                ..auth.clone()
+            },
+            AuthResponse {
+                metadata: vec![("k".to_string(), long.clone())],
+                ..auth.clone()
+            },
+            AuthResponse {
+                metadata: vec![(long.clone(), "v".to_string())],
+                ..auth.clone()
+            },
+        ] {
+            assert!(!within_bounds(&changed));
+        }
+    }
 
     #[test]
     fn cidr_blocks_parse_as_vault_writes_them() {
