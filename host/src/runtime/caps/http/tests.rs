@@ -69,6 +69,17 @@ struct Server {
     port: u16,
     ca_pem: String,
     connections: Arc<AtomicUsize>,
+    /// Connections accepted and not yet closed.
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection as open until it is dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn server() -> Result<Server, Box<dyn std::error::Error>> {
@@ -88,12 +99,16 @@ async fn server_for(sans: &[&str]) -> Result<Server, Box<dyn std::error::Error>>
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (counter, open_counter) = (connections.clone(), open.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
+            open_counter.fetch_add(1, Ordering::SeqCst);
+            let still_open = Open(open_counter.clone());
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let _still_open = still_open;
                 let Ok(ssl) = Ssl::new(acceptor.context()) else {
                     return;
                 };
@@ -113,6 +128,7 @@ async fn server_for(sans: &[&str]) -> Result<Server, Box<dyn std::error::Error>>
         port,
         ca_pem: String::from_utf8(ca.to_pem()?)?,
         connections,
+        open,
     })
 }
 
@@ -356,6 +372,19 @@ async fn the_calls_deadline_bounds_a_request() -> TestResult {
         "{slow:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+    // The timed-out request's connection is closed with it, not left open behind a task
+    // nobody owns (the server counts it open until it sees the close).
+    let closed = async {
+        while server.open.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .is_ok(),
+        "the timed-out connection is still open"
+    );
     let spent = send_to(&granted, request(&url, &server.ca_pem), Duration::ZERO).await;
     assert!(matches!(spent, Err(HostError::Unavailable(_))), "{spent:?}");
     Ok(())
