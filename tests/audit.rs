@@ -429,12 +429,14 @@ fn a_device_that_cannot_write_blocks_every_request_until_it_can() {
     // Fault 1: the file is now a full device (writes fail).
     repoint(&link, Path::new("/dev/full"));
     hangup(&coffer);
+    // Probed with a read: a write sent before the server saw the SIGHUP would land, as
+    // its entry was still written to the old file.
     assert!(
         eventually(Duration::from_secs(5), || coffer
-            .call("PUT", "secret/blocked", Some(json!({"v": "2"})))
+            .call("GET", "secret/before", None)
             .status
             == 500),
-        "a write whose entry cannot be logged must fail with 500"
+        "a request whose entry cannot be logged must fail with 500"
     );
     let blocked = coffer.call("PUT", "secret/blocked", Some(json!({"v": "2"})));
     assert_eq!(blocked.status, 500, "{}", blocked.text);
@@ -476,7 +478,13 @@ fn a_device_that_cannot_write_blocks_every_request_until_it_can() {
     // The real file saw only what happened before the fault.
     let before = entries(&real);
     assert!(of(&before, "request", "secret/blocked").is_empty());
-    assert_eq!(of(&before, "request", "secret/before").len(), 1);
+    assert_eq!(
+        of(&before, "request", "secret/before")
+            .iter()
+            .filter(|e| e["request"]["operation"] != "read")
+            .count(),
+        1
+    );
 
     // With a second, working device, one broken device no longer blocks.
     enable(&coffer, "second", &dir.join("second.log"), json!({}));
@@ -899,5 +907,392 @@ path "auth/token/lookup-self" { capabilities = ["read"] }"#,
     assert!(attempts.iter().all(|e| e["lease"]["outcome"] == "failed"));
     assert!(attempts.iter().any(|e| e["lease"]["reason"] == "retry"));
     assert!(attempts[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    coffer.stop();
+}
+
+/// The `[[audit]]` entry of a config file: a file device at `file/` writing to `log`.
+fn audit_config(log: &Path) -> String {
+    format!(
+        "\n[[audit]]\npath = \"file\"\ntype = \"file\"\noptions = {{ file_path = \"{}\" }}\n",
+        log.display()
+    )
+}
+
+/// The statements of an entry's `sql` transcript (`response.sql`, `lease.sql`,
+/// `rollback.sql`), flattened.
+fn statements(transcript: &Value) -> Vec<String> {
+    transcript
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .flat_map(|step| step["statements"].as_array().cloned().unwrap_or_default())
+                .map(|s| s.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn issued_certificates_are_an_inventory_in_clear_and_keys_stay_hashed() {
+    let coffer = Coffer::dev();
+    let dir = temp_dir("audit-inventory");
+    let log = dir.join("audit.log");
+    enable(&coffer, "file", &log, json!({}));
+    let private_key = issue_certificate(&coffer);
+    let csr = coffer_tests::ec_csr(&dir, "signed", "/CN=b.example.com");
+    let signed = coffer.call(
+        "POST",
+        "pki/sign/web",
+        Some(json!({"csr": csr, "ttl": "5m"})),
+    );
+    assert_eq!(signed.status, 200, "{}", signed.text);
+    let all = entries(&log);
+
+    // issue: the request's names and TTL in clear (the path table says they are no
+    // secret), the key hashed; the response's serial and expiry in clear.
+    let request = &of(&all, "request", "pki/issue/web")[0]["request"];
+    assert_eq!(request["data"]["common_name"], "a.example.com");
+    assert_eq!(request["data"]["ttl"], "10m");
+    let issued = &of(&all, "response", "pki/issue/web")[0]["response"];
+    assert_eq!(
+        issued["data"]["private_key"],
+        audit_hash(&coffer, "file", &private_key)
+    );
+    assert_eq!(issued["data"]["private_key_type"], "ec");
+    let serial = issued["data"]["serial_number"].as_str().unwrap();
+    assert!(serial.contains(':'), "the serial is in clear: {serial}");
+    assert!(issued["data"]["expiration"].is_u64());
+    assert!(
+        issued["data"]["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:"),
+        "every field not declared clear is hashed"
+    );
+    // ... and the inventory facts: serial, subject, names, validity, key.
+    let facts = &issued["facts"]["certificate"];
+    assert_eq!(facts["serial_number"], serial);
+    assert_eq!(facts["subject"], "CN=a.example.com");
+    assert_eq!(facts["dns_names"], json!(["a.example.com"]));
+    assert_eq!(facts["key_type"], "ec");
+    let expiration = issued["data"]["expiration"].as_u64().unwrap();
+    let not_after = facts["not_after"].as_str().unwrap();
+    let openssl_end = Command::new("date")
+        .args(["-u", "-d", &format!("@{expiration}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    assert_eq!(not_after, stdout(&openssl_end).trim());
+
+    // sign: the subject and names come from the CSR and the request, as the certificate
+    // has them (read back with openssl).
+    let signed_facts = &of(&all, "response", "pki/sign/web")[0]["response"]["facts"]["certificate"];
+    assert_eq!(
+        signed_facts["serial_number"],
+        signed.data()["serial_number"]
+    );
+    assert_eq!(signed_facts["subject"], "CN=b.example.com");
+    let pem = signed.data()["certificate"].as_str().unwrap();
+    std::fs::write(dir.join("signed.pem"), pem).unwrap();
+    let sans = stdout(
+        &Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(dir.join("signed.pem"))
+            .output()
+            .unwrap(),
+    );
+    for name in signed_facts["dns_names"].as_array().unwrap() {
+        assert!(
+            sans.contains(&format!("DNS:{}", name.as_str().unwrap())),
+            "{name} is not in the certificate: {sans}"
+        );
+    }
+    assert_eq!(
+        signed_facts["dns_names"].as_array().unwrap().len(),
+        sans.matches("DNS:").count(),
+        "every name of the certificate is in the facts: {sans}"
+    );
+
+    // A failed issue states no facts.
+    let refused = coffer.call(
+        "POST",
+        "pki/issue/web",
+        Some(json!({"common_name": "evil.org"})),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    let after = entries(&log);
+    let refused_entry = &of(&after, "response", "pki/issue/web")[1];
+    assert!(refused_entry["response"]["facts"].is_null());
+    assert!(refused_entry["error"].as_str().is_some());
+
+    // The key is nowhere in clear.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let key_body: String = private_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!text.contains(key_body.get(..40).unwrap()));
+}
+
+#[test]
+fn each_credentials_sql_is_audited_with_its_lease_and_never_its_password() {
+    use coffer_tests::Postgres;
+    use coffer_tests::tutorial::tutorial_database;
+    let pg = Postgres::start(false);
+    let dir = temp_dir("audit-sql");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let log = dir.join("audit.log");
+    let real = dir.join("real.log");
+    repoint(&log, &real);
+    let config = coffer_tests::fixtures_config() + &audit_config(&log);
+    let mut coffer = Coffer::with_config(&dir, &config);
+    let keys = coffer.init_and_unseal(1, 1);
+    let mount = coffer.call(
+        "POST",
+        "sys/mounts/database",
+        Some(json!({"type": "database"})),
+    );
+    assert!(mount.status < 300, "{}", mount.text);
+    tutorial_database(&coffer, &pg);
+    let creds = |coffer: &Coffer, role: &str| -> Value {
+        let reply = coffer.call("GET", &format!("database/creds/{role}"), None);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json
+    };
+
+    // Creation: the response entry carries the statements with every literal hidden, the
+    // lease id, and the user name in clear; the password only as its HMAC.
+    let issued = creds(&coffer, "grade-api-role");
+    let (user, password, lease) = (
+        issued["data"]["username"].as_str().unwrap().to_string(),
+        issued["data"]["password"].as_str().unwrap().to_string(),
+        issued["lease_id"].as_str().unwrap().to_string(),
+    );
+    let all = entries(&log);
+    let created = &of(&all, "response", "database/creds/grade-api-role")[0]["response"];
+    assert_eq!(created["secret"]["lease_id"], lease);
+    assert_eq!(created["data"]["username"], user.as_str());
+    assert_eq!(
+        created["data"]["password"],
+        audit_hash(&coffer, "file", &password)
+    );
+    let sql = statements(&created["sql"]);
+    assert!(
+        sql.iter().any(|s| s.starts_with(&format!(
+            "CREATE ROLE \"{user}\" WITH LOGIN PASSWORD '***' VALID UNTIL '***'"
+        ))),
+        "{sql:#?}"
+    );
+    assert!(
+        created["sql"][0]["connection"]
+            .as_str()
+            .unwrap()
+            .starts_with(coffer_tests::PG_ROOT_USER)
+    );
+    assert!(
+        created["sql"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "ok")
+    );
+    // "What did Coffer do in my database for lease X" is one grep.
+    let for_lease: Vec<Value> = entries(&log)
+        .into_iter()
+        .filter(|e| e["response"]["secret"]["lease_id"] == lease.as_str())
+        .collect();
+    assert_eq!(for_lease.len(), 1);
+
+    // Renewal: the ALTER ROLE of the renew request.
+    let renewed = coffer.call(
+        "PUT",
+        "sys/leases/renew",
+        Some(json!({"lease_id": lease, "increment": "2h"})),
+    );
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    let renew_sql =
+        statements(&of(&entries(&log), "response", "sys/leases/renew")[0]["response"]["sql"]);
+    assert!(
+        renew_sql
+            .iter()
+            .any(|s| s.contains(&format!("ALTER ROLE \"{user}\" VALID UNTIL '***'"))),
+        "{renew_sql:#?}"
+    );
+
+    // Revocation by request: its DROP in the revoke's response entry.
+    let revoked = coffer.call("PUT", "sys/leases/revoke", Some(json!({"lease_id": lease})));
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    assert!(!pg.role_exists(&user));
+    let revoke_sql =
+        statements(&of(&entries(&log), "response", "sys/leases/revoke")[0]["response"]["sql"]);
+    assert!(
+        revoke_sql
+            .iter()
+            .any(|s| s.contains("DROP ROLE") && s.contains(&user)),
+        "{revoke_sql:#?}"
+    );
+
+    // Expiry: the scheduler's DROP in the lease-revocation entry.
+    let short = coffer.call("POST", "database/roles/short", Some(json!({"db_name": "grade-api-db", "creation_statements": coffer_tests::tutorial::CREATION, "default_ttl": "1s"})));
+    assert_eq!(short.status, 204, "{}", short.text);
+    let allow = coffer.call(
+        "POST",
+        "database/config/grade-api-db",
+        Some(json!({"allowed_roles": "grade-api-role,short"})),
+    );
+    assert!(allow.status < 300, "{}", allow.text);
+    let expiring = creds(&coffer, "short");
+    let expiring_user = expiring["data"]["username"].as_str().unwrap().to_string();
+    let expiring_lease = expiring["lease_id"].as_str().unwrap().to_string();
+    let expired = || {
+        entries(&log).into_iter().find(|e| {
+            e["type"] == "lease-revocation" && e["lease"]["id"] == expiring_lease.as_str()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || expired().is_some()),
+        "no entry for the expiry"
+    );
+    let entry = expired().unwrap();
+    assert_eq!(entry["lease"]["reason"], "expiry");
+    let drop_sql = statements(&entry["lease"]["sql"]);
+    assert!(
+        drop_sql
+            .iter()
+            .any(|s| s.contains("DROP ROLE") && s.contains(&expiring_user)),
+        "{entry:#}"
+    );
+    assert!(!pg.role_exists(&expiring_user));
+
+    // A device that cannot write: the request fails with 500 and no user is created.
+    let before = pg.roles_like("v-");
+    repoint(&log, Path::new("/dev/full"));
+    hangup(&coffer);
+    // Probed with a read (a creation sent before the server saw the SIGHUP would land).
+    assert!(eventually(Duration::from_secs(5), || coffer
+        .call("GET", "database/roles/grade-api-role", None)
+        .status
+        == 500));
+    for _ in 0..3 {
+        let refused = coffer.call("GET", "database/creds/grade-api-role", None);
+        assert_eq!(refused.status, 500, "{}", refused.text);
+    }
+    assert_eq!(
+        pg.roles_like("v-"),
+        before,
+        "a credential was created without its audit entry"
+    );
+    repoint(&log, &real);
+    hangup(&coffer);
+    assert!(eventually(Duration::from_secs(5), || coffer
+        .call("GET", "database/creds/grade-api-role", None)
+        .status
+        == 200));
+    assert_eq!(pg.roles_like("v-"), before + 1);
+
+    // A crash between CREATE ROLE and the lease: after the restart, the rollback's entry
+    // names the request whose response was never written, and shows the DROP.
+    let before = pg.roles_like("v-");
+    coffer.stop();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
+    coffer.start();
+    coffer.unseal(&keys);
+    assert!(
+        coffer
+            .try_call("GET", "database/creds/grade-api-role")
+            .is_none(),
+        "the failpoint should have killed the server"
+    );
+    assert_eq!(
+        pg.roles_like("v-"),
+        before + 1,
+        "the role was created before the crash"
+    );
+    coffer.kill();
+    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
+    coffer.start();
+    coffer.unseal(&keys);
+    let rollback = || entries(&log).into_iter().find(|e| e["type"] == "rollback");
+    assert!(
+        eventually(Duration::from_secs(20), || rollback().is_some()),
+        "no rollback entry:\n{}",
+        coffer.log_text()
+    );
+    let rollback = rollback().unwrap();
+    assert_eq!(
+        rollback["rollback"]["outcome"], "rolled-back",
+        "{rollback:#}"
+    );
+    assert_eq!(rollback["rollback"]["mount_point"], "database/");
+    let request_id = rollback["rollback"]["request_id"].as_str().unwrap();
+    let all = entries(&log);
+    let crashed: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["request"]["id"] == request_id)
+        .collect();
+    assert_eq!(
+        crashed.len(),
+        1,
+        "only the request entry of the crashed call: {crashed:#?}"
+    );
+    assert_eq!(crashed[0]["type"], "request");
+    assert_eq!(
+        crashed[0]["request"]["path"],
+        "database/creds/grade-api-role"
+    );
+    let undo = statements(&rollback["rollback"]["sql"]);
+    assert!(undo.iter().any(|s| s.contains("DROP ROLE")), "{rollback:#}");
+    assert!(eventually(Duration::from_secs(5), || pg.roles_like("v-") == before));
+
+    // No password anywhere in clear.
+    let text = std::fs::read_to_string(&real).unwrap();
+    assert!(!text.contains(&password));
+    assert!(!text.contains(coffer_tests::PG_ROOT_PASSWORD));
+    coffer.stop();
+}
+
+#[test]
+fn an_engine_decides_which_of_its_fields_are_clear_and_its_facts_are_bounded() {
+    let dir = temp_dir("audit-facts");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let log = dir.join("audit.log");
+    let config = coffer_tests::fixtures_config() + &audit_config(&log);
+    let mut coffer = Coffer::with_config(&dir, &config);
+    coffer.init_and_unseal(1, 1);
+    let secret = format!("s3cret-{}", uuid::Uuid::new_v4().simple());
+    let stated = coffer.call(
+        "POST",
+        "hostile/facts",
+        Some(json!({"shape": "object", "secret": secret})),
+    );
+    assert_eq!(stated.status, 200, "{}", stated.text);
+    assert!(
+        stated.json["data"].get("fixture").is_none() && !stated.text.contains("facts"),
+        "facts go to the log, not the client: {}",
+        stated.text
+    );
+    let all = entries(&log);
+    let request = &of(&all, "request", "hostile/facts")[0]["request"]["data"];
+    assert_eq!(request["shape"], "object", "declared clear");
+    assert_eq!(request["secret"], audit_hash(&coffer, "file", &secret));
+    let response = &of(&all, "response", "hostile/facts")[0]["response"];
+    assert_eq!(response["data"]["shape"], "object");
+    assert_eq!(
+        response["data"]["secret"],
+        audit_hash(&coffer, "file", &secret)
+    );
+    assert_eq!(response["facts"]["fixture"]["shape"], "object");
+
+    // Facts that are not a JSON object, or too large, are the engine's bug: 500, and
+    // nothing of them reaches the log.
+    for shape in ["array", "huge"] {
+        let refused = coffer.call("POST", "hostile/facts", Some(json!({"shape": shape})));
+        assert_eq!(refused.status, 500, "{shape}: {}", refused.text);
+        assert!(refused.errors().contains("audit facts"), "{}", refused.text);
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("xxxxxxxx"), "the huge facts were logged");
+    assert!(!text.contains(&secret));
+    assert_eq!(coffer.call("GET", "hostile/ok", None).status, 200);
     coffer.stop();
 }

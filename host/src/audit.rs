@@ -28,6 +28,7 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use crate::barrier::{Barrier, BarrierError};
+use crate::caps::sql::{SqlStep, Transcript};
 use crate::logical::{ApiError, Call, Op, Reply};
 use crate::tokens::TokenEntry;
 
@@ -265,6 +266,26 @@ impl Device {
         }
     }
 
+    /// A data object with every string hashed ([`Device::data`]) except the values of the
+    /// top-level keys in `clear`, which the path table declared not sensitive.
+    fn data_except(&self, value: &Value, clear: &[String]) -> Value {
+        match value {
+            Value::Object(map) if !self.options.log_raw && !clear.is_empty() => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let shown = if clear.iter().any(|c| c == k) {
+                            v.clone()
+                        } else {
+                            self.data(v)
+                        };
+                        (k.clone(), shown)
+                    })
+                    .collect(),
+            ),
+            other => self.data(other),
+        }
+    }
+
     /// Opens (creating with the device's mode) the file of a [`Target::File`].
     fn open(&self) -> std::io::Result<Option<std::fs::File>> {
         let Target::File(path) = &self.options.target else {
@@ -366,6 +387,120 @@ pub struct Revocation<'a> {
     pub attempts: u32,
     /// Whether the scheduler gave up on timely retries.
     pub irrevocable: bool,
+    /// What the engine ran in the database for it.
+    pub notes: &'a Notes,
+}
+
+/// A write-ahead entry rolled back (a side effect whose request never finished: a crash,
+/// a cancelled call, a mount being disabled), for [`Broker::log_rollback`].
+pub struct Rollback<'a> {
+    /// Its mount's path.
+    pub mount: &'a str,
+    /// The engine's name for the side effect.
+    pub kind: &'a str,
+    /// The id of the request whose call wrote the entry (empty for older entries).
+    pub request_id: &'a str,
+    /// When the entry was written, unix milliseconds.
+    pub created_ms: u64,
+    /// The engine's error, if the rollback failed (it is retried).
+    pub error: Option<&'a str>,
+    /// What the engine ran in the database to undo it.
+    pub notes: &'a Notes,
+}
+
+/// Most bytes of facts an engine may state for one response.
+pub const MAX_FACTS_BYTES: usize = 16 << 10;
+
+/// What a call adds to its audit entry beyond its reply: the SQL its engine ran (from
+/// the `sql` capability's [`Transcript`]s) and the facts the engine stated in clear
+/// (`response.audit-facts`). Gathered on the task that serves the call, see [`collect`].
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// The request id of the call, when it is an API request.
+    pub request_id: String,
+    sql: Vec<SqlStep>,
+    /// Database calls made past the transcript bound, not recorded.
+    sql_unrecorded: usize,
+    facts: Map<String, Value>,
+}
+
+impl Notes {
+    /// The `sql` value of an entry (`None` when no database call was made).
+    fn sql_value(&self) -> Option<Value> {
+        if self.sql.is_empty() && self.sql_unrecorded == 0 {
+            return None;
+        }
+        let mut steps = json!(self.sql);
+        if self.sql_unrecorded > 0
+            && let Some(list) = steps.as_array_mut()
+        {
+            list.push(json!({ "unrecorded_calls": self.sql_unrecorded }));
+        }
+        Some(steps)
+    }
+
+    /// Adds `sql` and `facts` to an entry's object.
+    fn add_to(&self, object: &mut Map<String, Value>) {
+        if let Some(sql) = self.sql_value() {
+            object.insert("sql".into(), sql);
+        }
+        if !self.facts.is_empty() {
+            object.insert("facts".into(), Value::Object(self.facts.clone()));
+        }
+    }
+}
+
+tokio::task_local! {
+    static NOTES: Arc<Mutex<Notes>>;
+}
+
+/// Runs `call` with fresh [`Notes`] for `request_id`, and returns them with its output:
+/// every transcript and fact noted on this task meanwhile ([`note_sql`], [`note_facts`])
+/// lands in them, and none in an enclosing call's.
+pub async fn collect<F: Future>(request_id: &str, call: F) -> (F::Output, Notes) {
+    let notes = Arc::new(Mutex::new(Notes {
+        request_id: request_id.to_string(),
+        ..Notes::default()
+    }));
+    let output = NOTES.scope(notes.clone(), call).await;
+    let notes = notes
+        .lock()
+        .map(|mut n| std::mem::take(&mut *n))
+        .unwrap_or_default();
+    (output, notes)
+}
+
+/// Moves what `transcript` recorded into the current call's notes (dropped when the task
+/// collects none: nothing is audited).
+pub fn note_sql(transcript: &Transcript) {
+    let (steps, unrecorded) = transcript.take();
+    if steps.is_empty() && unrecorded == 0 {
+        return;
+    }
+    let _ = NOTES.try_with(|notes| {
+        if let Ok(mut notes) = notes.lock() {
+            notes.sql.extend(steps);
+            notes.sql_unrecorded = notes.sql_unrecorded.saturating_add(unrecorded);
+        }
+    });
+}
+
+/// Adds an engine's facts (a JSON object) to the current call's notes.
+pub fn note_facts(facts: Map<String, Value>) {
+    let _ = NOTES.try_with(|notes| {
+        if let Ok(mut notes) = notes.lock() {
+            notes.facts.extend(facts);
+        }
+    });
+}
+
+/// The id of the API request this task serves, if it is one.
+pub fn current_request_id() -> Option<String> {
+    NOTES
+        .try_with(|notes| notes.lock().map(|n| n.request_id.clone()).ok())
+        .ok()
+        .flatten()
+        .filter(|id| !id.is_empty())
 }
 
 /// Where a request was routed, for the entry's `mount_*` fields.
@@ -377,6 +512,10 @@ pub struct MountInfo {
     pub kind: String,
     /// `mount_accessor`.
     pub accessor: String,
+    /// Request fields the path table declares not sensitive (logged in clear).
+    pub clear_request: Vec<String>,
+    /// Response `data` keys the path table declares not sensitive (logged in clear).
+    pub clear_response: Vec<String>,
 }
 
 /// One request as the audit entries describe it, taken before the backend runs.
@@ -422,17 +561,19 @@ pub struct Response {
     lease_id: String,
     warnings: Vec<String>,
     error: Option<String>,
+    notes: Notes,
 }
 
 impl Response {
-    /// What the response entry of `outcome` says.
-    pub fn of(outcome: &Result<Reply, ApiError>) -> Self {
+    /// What the response entry of `outcome` says, with what the call noted.
+    pub fn of(outcome: &Result<Reply, ApiError>, notes: Notes) -> Self {
         let mut response = Self {
             data: None,
             auth: None,
             lease_id: String::new(),
             warnings: Vec::new(),
             error: None,
+            notes,
         };
         match outcome {
             Ok(Reply::Envelope(envelope)) => {
@@ -570,6 +711,9 @@ impl Broker {
                     "irrevocable": revocation.irrevocable,
                 },
             });
+            if let Some(lease) = entry.get_mut("lease").and_then(Value::as_object_mut) {
+                revocation.notes.add_to(lease);
+            }
             if let (Some(error), Some(object)) = (revocation.error, entry.as_object_mut()) {
                 object.insert("error".to_string(), json!(error));
             }
@@ -577,6 +721,44 @@ impl Broker {
         });
         if let Err(error) = outcome {
             tracing::error!(lease = %revocation.lease_id, %error, "the revocation of a lease could not be audited");
+        }
+    }
+
+    /// Writes the entry of a write-ahead rollback: Coffer's `rollback` type, naming the
+    /// request whose side effect was undone (its request entry is in the log; its
+    /// response entry never was) and the SQL that undid it. Never held back for its entry.
+    pub fn log_rollback(&self, rollback: &Rollback<'_>) {
+        let devices = Snapshot(self.snapshot());
+        let outcome = devices.log_all(|_| {
+            let mut block = Map::new();
+            block.insert("mount_point".into(), json!(rollback.mount));
+            block.insert("kind".into(), json!(rollback.kind));
+            block.insert("request_id".into(), json!(rollback.request_id));
+            block.insert(
+                "written".into(),
+                json!(crate::fields::rfc3339(rollback.created_ms / 1000)),
+            );
+            block.insert(
+                "outcome".into(),
+                json!(if rollback.error.is_some() {
+                    "failed"
+                } else {
+                    "rolled-back"
+                }),
+            );
+            rollback.notes.add_to(&mut block);
+            let mut entry = json!({
+                "time": now_rfc3339_nano(),
+                "type": "rollback",
+                "rollback": omit_empty(block),
+            });
+            if let (Some(error), Some(object)) = (rollback.error, entry.as_object_mut()) {
+                object.insert("error".to_string(), json!(error));
+            }
+            entry
+        });
+        if let Err(error) = outcome {
+            tracing::error!(mount = %rollback.mount, %error, "a rollback could not be audited");
         }
     }
 
@@ -870,7 +1052,10 @@ fn request_block(device: &Device, record: &Record) -> Value {
     request.insert("path".into(), json!(record.path));
     request.insert(
         "data".into(),
-        device.data(&Value::Object(record.data.clone())),
+        device.data_except(
+            &Value::Object(record.data.clone()),
+            &record.mount.clear_request,
+        ),
     );
     request.insert("remote_address".into(), json!(record.remote_address));
     omit_empty(request)
@@ -893,11 +1078,15 @@ fn response_block(device: &Device, record: &Record, response: &Response) -> Valu
         if record.list && device.options.elide_list_responses {
             elide_list(&mut data);
         }
-        block.insert("data".into(), device.data(&data));
+        block.insert(
+            "data".into(),
+            device.data_except(&data, &record.mount.clear_response),
+        );
     }
     if !response.warnings.is_empty() {
         block.insert("warnings".into(), json!(response.warnings));
     }
+    response.notes.add_to(&mut block);
     omit_empty(block)
 }
 
@@ -1039,6 +1228,48 @@ mod tests {
             parse(&[("file_path", "stdout")]).map(|o| o.target).ok(),
             Some(Target::Stdout)
         );
+    }
+
+    #[test]
+    fn only_keys_the_path_table_declares_clear_are_shown_in_clear() {
+        let d = device(&[("file_path", "discard")]);
+        let clear = vec!["username".to_string()];
+        let shown = d.data_except(
+            &json!({"username": "v-app", "password": "p", "nested": {"username": "x"}}),
+            &clear,
+        );
+        assert_eq!(shown["username"], "v-app");
+        assert_eq!(shown["password"], json!(d.hmac("p")));
+        assert_eq!(
+            shown["nested"]["username"],
+            json!(d.hmac("x")),
+            "only top-level keys"
+        );
+    }
+
+    #[tokio::test]
+    async fn notes_are_collected_per_call_and_dropped_outside_one() {
+        note_facts(Map::from_iter([("lost".to_string(), json!(1))]));
+        let ((), notes) = collect("req-1", async {
+            assert_eq!(current_request_id().as_deref(), Some("req-1"));
+            note_facts(Map::from_iter([(
+                "certificate".to_string(),
+                json!({"serial_number": "01"}),
+            )]));
+            let ((), inner) = collect("", async {
+                assert_eq!(current_request_id(), None);
+                note_facts(Map::from_iter([("inner".to_string(), json!(true))]));
+            })
+            .await;
+            assert!(inner.facts.contains_key("inner"));
+        })
+        .await;
+        assert_eq!(notes.request_id, "req-1");
+        assert_eq!(notes.facts.len(), 1, "{notes:?}");
+        let mut entry = Map::new();
+        notes.add_to(&mut entry);
+        assert_eq!(entry["facts"]["certificate"]["serial_number"], "01");
+        assert!(!entry.contains_key("sql"));
     }
 
     #[test]

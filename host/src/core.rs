@@ -35,6 +35,8 @@ const MAX_PATHS: usize = 1024;
 const MAX_FIELDS: usize = 512;
 /// Longest path pattern.
 const MAX_PATTERN_BYTES: usize = 4096;
+/// Most response keys one path may declare not sensitive (`audit-clear-response`).
+const MAX_CLEAR_RESPONSE_KEYS: usize = 32;
 /// Longest mount path.
 const MAX_MOUNT_PATH: usize = 256;
 /// Paths no engine may be mounted at or under.
@@ -438,6 +440,7 @@ impl Core {
             limits: mount.limits(),
             sql,
             http: Some(http),
+            request_id: crate::audit::current_request_id().unwrap_or_default(),
         }
     }
 
@@ -484,6 +487,7 @@ impl Core {
                     limits: Limits::default(),
                     sql: None,
                     http: None,
+                    request_id: String::new(),
                 };
                 self.runtime
                     .block_on(self.runtime.describe(&plugin, context))
@@ -1081,6 +1085,17 @@ fn compile_spec(plugin: Arc<Plugin>, spec: BackendSpec) -> Result<LoadedEngine, 
         }
         if path.operations.is_empty() {
             return Err(format!("path {:?} declares no operations", path.pattern));
+        }
+        if path.audit_clear_response.len() > MAX_CLEAR_RESPONSE_KEYS
+            || path
+                .audit_clear_response
+                .iter()
+                .any(|k| k.len() > MAX_PATTERN_BYTES)
+        {
+            return Err(format!(
+                "path {:?} declares more than {MAX_CLEAR_RESPONSE_KEYS} audit-clear response keys, or an overlong one",
+                path.pattern
+            ));
         }
         paths.push(CompiledPath {
             regex,

@@ -402,6 +402,7 @@ pub(crate) async fn call_engine(
     let plugin = engine.plugin.clone();
     let runtime = core.runtime.clone();
     let context = core.context(mount);
+    let transcript = context.sql.as_ref().map(|sql| sql.transcript());
     let outcome = if crate::background::active() {
         // On a niced background thread, which drives the call itself.
         crate::background::run(move || runtime.block_on(call(&runtime, &plugin, context)))
@@ -410,6 +411,9 @@ pub(crate) async fn call_engine(
     } else {
         call(&runtime, &plugin, context).await
     };
+    if let Some(transcript) = &transcript {
+        crate::audit::note_sql(transcript);
+    }
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(LeaseError::Engine(engine_message(&error))),
@@ -480,20 +484,28 @@ async fn revoke_entry(
     force: bool,
     origin: Origin,
 ) -> Result<(), LeaseError> {
-    let outcome = match core.mount_at(&entry.mount) {
-        Some(mount) => {
-            let lease_ref = entry.lease_ref(0);
-            call_engine(core, &mount, async move |runtime, plugin, context| {
-                runtime.revoke(plugin, context, &lease_ref).await
-            })
-            .await
-        }
-        None => Err(LeaseError::Engine(format!(
-            "mount {} no longer exists",
-            entry.mount
-        ))),
-    };
     let reason = origin.audit_reason(&entry);
+    let revocation = async {
+        match core.mount_at(&entry.mount) {
+            Some(mount) => {
+                let lease_ref = entry.lease_ref(0);
+                call_engine(core, &mount, async move |runtime, plugin, context| {
+                    runtime.revoke(plugin, context, &lease_ref).await
+                })
+                .await
+            }
+            None => Err(LeaseError::Engine(format!(
+                "mount {} no longer exists",
+                entry.mount
+            ))),
+        }
+    };
+    // An API revocation's SQL goes into its request's response entry; any other's into
+    // the lease-revocation entry written here.
+    let (outcome, notes) = match reason {
+        Some(_) => crate::audit::collect("", revocation).await,
+        None => (revocation.await, crate::audit::Notes::default()),
+    };
     let audit = |entry: &LeaseEntry, error: Option<&str>| {
         if let Some(reason) = reason {
             core.audit.log_revocation(&crate::audit::Revocation {
@@ -503,6 +515,7 @@ async fn revoke_entry(
                 error,
                 attempts: entry.revoke_attempts,
                 irrevocable: entry.irrevocable,
+                notes: &notes,
             });
         }
     };
@@ -993,10 +1006,23 @@ async fn roll_back_entry(
         return Ok(());
     };
     let kind = entry.kind.clone();
-    call_engine(core, mount, async move |runtime, plugin, context| {
-        runtime.rollback(plugin, context, &kind, &data).await
-    })
-    .await?;
+    let (outcome, notes) = crate::audit::collect(
+        "",
+        call_engine(core, mount, async move |runtime, plugin, context| {
+            runtime.rollback(plugin, context, &kind, &data).await
+        }),
+    )
+    .await;
+    let error = outcome.as_ref().err().map(ToString::to_string);
+    core.audit.log_rollback(&crate::audit::Rollback {
+        mount: &mount.entry.path,
+        kind: &entry.kind,
+        request_id: &entry.request_id,
+        created_ms: entry.created_ms.max(entry.created.saturating_mul(1000)),
+        error: error.as_deref(),
+        notes: &notes,
+    });
+    outcome?;
     tracing::info!(mount = %mount.entry.path, kind = %entry.kind, "rolled back an unfinished side effect");
     let (view, key) = (mount.view.clone(), key.to_string());
     crate::background::offload(move || view.delete(&key))

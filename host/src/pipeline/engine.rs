@@ -112,6 +112,27 @@ pub(crate) async fn exists(
     }
 }
 
+/// An engine's `audit-facts`: a JSON object of at most [`crate::audit::MAX_FACTS_BYTES`];
+/// anything else is the engine's bug (500, as for malformed `data`).
+fn audit_facts(mount: &Mount, facts: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let malformed = |why: &str| {
+        ApiError::internal(format!(
+            "engine at {} returned audit facts that {why}",
+            mount.entry.path
+        ))
+    };
+    if facts.len() > crate::audit::MAX_FACTS_BYTES {
+        return Err(malformed(&format!(
+            "exceed {} bytes",
+            crate::audit::MAX_FACTS_BYTES
+        )));
+    }
+    match serde_json::from_str::<Value>(facts) {
+        Ok(Value::Object(object)) => Ok(object),
+        _ => Err(malformed("are not a JSON object")),
+    }
+}
+
 /// The first entry of the mount's path table matching `rest`: its compiled pattern, the
 /// captures, and its spec.
 pub(crate) fn matched<'a>(
@@ -238,13 +259,22 @@ async fn engine(
     let mut context = core.context(&mount);
     crate::caps::sql::allow_for_this_call(&mut context, sql_grant.as_ref());
     crate::caps::http::allow_for_this_call(&mut context, https_grant.as_ref());
+    let transcript = context.sql.as_ref().map(|sql| sql.transcript());
     // The guest runs on a fiber on this worker, yielding every epoch tick.
     let outcome = runtime.handle(&plugin, context, &request).await;
-    let response = match outcome {
+    if let Some(transcript) = &transcript {
+        // What the engine ran in the database goes into the response entry, whatever the
+        // outcome: a failed creation's statements matter as much as a good one's.
+        crate::audit::note_sql(transcript);
+    }
+    let mut response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Err(engine_error(error)),
         Err(error) => return Err(runtime_error(&mount, error)),
     };
+    if let Some(facts) = response.audit_facts.take() {
+        crate::audit::note_facts(audit_facts(&mount, &facts)?);
+    }
     if matches!(call.op, Op::Write | Op::Delete)
         && spec
             .fields

@@ -121,11 +121,11 @@ fn audited(core: &Core, call: &Call) -> bool {
 async fn audited_dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
     let record = audit::Record::new(&call, mount_info(core, &call.path));
     let devices = core.audit.log_request(&record, None)?;
-    let mut outcome = dispatch(core, call).await;
+    let (mut outcome, notes) = audit::collect(&record.id, dispatch(core, call)).await;
     if let Ok(Reply::Envelope(envelope)) = &mut outcome {
         envelope.request_id = record.id.clone();
     }
-    if let Err(error) = devices.log_response(&record, &audit::Response::of(&outcome)) {
+    if let Err(error) = devices.log_response(&record, &audit::Response::of(&outcome, notes)) {
         tracing::error!(request_id = %record.id, %error,
             "the response of a request that has taken effect could not be audited; the caller gets 500");
         return Err(error.into());
@@ -133,13 +133,14 @@ async fn audited_dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiErro
     outcome
 }
 
-/// The mount a path is routed to, as the audit entries name it.
+/// The mount a path is routed to, as the audit entries name it, with the fields its
+/// engine's path table declares not sensitive.
 fn mount_info(core: &Core, path: &str) -> audit::MountInfo {
     if path == "sys" || path.starts_with("sys/") {
         return audit::MountInfo {
             point: "sys/".to_string(),
             kind: "system".to_string(),
-            accessor: String::new(),
+            ..audit::MountInfo::default()
         };
     }
     if path.starts_with("auth/token/") {
@@ -150,15 +151,32 @@ fn mount_info(core: &Core, path: &str) -> audit::MountInfo {
                 .auth_mount_at(crate::core::TOKEN_AUTH_PATH)
                 .map(|entry| entry.accessor)
                 .unwrap_or_default(),
+            ..audit::MountInfo::default()
         };
     }
-    core.route(path)
-        .map(|(mount, _)| audit::MountInfo {
-            point: mount.entry.path.clone(),
-            kind: mount.entry.engine.clone(),
-            accessor: mount.entry.accessor.clone(),
+    let Some((mount, rest)) = core.route(path) else {
+        return audit::MountInfo::default();
+    };
+    let (clear_request, clear_response) = mount
+        .engine
+        .as_ref()
+        .ok()
+        .and_then(|loaded| engine::matched(loaded, &rest).ok())
+        .map(|(_, _, spec)| {
+            let fields = spec.fields.iter().filter(|f| f.audit_clear);
+            (
+                fields.map(|f| f.name.clone()).collect(),
+                spec.audit_clear_response.clone(),
+            )
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    audit::MountInfo {
+        point: mount.entry.path.clone(),
+        kind: mount.entry.engine.clone(),
+        accessor: mount.entry.accessor.clone(),
+        clear_request,
+        clear_response,
+    }
 }
 
 /// Revokes a token whose last use a request took, when that request is over.

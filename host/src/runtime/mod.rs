@@ -154,6 +154,8 @@ pub struct CallContext {
     pub sql: Option<crate::caps::sql::SqlState>,
     /// Outbound HTTPS capability, when the mount has one.
     pub http: Option<crate::caps::http::HttpState>,
+    /// The API request the call serves; empty for background calls.
+    pub request_id: String,
 }
 
 /// Store data for one call.
@@ -493,7 +495,13 @@ impl Runtime {
                 max_bytes: limits.memory_bytes,
                 refused: false,
             },
-            caps: caps::State::new(context.mount, context.storage, context.sql, context.http),
+            caps: caps::State::new(
+                context.mount,
+                context.storage,
+                context.sql,
+                context.http,
+                context.request_id,
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -195,7 +195,7 @@ fn password_for_statements(config: &DbConfig, password: &str) -> Result<String, 
 }
 
 fn name_field() -> FieldSchema {
-    Field::string("name", "Name of the item.")
+    Field::string("name", "Name of the item.").audit_clear()
 }
 
 fn ttl_fields() -> Vec<FieldSchema> {
@@ -408,7 +408,7 @@ fn routes() -> SpecBuilder {
                 write_role_at,
                 delete_role,
             )
-            .field(Field::string("db_name", "Connection to use."))
+            .field(Field::string("db_name", "Connection to use.").audit_clear())
             .field(Field::strings(
                 "creation_statements",
                 "Statements creating the user.",
@@ -434,6 +434,8 @@ fn routes() -> SpecBuilder {
             path(&format!("creds/(?P<name>{NAME})"))
                 .field(name_field())
                 .synopsis("Create a PostgreSQL user for the role, leased.")
+                // The user name is no secret: in clear, the log says who got which user.
+                .audit_clear_response(&["username"])
                 .on(Operation::Read, issue_creds),
         )
         .path(
@@ -448,7 +450,7 @@ fn routes() -> SpecBuilder {
                 write_static_role_at,
                 delete_static_role,
             )
-            .field(Field::string("db_name", "Connection to use."))
+            .field(Field::string("db_name", "Connection to use.").audit_clear())
             .field(Field::string("username", "Existing database user."))
             .field(Field::duration(
                 "rotation_period",
@@ -465,6 +467,12 @@ fn routes() -> SpecBuilder {
             path(&format!("static-creds/(?P<name>{NAME})"))
                 .field(name_field())
                 .synopsis("The static role's current password.")
+                .audit_clear_response(&[
+                    "username",
+                    "last_vault_rotation",
+                    "rotation_period",
+                    "ttl",
+                ])
                 .on(Operation::Read, read_static_creds),
         )
         .path(

@@ -294,7 +294,9 @@ fn ext_key_usage(name: &str) -> Result<ExtendedKeyUsagePurpose, EngineError> {
 
 /// Fields accepted by issue/sign/sign-verbatim.
 pub fn issue_fields() -> Vec<FieldSchema> {
-    vec![
+    // Names, TTLs and formats are no secret: the audit log shows them in clear, so it
+    // says which certificate was asked for. The CSR stays hashed (it is long, not secret).
+    let clear = [
         Field::string("common_name", "Requested CN."),
         Field::comma_strings("alt_names", "DNS or email SANs."),
         Field::comma_strings("ip_sans", "IP SANs."),
@@ -316,10 +318,46 @@ pub fn issue_fields() -> Vec<FieldSchema> {
         Field::comma_strings("user_ids", "User IDs (not supported)."),
         Field::lowercase("key_type", "For key_type=any roles."),
         Field::int("key_bits", "For key_type=any roles."),
-        Field::string("csr", "PEM CSR (sign)."),
         Field::comma_strings("key_usage", "sign-verbatim key usages."),
         Field::comma_strings("ext_key_usage", "sign-verbatim extended key usages."),
-    ]
+    ];
+    clear
+        .into_iter()
+        .map(FieldExt::audit_clear)
+        .chain([Field::string("csr", "PEM CSR (sign).")])
+        .collect()
+}
+
+/// Response keys of issue/sign that are no secret, shown in clear in the audit log.
+pub const CLEAR_ISSUE_RESPONSE: &[&str] = &["serial_number", "expiration", "private_key_type"];
+
+/// A subject DN as text, RFC 4514 style in the certificate's order (`CN=a,O=b`).
+pub fn subject_text(dn: &DistinguishedName) -> String {
+    dn.iter()
+        .map(|(kind, value)| {
+            let name = match kind {
+                DnType::CommonName => "CN".to_string(),
+                DnType::CountryName => "C".to_string(),
+                DnType::LocalityName => "L".to_string(),
+                DnType::StateOrProvinceName => "ST".to_string(),
+                DnType::OrganizationName => "O".to_string(),
+                DnType::OrganizationalUnitName => "OU".to_string(),
+                DnType::CustomDnType(oid) => {
+                    oid.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+                }
+                other => format!("{other:?}"),
+            };
+            let text = match value {
+                DnValue::Utf8String(s) => s.clone(),
+                DnValue::PrintableString(s) => s.as_str().to_string(),
+                DnValue::Ia5String(s) => s.as_str().to_string(),
+                DnValue::TeletexString(s) => s.as_str().to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{name}={}", text.replace('\\', "\\\\").replace(',', "\\,"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Which issuance endpoint.
@@ -663,9 +701,9 @@ pub fn issue(
     let serial = new_serial()?;
     let mut params = CertificateParams::default();
     params.serial_number = Some(SerialNumber::from_slice(&serial));
-    params.not_before = time_of(
-        now - i64::try_from(role.not_before_duration).unwrap_or(DEFAULT_NOT_BEFORE as i64),
-    )?;
+    let not_before =
+        now - i64::try_from(role.not_before_duration).unwrap_or(DEFAULT_NOT_BEFORE as i64);
+    params.not_before = time_of(not_before)?;
     params.not_after = time_of(end)?;
     params.distinguished_name = match (&csr, mode) {
         (Some(csr), Mode::Verbatim) => csr.subject.clone(),
@@ -775,6 +813,22 @@ pub fn issue(
     )?;
     let mut response = respond::data(data);
     response.warnings = warnings;
+    // The inventory line of the audit log: no secret, so in clear.
+    response.audit_facts = Some(
+        json!({ "certificate": {
+            "serial_number": serial_text,
+            "subject": subject_text(&params.distinguished_name),
+            "dns_names": dns,
+            "ip_addresses": ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "uris": uris,
+            "not_before": rfc3339(not_before),
+            "not_after": rfc3339(end),
+            "issuer_id": issuer.id,
+            "key_type": subject_key.family.type_name(),
+            "key_bits": subject_key.family.bits(),
+        }})
+        .to_string(),
+    );
     if role.generate_lease && !role.no_store {
         response.lease = Some(LeaseRequest {
             secret_type: crate::CERT_SECRET.to_string(),

@@ -28,8 +28,8 @@ use rcgen::{
 };
 
 use crate::issue::{
-    Mode, ca_params, certificate_data, issue, issue_fields, role_fields, role_json,
-    sign_with_issuer, subject, verified_csr, write_role,
+    CLEAR_ISSUE_RESPONSE, Mode, ca_params, certificate_data, issue, issue_fields, role_fields,
+    role_json, sign_with_issuer, subject, verified_csr, write_role,
 };
 use crate::store::{
     CertEntry, HostSigner, IssuerEntry, KeyEntry, Urls, default_issuer_id, host, host_key_name,
@@ -202,15 +202,17 @@ fn routes() -> SpecBuilder {
         )
         .path(
             with_ref("issuer/(?P<issuer_ref>NAME)/issue/(?P<role>NAME)")
-                .field(Field::string("role", "Role."))
+                .field(Field::string("role", "Role.").audit_clear())
                 .fields(issue_fields())
+                .audit_clear_response(CLEAR_ISSUE_RESPONSE)
                 .synopsis("Issue a certificate and key from this issuer under a role.")
                 .on(Operation::Update, issue_from_issuer),
         )
         .path(
             with_ref("issuer/(?P<issuer_ref>NAME)/sign/(?P<role>NAME)")
-                .field(Field::string("role", "Role."))
+                .field(Field::string("role", "Role.").audit_clear())
                 .fields(issue_fields())
+                .audit_clear_response(CLEAR_ISSUE_RESPONSE)
                 .synopsis("Sign a CSR with this issuer under a role.")
                 .on(Operation::Update, sign_from_issuer),
         )
@@ -316,28 +318,31 @@ fn routes() -> SpecBuilder {
         )
         .path(
             path(&named("issue/(?P<role>NAME)"))
-                .field(Field::string("role", "Role."))
+                .field(Field::string("role", "Role.").audit_clear())
                 .fields(issue_fields())
+                .audit_clear_response(CLEAR_ISSUE_RESPONSE)
                 .synopsis("Issue a certificate and key under a role.")
                 .on(Operation::Update, issue_at),
         )
         .path(
             path(&named("sign/(?P<role>NAME)"))
-                .field(Field::string("role", "Role."))
+                .field(Field::string("role", "Role.").audit_clear())
                 .fields(issue_fields())
+                .audit_clear_response(CLEAR_ISSUE_RESPONSE)
                 .synopsis("Sign a CSR under a role.")
                 .on(Operation::Update, sign_at),
         )
         .path(
             path(&named("sign-verbatim(/(?P<role>NAME))?"))
-                .field(Field::string("role", "Role."))
+                .field(Field::string("role", "Role.").audit_clear())
                 .fields(issue_fields())
+                .audit_clear_response(CLEAR_ISSUE_RESPONSE)
                 .synopsis("Sign a CSR as it is (sudo-free in Vault, but only with policy).")
                 .on(Operation::Update, sign_verbatim_at),
         )
         .path(
             path("revoke")
-                .field(Field::string("serial_number", "Serial."))
+                .field(Field::string("serial_number", "Serial.").audit_clear())
                 .field(Field::string("certificate", "PEM certificate."))
                 .synopsis("Revoke a certificate.")
                 .on(Operation::Update, revoke_at),

@@ -390,6 +390,7 @@ pub fn path(pattern: &str) -> PathBuilder {
             fields: Vec::new(),
             operations: Vec::new(),
             synopsis: String::new(),
+            audit_clear_response: Vec::new(),
         },
         handlers: Vec::new(),
     }
@@ -434,6 +435,15 @@ impl PathBuilder {
         self.spec.synopsis = synopsis.to_string();
         self
     }
+    /// Declares top-level keys of this path's response `data` as not sensitive: audit
+    /// entries show them in clear (everything else is an HMAC). Only for what is no
+    /// secret, such as a serial number or a generated user name, never a password or key.
+    pub fn audit_clear_response(mut self, keys: &[&str]) -> Self {
+        self.spec
+            .audit_clear_response
+            .extend(keys.iter().map(|k| k.to_string()));
+        self
+    }
 }
 
 /// Field constructors: `Field::string("name", "help").required()`.
@@ -451,6 +461,7 @@ macro_rules! field_constructor {
                         description: description.to_string(),
                         required: false,
                         default: None,
+                        audit_clear: false,
                     }
                 }
             )*
@@ -487,9 +498,16 @@ pub trait FieldExt {
     fn required(self) -> Self;
     /// Sets the value used when the request omits the field.
     fn default(self, value: FieldValue) -> Self;
+    /// Marks the field not sensitive: audit entries show its value in clear instead of
+    /// an HMAC. Only for what is no secret (a name, a TTL), never a password or key.
+    fn audit_clear(self) -> Self;
 }
 
 impl FieldExt for FieldSchema {
+    fn audit_clear(mut self) -> Self {
+        self.audit_clear = true;
+        self
+    }
     fn required(mut self) -> Self {
         self.required = true;
         self
@@ -574,6 +592,7 @@ pub mod respond {
             raw: None,
             release_wal: Vec::new(),
             auth: None,
+            audit_facts: None,
         }
     }
     /// A response with no data: a write answers 204. Not for a read or a list: the host
@@ -587,6 +606,7 @@ pub mod respond {
             raw: None,
             release_wal: Vec::new(),
             auth: None,
+            audit_facts: None,
         }
     }
     /// A LIST response; an empty list becomes a 404 as in Vault.
@@ -621,6 +641,7 @@ pub mod respond {
             }),
             release_wal: Vec::new(),
             auth: None,
+            audit_facts: None,
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct WalEntry {
     /// Unix milliseconds when it was written (0 in entries from older versions).
     #[serde(default)]
     pub created_ms: u64,
+    /// The API request whose call wrote it (empty for background calls and older entries).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
 }
 
 /// Per-call capability state.
@@ -94,6 +97,9 @@ pub struct State {
     pub(crate) sql: Option<sql::SqlState>,
     pub(crate) http: Option<http::HttpState>,
     log_bytes: usize,
+    /// The API request this call serves (empty for background calls), kept with each
+    /// write-ahead entry so its rollback's audit entry names the request.
+    request_id: String,
 }
 
 impl State {
@@ -103,6 +109,7 @@ impl State {
         storage: Option<View>,
         sql: Option<sql::SqlState>,
         http: Option<http::HttpState>,
+        request_id: String,
     ) -> Self {
         Self {
             mount,
@@ -110,6 +117,7 @@ impl State {
             sql,
             http,
             log_bytes: 0,
+            request_id,
         }
     }
 
@@ -309,6 +317,7 @@ impl storage::Host for CallState {
             data: base64::engine::general_purpose::STANDARD.encode(&data),
             created: unix_now(),
             created_ms: now_ms(),
+            request_id: self.caps.request_id.clone(),
         };
         let bytes = serde_json::to_vec(&entry).map_err(|e| HostError::Internal(e.to_string()))?;
         self.caps

@@ -74,6 +74,83 @@ const MAX_DSN_BYTES: usize = 4096;
 const MAX_GRANTS: usize = 256;
 /// Hosts one DSN may name (libpq tries them in order).
 const MAX_DSN_HOSTS: usize = 8;
+/// Most database calls one engine call's transcript keeps (the rest are counted).
+const MAX_TRANSCRIPT_CALLS: usize = 64;
+/// Longest statement a transcript keeps (after redaction), in bytes.
+const MAX_TRANSCRIPT_STATEMENT: usize = 4096;
+
+/// One database call an engine made, as the audit log shows it: which connection, what
+/// kind of call, the statements with every literal's contents replaced by `***`
+/// ([`redact`]; a password rendered into a statement never appears), and whether it
+/// succeeded, with the SQLSTATE of a failure (never the server's message, which can
+/// quote the statement's text).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SqlStep {
+    /// `user@host:port/database` of the connection (no password).
+    pub connection: String,
+    /// `execute`, `query`, `transaction` or `batch`.
+    pub call: &'static str,
+    /// The statements, redacted.
+    pub statements: Vec<String>,
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
+    /// The SQLSTATE of a failure the database reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+}
+
+/// The database calls of one engine call, in order: shared between the call's SQL state
+/// (which records) and whoever made the call (which audits them afterwards).
+#[derive(Clone, Default)]
+pub struct Transcript(Arc<Mutex<(Vec<SqlStep>, usize)>>);
+
+impl Transcript {
+    fn record(&self, step: SqlStep) {
+        if let Ok(mut steps) = self.0.lock() {
+            if steps.0.len() < MAX_TRANSCRIPT_CALLS {
+                steps.0.push(step);
+            } else {
+                steps.1 = steps.1.saturating_add(1);
+            }
+        }
+    }
+
+    /// The calls recorded so far (emptying the transcript), and how many more were made
+    /// past [`MAX_TRANSCRIPT_CALLS`].
+    pub fn take(&self) -> (Vec<SqlStep>, usize) {
+        self.0
+            .lock()
+            .map(|mut steps| std::mem::take(&mut *steps))
+            .unwrap_or_default()
+    }
+}
+
+/// `statement` redacted and cut to [`MAX_TRANSCRIPT_STATEMENT`] bytes.
+fn transcript_text(statement: &str) -> String {
+    let mut text = redact(statement);
+    if text.len() > MAX_TRANSCRIPT_STATEMENT {
+        let mut end = MAX_TRANSCRIPT_STATEMENT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+/// The SQLSTATE a failure's message ends with (`... (SQLSTATE 42P01)`), if any.
+fn sqlstate_of(error: &HostError) -> Option<String> {
+    let message = match error {
+        HostError::Invalid(m)
+        | HostError::Denied(m)
+        | HostError::Unavailable(m)
+        | HostError::Internal(m) => m,
+        HostError::NotFound => return None,
+    };
+    let code = message.rsplit_once("(SQLSTATE ")?.1.strip_suffix(')')?;
+    (code.len() == 5 && code.chars().all(|c| c.is_ascii_alphanumeric())).then(|| code.to_string())
+}
 
 /// A TCP endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -121,6 +198,17 @@ struct ParsedDsn {
 }
 
 impl ParsedDsn {
+    /// `user@host:port/database`: which connection a transcript step used.
+    fn target(&self) -> String {
+        let endpoints: Vec<String> = self.endpoints.iter().map(Endpoint::to_string).collect();
+        format!(
+            "{}@{}/{}",
+            self.config.get_user().unwrap_or_default(),
+            endpoints.join(","),
+            self.config.get_dbname().unwrap_or_default(),
+        )
+    }
+
     /// Who and where a connection is, without its password: the pool key.
     fn identity(&self) -> String {
         let endpoints: Vec<String> = self.endpoints.iter().map(Endpoint::to_string).collect();
@@ -676,9 +764,15 @@ pub struct SqlState {
     runtime: tokio::runtime::Handle,
     this_call: Grant,
     deadline: Instant,
+    transcript: Transcript,
 }
 
 impl SqlState {
+    /// Where this call's database calls are recorded.
+    pub fn transcript(&self) -> Transcript {
+        self.transcript.clone()
+    }
+
     /// State for one call of the mount `mount_uuid`, which must be over within
     /// `call_timeout`. Its granted endpoints are read when the guest connects, so calls
     /// that use no SQL pay nothing for them.
@@ -696,6 +790,7 @@ impl SqlState {
             runtime,
             this_call: Grant::default(),
             deadline: Instant::now() + call_timeout,
+            transcript: Transcript::default(),
         }
     }
 
@@ -715,6 +810,8 @@ impl SqlState {
 pub struct Connection {
     pooled: Option<Pooled>,
     pool: Arc<Pool>,
+    /// `user@host:port/database`, for the transcript.
+    target: String,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -1020,11 +1117,35 @@ impl CallState {
     async fn with_client<R>(
         &mut self,
         connection: &Resource<Connection>,
-        statement_for_log: &str,
+        call: &'static str,
+        statements: &[&str],
         body: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<R, Failure>,
     ) -> Result<R, HostError> {
         let mount = self.caps.mount().to_string();
-        tracing::debug!(mount, statement = %redact(statement_for_log), "sql");
+        let redacted: Vec<String> = statements.iter().map(|s| transcript_text(s)).collect();
+        tracing::debug!(mount, statement = %redacted.join("; "), "sql");
+        let transcript = self.sql_state()?.transcript();
+        let target = self
+            .table
+            .get(connection)
+            .map(|c| c.target.clone())
+            .unwrap_or_default();
+        let outcome = self.run_on_client(connection, body).await;
+        transcript.record(SqlStep {
+            connection: target,
+            call,
+            statements: redacted,
+            outcome: if outcome.is_ok() { "ok" } else { "failed" },
+            sqlstate: outcome.as_ref().err().and_then(sqlstate_of),
+        });
+        outcome
+    }
+
+    async fn run_on_client<R>(
+        &mut self,
+        connection: &Resource<Connection>,
+        body: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<R, Failure>,
+    ) -> Result<R, HostError> {
         let limit = self.sql_state()?.time_left(STATEMENT_TIMEOUT)?;
         let entry = self
             .table
@@ -1203,6 +1324,7 @@ impl sql::Host for CallState {
         let connection = Connection {
             pooled: Some(pooled),
             pool,
+            target: parsed.target(),
             _permit: permit,
         };
         self.table
@@ -1272,7 +1394,7 @@ impl sql::HostConnection for CallState {
         values: Vec<SqlValue>,
     ) -> Result<u64, HostError> {
         let boxed = params(&values);
-        self.with_client(&connection, &statement, async |client| {
+        self.with_client(&connection, "execute", &[&statement], async |client| {
             let refs = refs(&boxed);
             client
                 .execute(statement.as_str(), &refs)
@@ -1292,7 +1414,7 @@ impl sql::HostConnection for CallState {
         values: Vec<SqlValue>,
     ) -> Result<Vec<Vec<SqlValue>>, HostError> {
         let boxed = params(&values);
-        self.with_client(&connection, &statement, async |client| {
+        self.with_client(&connection, "query", &[&statement], async |client| {
             let refs = refs(&boxed);
             let stream = client
                 .query_raw(statement.as_str(), refs)
@@ -1338,12 +1460,8 @@ impl sql::HostConnection for CallState {
                 "at most {MAX_STATEMENTS} statements per transaction"
             )));
         }
-        let summary = statements
-            .iter()
-            .map(|(s, _)| s.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        self.with_client(&connection, &summary, async |client| {
+        let texts: Vec<&str> = statements.iter().map(|(s, _)| s.as_str()).collect();
+        self.with_client(&connection, "transaction", &texts, async |client| {
             if statements.iter().all(|(_, values)| values.is_empty()) {
                 // One round trip: PostgreSQL runs a multi-statement simple query as a single
                 // implicit transaction (all or nothing). No explicit BEGIN, so a failure
@@ -1374,7 +1492,7 @@ impl sql::HostConnection for CallState {
         connection: Resource<Connection>,
         statements: String,
     ) -> Result<(), HostError> {
-        self.with_client(&connection, &statements, async |client| {
+        self.with_client(&connection, "batch", &[&statements], async |client| {
             client
                 .batch_execute(&statements)
                 .await
@@ -1750,5 +1868,57 @@ mod tests {
             assert_eq!(redact(statement), redacted, "{statement}");
             assert!(!redact(statement).contains("hunter2"));
         }
+    }
+
+    fn step(statement: &str) -> SqlStep {
+        SqlStep {
+            connection: "u@h:5432/d".to_string(),
+            call: "execute",
+            statements: vec![transcript_text(statement)],
+            outcome: "ok",
+            sqlstate: None,
+        }
+    }
+
+    #[test]
+    fn a_transcript_keeps_redacted_bounded_statements_and_counts_the_rest() {
+        let transcript = Transcript::default();
+        transcript.record(step("CREATE ROLE \"v\" PASSWORD 'hunter2'"));
+        let long = format!(
+            "SELECT '{}', {}",
+            "x".repeat(10),
+            "é".repeat(MAX_TRANSCRIPT_STATEMENT)
+        );
+        transcript.record(step(&long));
+        for _ in 0..MAX_TRANSCRIPT_CALLS {
+            transcript.record(step("SELECT 1"));
+        }
+        let (steps, unrecorded) = transcript.take();
+        assert_eq!(steps.len(), MAX_TRANSCRIPT_CALLS);
+        assert_eq!(unrecorded, 2);
+        assert_eq!(
+            steps.first().map(|s| s.statements.clone()),
+            Some(vec!["CREATE ROLE \"v\" PASSWORD '***'".to_string()])
+        );
+        let cut = steps
+            .get(1)
+            .and_then(|s| s.statements.first())
+            .cloned()
+            .unwrap_or_default();
+        assert!(cut.starts_with("SELECT '***', é"), "{cut}");
+        assert!(cut.ends_with("...") && cut.len() <= MAX_TRANSCRIPT_STATEMENT + 3);
+        assert_eq!(transcript.take(), (Vec::new(), 0), "take empties it");
+    }
+
+    #[test]
+    fn only_a_well_formed_sqlstate_is_taken_from_a_failure() {
+        let of = |m: &str| sqlstate_of(&HostError::Invalid(m.to_string()));
+        assert_eq!(
+            of("relation \"t\" does not exist (SQLSTATE 42P01)").as_deref(),
+            Some("42P01")
+        );
+        assert_eq!(of("no code here"), None);
+        assert_eq!(of("(SQLSTATE hunter2-secret)"), None);
+        assert_eq!(sqlstate_of(&HostError::NotFound), None);
     }
 }
