@@ -1296,3 +1296,180 @@ fn an_engine_decides_which_of_its_fields_are_clear_and_its_facts_are_bounded() {
     assert_eq!(coffer.call("GET", "hostile/ok", None).status, 200);
     coffer.stop();
 }
+
+/// Every file below `dir`, read whole.
+fn files_below(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                found.push((path, bytes));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_tutorial_leaves_no_secret_in_the_log_or_the_storage() {
+    use coffer_tests::Postgres;
+    use coffer_tests::tutorial::{tutorial_ca, tutorial_database};
+    let pg = Postgres::start(false);
+    let dir = temp_dir("audit-tutorial");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let log = dir.join("audit.log");
+    let config = coffer_tests::fixtures_config() + &audit_config(&log);
+    let mut coffer = Coffer::with_config(&dir, &config);
+    let unseal_keys = coffer.init_and_unseal(3, 2);
+    let root_token = coffer.token.clone();
+    for (path, kind) in [("database", "database"), ("pki", "pki")] {
+        let mounted = coffer.call(
+            "POST",
+            &format!("sys/mounts/{path}"),
+            Some(json!({"type": kind})),
+        );
+        assert!(mounted.status < 300, "{}", mounted.text);
+    }
+    // Every secret the run produces, with whether its HMAC must be in the log (a value
+    // some request or response carried) or it must not appear at all (unseal keys).
+    let mut secrets: Vec<(String, String, bool)> = unseal_keys
+        .iter()
+        .map(|k| ("unseal key".to_string(), k.clone(), false))
+        .collect();
+    secrets.push(("root token".into(), root_token.clone(), true));
+    secrets.push((
+        "database root password".into(),
+        coffer_tests::PG_ROOT_PASSWORD.into(),
+        true,
+    ));
+
+    // The tutorial: the database role and two credentials, the CA and a certificate.
+    tutorial_database(&coffer, &pg);
+    for _ in 0..2 {
+        let creds = coffer.call("GET", "database/creds/grade-api-role", None);
+        assert_eq!(creds.status, 200, "{}", creds.text);
+        let password = creds.data()["password"].as_str().unwrap().to_string();
+        let user = creds.data()["username"].as_str().unwrap().to_string();
+        assert!(
+            pg.login(&user, &password, "SELECT 1").is_ok(),
+            "a working credential"
+        );
+        secrets.push(("database password".into(), password, true));
+    }
+    tutorial_ca(&coffer, &dir);
+    let issued = coffer.call(
+        "POST",
+        "pki_int/issue/grade-api-tls",
+        Some(json!({"common_name": "grade-api.grade-api.svc.cluster.local", "ttl": "24h"})),
+    );
+    assert_eq!(issued.status, 200, "{}", issued.text);
+    let private_key = issued.data()["private_key"].as_str().unwrap().to_string();
+    secrets.push(("private key".into(), private_key.clone(), true));
+    // A kv secret, a child token, an AppRole secret ID and the token of a login with it.
+    let value = format!("kv-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(
+        coffer
+            .call("PUT", "secret/grade-api", Some(json!({"api_key": value})))
+            .status,
+        204
+    );
+    secrets.push(("kv value".into(), value, true));
+    let child = coffer.call("POST", "auth/token/create", Some(json!({"ttl": "1h"})));
+    assert_eq!(child.status, 200, "{}", child.text);
+    secrets.push((
+        "child token".into(),
+        child.json["auth"]["client_token"].as_str().unwrap().into(),
+        true,
+    ));
+    assert!(
+        coffer
+            .call("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+            .status
+            < 300
+    );
+    assert!(
+        coffer
+            .call(
+                "POST",
+                "auth/approle/role/grade-api",
+                Some(json!({"token_ttl": "1h"}))
+            )
+            .status
+            < 300
+    );
+    let role_id = coffer
+        .call("GET", "auth/approle/role/grade-api/role-id", None)
+        .data()["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = coffer.call("POST", "auth/approle/role/grade-api/secret-id", None);
+    assert_eq!(secret_id.status, 200, "{}", secret_id.text);
+    let secret_id = secret_id.data()["secret_id"].as_str().unwrap().to_string();
+    let login = coffer.raw(
+        "POST",
+        "auth/approle/login",
+        None,
+        Some(&json!({"role_id": role_id, "secret_id": secret_id}).to_string()),
+        &[],
+    );
+    assert_eq!(login.status, 200, "{}", login.text);
+    secrets.push(("secret id".into(), secret_id, true));
+    secrets.push((
+        "login token".into(),
+        login.json["auth"]["client_token"].as_str().unwrap().into(),
+        true,
+    ));
+    coffer.stop();
+
+    // Scan: the audit log, the server's own log and every storage file.
+    let audit = std::fs::read_to_string(&log).unwrap();
+    let server_log = coffer.log_text();
+    let storage = files_below(&dir.join("data"));
+    assert!(!storage.is_empty());
+    for (what, secret, _) in &secrets {
+        // A PEM key is looked for line by line (the log escapes its newlines).
+        let needles: Vec<&str> = if secret.starts_with("-----") {
+            secret
+                .lines()
+                .filter(|l| l.len() >= 32 && !l.starts_with("-----"))
+                .collect()
+        } else {
+            vec![secret.as_str()]
+        };
+        assert!(!needles.is_empty());
+        for needle in needles {
+            assert!(!audit.contains(needle), "the {what} is in the audit log");
+            assert!(
+                !server_log.contains(needle),
+                "the {what} is in the server log"
+            );
+            for (path, bytes) in &storage {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "the {what} is in {} in clear",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    // Every secret that passed through a request or a response is in the log as its
+    // HMAC, which sys/audit-hash reproduces (after a restart: the salt is kept).
+    coffer.start();
+    coffer.unseal(&unseal_keys[1..]);
+    for (what, secret, logged) in &secrets {
+        let hash = audit_hash(&coffer, "file", secret);
+        assert_eq!(
+            audit.contains(&hash),
+            *logged,
+            "the {what}'s HMAC {} in the log",
+            if *logged { "is not" } else { "is" }
+        );
+    }
+    coffer.stop();
+}

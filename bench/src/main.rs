@@ -642,6 +642,10 @@ async fn main() -> anyhow::Result<()> {
         rows.extend(acl_check(&coffer_target, &scale).await);
     }
 
+    if want("audit-") {
+        rows.extend(audit_overhead(&coffer_target, &scale).await);
+    }
+
     if want("lease-") {
         // lease-scale: live leases, RSS per lease, restart to first request, expiry storm.
         // Warm up first at the same concurrency, so the marginal RSS per lease is measured,
@@ -1229,5 +1233,92 @@ async fn acl_check(target: &Target, scale: &Scale) -> Vec<Row> {
             "HTTP auth/token/lookup-self with {ACL_POLICIES} policies + default vs default alone: p50 {difference_us:+.1} µs per request (median of {OVERHEAD_ROUNDS} alternating rounds: {range})"
         ),
     });
+    rows
+}
+
+/// Rounds of `audit-*`: each runs the load without and then with the device.
+const AUDIT_ROUNDS: usize = 3;
+
+/// `audit-pki-issue-ec` and `audit-db-creds`: the same load with one file device enabled
+/// and without it, in alternating rounds on the same server, so drift hits both alike.
+/// The row's stats are the median round with the device; its "limit" is the median
+/// throughput without it, so "vs limit" is the throughput kept with auditing on.
+async fn audit_overhead(target: &Target, scale: &Scale) -> Vec<Row> {
+    let dir = temp_dir("bench-audit");
+    let log = dir.join("audit.log");
+    let concurrency = scale
+        .concurrency
+        .iter()
+        .copied()
+        .filter(|c| *c <= 8)
+        .max()
+        .unwrap_or(1);
+    let scenarios = [
+        (
+            "audit-pki-issue-ec",
+            "POST",
+            scale.issue_ec,
+            fixed(
+                "pki/issue/ec",
+                json!({"common_name": "x.bench.local", "ttl": "1h"}),
+            ),
+        ),
+        (
+            "audit-db-creds",
+            "GET",
+            scale.db_creds,
+            fixed("database/creds/bench", Value::Null),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (scenario, method, count, request) in scenarios {
+        let (mut without, mut with, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..AUDIT_ROUNDS {
+            let off = load::run(target, method, concurrency, count, false, request.clone()).await;
+            blocking(
+                target,
+                "PUT",
+                "sys/audit/bench",
+                json!({"type": "file", "options": {"file_path": log.display().to_string()}}),
+            );
+            let on = load::run(target, method, concurrency, count, false, request.clone()).await;
+            blocking(target, "DELETE", "sys/audit/bench", Value::Null);
+            if off.throughput > 0.0 {
+                ratios.push(on.throughput / off.throughput);
+            }
+            without.push(off.throughput);
+            with.push(on);
+        }
+        if scenario == "audit-db-creds" {
+            // Drop the users now rather than at their TTL.
+            blocking(
+                target,
+                "PUT",
+                "sys/leases/revoke-prefix/database/creds/bench",
+                Value::Null,
+            );
+        }
+        let (baseline, _) = median_and_range(&mut without);
+        let (ratio, _) = median_and_range(&mut ratios);
+        let range = format!(
+            "{:.2} to {:.2}",
+            ratios.first().copied().unwrap_or(f64::NAN),
+            ratios.last().copied().unwrap_or(f64::NAN)
+        );
+        with.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+        let log_bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        rows.push(Row {
+            scenario: scenario.into(),
+            server: "coffer".into(),
+            concurrency,
+            stats: with.swap_remove(with.len() / 2),
+            limit: Some(baseline),
+            note: format!(
+                "limit: the same load without an audit device, {AUDIT_ROUNDS} alternating rounds; with/without {ratio:.2} (rounds {range}); file device, one write(2) per entry, no fsync; log {:.1} MiB",
+                log_bytes as f64 / f64::from(1u32 << 20)
+            ),
+        });
+        let _ = std::fs::remove_file(&log);
+    }
     rows
 }
