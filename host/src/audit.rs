@@ -218,6 +218,8 @@ struct Device {
     entry: DeviceEntry,
     options: FileOptions,
     salt: Zeroizing<Vec<u8>>,
+    /// The HMAC key made from the salt once (not per hashed string).
+    key: aws_lc_rs::hmac::Key,
     /// The open file of a [`Target::File`]; `None` until opened, and again after a write
     /// failed or a reopen did not succeed (the next write tries to open it).
     file: Mutex<Option<std::fs::File>>,
@@ -227,8 +229,7 @@ impl Device {
     /// `hmac-sha256:<hex>` of `value` with this device's salt (Vault's
     /// `salt.GetIdentifiedHMAC`).
     fn hmac(&self, value: &str) -> String {
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.salt);
-        let tag = aws_lc_rs::hmac::sign(&key, value.as_bytes());
+        let tag = aws_lc_rs::hmac::sign(&self.key, value.as_bytes());
         format!("hmac-sha256:{}", hex::encode(tag.as_ref()))
     }
 
@@ -813,6 +814,7 @@ impl Broker {
             file: Mutex::new(None),
             entry,
             options,
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &salt),
             salt,
         };
         let file = device.open().map_err(|error| {
@@ -920,6 +922,7 @@ impl Broker {
             file: Mutex::new(None),
             entry,
             options,
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &salt),
             salt: Zeroizing::new(salt),
         };
         device.reopen();
@@ -1161,6 +1164,7 @@ mod tests {
             },
             options: FileOptions::parse(&options, false).unwrap_or_else(|e| panic!("{e}")),
             salt: Zeroizing::new(b"salt".to_vec()),
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"salt"),
             file: Mutex::new(None),
         }
     }

@@ -307,7 +307,27 @@ pub async fn run(command: &[String]) -> Result<String, CliError> {
     match verb.as_str() {
         "status" => {
             let reply = api.call("GET", "sys/seal-status", None).await?;
-            let body = reply.body.unwrap_or(Value::Null);
+            let mut body = reply.body.unwrap_or(Value::Null);
+            if body.get("sealed").and_then(Value::as_bool) == Some(false) {
+                // As `vault status`: the HA mode and the active node's address.
+                let leader = api.call("GET", "sys/leader", None).await?;
+                let leader = leader.body.unwrap_or(Value::Null);
+                let enabled = leader.get("ha_enabled").and_then(Value::as_bool) == Some(true);
+                if let Some(object) = body.as_object_mut() {
+                    object.insert("ha_enabled".to_string(), Value::Bool(enabled));
+                    if enabled {
+                        let active = leader.get("is_self").and_then(Value::as_bool) == Some(true);
+                        object.insert(
+                            "ha_mode".to_string(),
+                            Value::from(if active { "active" } else { "standby" }),
+                        );
+                        object.insert(
+                            "active_node_address".to_string(),
+                            leader.get("leader_address").cloned().unwrap_or(Value::Null),
+                        );
+                    }
+                }
+            }
             let text = out.bare(&body)?;
             if body.get("sealed").and_then(Value::as_bool) == Some(true) {
                 return Err(CliError {

@@ -23,6 +23,10 @@ pub struct ServerConfig {
     /// Cluster name shown by health endpoints.
     #[serde(default)]
     pub cluster_name: Option<String>,
+    /// Where clients (and the other nodes, which forward to it) reach this node, as a
+    /// URL (`http://10.0.0.5:8200`); default: the listener's address.
+    #[serde(default)]
+    pub api_addr: Option<String>,
     /// HTTP listener.
     pub listener: ListenerConfig,
     /// Storage.
@@ -107,12 +111,89 @@ impl ListenerConfig {
     }
 }
 
-/// `[storage]`.
+/// `[storage]`: the embedded file (`type = "file"`, the default) or PostgreSQL
+/// (`type = "postgresql"`), which several nodes can share with HA.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The embedded database file.
-    pub path: PathBuf,
+    /// `file` (default) or `postgresql`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The embedded database file (`file`).
+    pub path: Option<PathBuf>,
+    /// libpq URL or `key=value` string (`postgresql`).
+    pub connection_url: Option<String>,
+    /// Data table (`postgresql`; default `coffer_kv_store`).
+    pub table: Option<String>,
+    /// HA lock table (`postgresql`; default `coffer_ha_locks`).
+    pub ha_table: Option<String>,
+    /// Sessions per node (`postgresql`; default 8).
+    pub max_connections: Option<usize>,
+    /// Several nodes, one active (`postgresql`; default true).
+    pub ha_enabled: Option<bool>,
+    /// HA lock TTL (default `15s`, as Vault; renewed every third of it).
+    pub lock_ttl: Option<String>,
+}
+
+/// What `[storage]` asks for, checked.
+pub enum StorageChoice {
+    /// The embedded file.
+    File(PathBuf),
+    /// PostgreSQL, with HA and its lock TTL when enabled.
+    Postgres(crate::pgstore::PgSettings, Option<std::time::Duration>),
+}
+
+impl StorageConfig {
+    /// The backend the section describes, or why it is wrong.
+    pub fn choice(&self) -> Result<StorageChoice, String> {
+        match self.kind.as_deref().unwrap_or("file") {
+            "file" | "raft" => self
+                .path
+                .clone()
+                .map(StorageChoice::File)
+                .ok_or_else(|| "storage: set path (the embedded database file)".to_string()),
+            "postgresql" => {
+                let connection_url = self
+                    .connection_url
+                    .clone()
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| "storage: postgresql needs connection_url".to_string())?;
+                let ttl = match &self.lock_ttl {
+                    None => crate::ha::DEFAULT_LOCK_TTL,
+                    Some(text) => std::time::Duration::from_secs(
+                        crate::fields::parse_duration(text)
+                            .map_err(|e| format!("storage: lock_ttl: {e}"))?,
+                    ),
+                };
+                if ttl < crate::ha::MIN_LOCK_TTL {
+                    return Err(format!(
+                        "storage: lock_ttl must be at least {:?}",
+                        crate::ha::MIN_LOCK_TTL
+                    ));
+                }
+                Ok(StorageChoice::Postgres(
+                    crate::pgstore::PgSettings {
+                        connection_url,
+                        table: self
+                            .table
+                            .clone()
+                            .unwrap_or_else(|| crate::pgstore::DEFAULT_TABLE.to_string()),
+                        ha_table: self
+                            .ha_table
+                            .clone()
+                            .unwrap_or_else(|| crate::pgstore::DEFAULT_HA_TABLE.to_string()),
+                        max_connections: self
+                            .max_connections
+                            .unwrap_or(crate::pgstore::DEFAULT_MAX_CONNECTIONS),
+                    },
+                    self.ha_enabled.unwrap_or(true).then_some(ttl),
+                ))
+            }
+            other => Err(format!(
+                "storage: unknown type {other:?} (file or postgresql)"
+            )),
+        }
+    }
 }
 
 /// `[leases]`.
@@ -205,7 +286,10 @@ impl ServerConfig {
                 *p = base.join(&*p);
             }
         };
-        resolve(&mut config.storage.path);
+        if let Some(file) = config.storage.path.as_mut() {
+            resolve(file);
+        }
+        config.storage.choice().map_err(error)?;
         if let Some(dir) = config.plugin_directory.as_mut() {
             resolve(dir);
         }

@@ -332,6 +332,8 @@ pub struct Core {
     pub sql_pools: Arc<SqlPools>,
     /// The enabled audit devices (empty while sealed).
     pub audit: crate::audit::Broker,
+    /// High availability, when storage is shared (`postgresql`); unset on a single node.
+    pub ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
     mounts: RwLock<BTreeMap<String, Arc<Mount>>>,
     /// The auth mount table, by path below `auth/` (`token/` always).
     auth: RwLock<BTreeMap<String, MountEntry>>,
@@ -355,6 +357,7 @@ impl Core {
             options,
             cluster_id: uuid::Uuid::new_v4().to_string(),
             sql_pools: Arc::new(SqlPools::default()),
+            ha: std::sync::OnceLock::new(),
             mounts: RwLock::new(BTreeMap::new()),
             auth: RwLock::new(BTreeMap::new()),
         })
@@ -446,6 +449,16 @@ impl Core {
 
     /// Drops unsealed state.
     pub fn seal(&self) {
+        self.drop_loaded_state();
+        // A sealed server holds no key material: parsed CA keys go with the barrier key.
+        crate::caps::keys::forget_parsed_keys();
+        self.barrier.seal();
+    }
+
+    /// Forgets everything loaded from storage (mounts, auth mounts, audit devices,
+    /// compiled policies, SQL pools): at seal, and when an HA node changes role, so that a
+    /// node that becomes active trusts nothing it loaded before.
+    pub fn drop_loaded_state(&self) {
         if let Ok(mut mounts) = self.mounts.write() {
             mounts.clear();
         }
@@ -453,11 +466,19 @@ impl Core {
             auth.clear();
         }
         self.audit.clear();
-        // A sealed server holds no key material: parsed CA keys go with the barrier key.
-        crate::caps::keys::forget_parsed_keys();
         self.sql_pools.close_all();
         self.policies.forget();
-        self.barrier.seal();
+    }
+
+    /// Whether this node serves requests and runs background work itself: always on a
+    /// single node; on an HA cluster, only the active node.
+    pub fn is_active(&self) -> bool {
+        self.ha.get().is_none_or(|ha| ha.is_active())
+    }
+
+    /// Whether this node is an unsealed HA standby (it forwards requests to the active).
+    pub fn is_standby(&self) -> bool {
+        !self.barrier.is_sealed() && !self.is_active()
     }
 
     fn write_mounts(

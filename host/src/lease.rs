@@ -719,7 +719,8 @@ impl Scheduler {
             let mut last_sweep: Option<std::time::Instant> = None;
             loop {
                 tick.tick().await;
-                if core.barrier.is_sealed() {
+                if core.barrier.is_sealed() || !core.is_active() {
+                    // A standby leaves leases, rollbacks and periodic work to the active.
                     last_sweep = None;
                     continue;
                 }
@@ -737,7 +738,13 @@ impl Scheduler {
                 if last_sweep.is_none_or(|at| at.elapsed() >= WAL_SWEEP_INTERVAL) {
                     last_sweep = Some(std::time::Instant::now());
                     // Never awaited here: a mount whose target hangs must not hold up expiry.
-                    scheduler.maintenance.start(&core, started);
+                    // On an HA node, what was written before it became active is the previous
+                    // active's: no request here can still be working on it.
+                    let since = core
+                        .ha
+                        .get()
+                        .map_or(started, |ha| ha.active_since_ms().max(started));
+                    scheduler.maintenance.start(&core, since);
                 }
             }
         })

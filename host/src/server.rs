@@ -11,7 +11,7 @@ use base64::Engine as _;
 use crate::backend::{Backend, FileBackend, MemoryBackend};
 use crate::barrier::Barrier;
 use crate::catalog::{BUILTINS, Catalog};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StorageChoice};
 use crate::core::{Core, CoreOptions, MountRequest};
 use crate::fields;
 use crate::http::EdgeLimits;
@@ -187,17 +187,17 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
             path.display()
         ),
     };
+    let storage = config.storage.choice().map_err(anyhow::Error::msg)?;
     let cache = config
         .cache_directory
         .clone()
         .or_else(|| std::env::var_os("COFFER_CACHE_DIR").map(PathBuf::from))
         .unwrap_or_else(|| {
-            config
-                .storage
-                .path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("cache")
+            let beside = match &storage {
+                StorageChoice::File(file) => file.parent().unwrap_or(Path::new(".")),
+                StorageChoice::Postgres(..) => path.parent().unwrap_or(Path::new(".")),
+            };
+            beside.join("cache")
         });
     let runtime = Runtime::new(Some(cache))?;
     let catalog = load_catalog(
@@ -207,7 +207,21 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
         config.plugins.clone(),
     )
     .await?;
-    let backend: Arc<dyn Backend> = Arc::new(FileBackend::open(&config.storage.path)?);
+    let mut ha = None;
+    let backend: Arc<dyn Backend> = match &storage {
+        StorageChoice::File(file) => Arc::new(FileBackend::open(file)?),
+        StorageChoice::Postgres(settings, lock_ttl) => {
+            let backend = crate::pgstore::PgBackend::open(settings)?;
+            if let Some(ttl) = lock_ttl {
+                let api_addr = config
+                    .api_addr
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.listener.address));
+                ha = Some(crate::ha::Ha::new(backend.clone(), api_addr, *ttl));
+            }
+            backend
+        }
+    };
     let barrier = Arc::new(Barrier::new(backend));
     let mut options = CoreOptions::default();
     for mount in &config.mounts {
@@ -231,6 +245,10 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
         .edge_limits()
         .map_err(|reason| anyhow::anyhow!("config file {}: {reason}", path.display()))?;
     let core = Core::new(barrier.clone(), runtime, catalog, options);
+    if let Some(ha) = ha {
+        let _ = core.ha.set(ha.clone());
+        ha.spawn(core.clone());
+    }
     let listener = tokio::net::TcpListener::bind(&config.listener.address)
         .await
         .with_context(|| format!("binding {}", config.listener.address))?;

@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 pub mod edge;
+mod forward;
 
 use edge::{Charge, Refusal};
 pub use edge::{Edge, EdgeLimits};
@@ -145,6 +146,9 @@ pub async fn handle(
     edge: Arc<Edge>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if forward::must_forward(&core, &request) {
+        return Ok(forward::forward(&core, &edge, request).await);
+    }
     let (parts, body) = request.into_parts();
     let started = std::time::Instant::now();
     let response = match admit(&core, &parts) {
@@ -241,7 +245,7 @@ fn audit_refusal(core: &Core, parts: &hyper::http::request::Parts, error: ApiErr
 fn always_public(path: &str) -> bool {
     matches!(
         path,
-        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal"
+        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal" | "sys/leader"
     )
 }
 

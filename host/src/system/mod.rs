@@ -20,6 +20,7 @@ use crate::tokens::{random_base62, unix_now};
 
 mod audit;
 mod auth;
+mod ha;
 mod leases;
 mod mounts;
 pub(crate) mod openapi;
@@ -39,6 +40,7 @@ impl LogicalBackend for System {
         match rest {
             "health" => return Ok(health(core, call)),
             "seal-status" => return Ok(Reply::Bare(StatusCode::OK, seal_status(core)?)),
+            "leader" => return Ok(Reply::Bare(StatusCode::OK, ha::leader(core))),
             "init" => return init(core, call),
             "unseal" => return unseal(core, call).await,
             _ => {}
@@ -61,10 +63,18 @@ pub(crate) fn health(core: &Core, call: &Call) -> Reply {
             .and_then(|(_, v)| v.parse::<u16>().ok())
             .unwrap_or(default)
     };
+    let standby = !sealed && !core.is_active();
+    let standby_ok = call
+        .query
+        .iter()
+        .any(|(k, v)| k == "standbyok" && fields::parse_bool(v) == Some(true));
     let status = if !initialized {
         code("uninitcode", 501)
     } else if sealed {
         code("sealedcode", 503)
+    } else if standby && !standby_ok {
+        // Vault's answer for a standby, so a load balancer sends clients to the active.
+        code("standbycode", 429)
     } else {
         code("activecode", 200)
     };
@@ -77,7 +87,7 @@ pub(crate) fn health(core: &Core, call: &Call) -> Reply {
         json!({
             "initialized": initialized,
             "sealed": sealed,
-            "standby": false,
+            "standby": standby,
             "performance_standby": false,
             "replication_performance_mode": "disabled",
             "replication_dr_mode": "disabled",
@@ -213,7 +223,8 @@ pub(crate) async fn unseal(core: &Arc<Core>, call: &Call) -> Result<Reply, ApiEr
         .map_err(|_| ApiError::bad("the unseal key must be hex or base64"))?;
     let was_sealed = core.barrier.is_sealed();
     core.barrier.submit_share(&share)?;
-    if was_sealed && !core.barrier.is_sealed() {
+    if was_sealed && !core.barrier.is_sealed() && core.ha.get().is_none() {
+        // On an HA cluster the node loads when it becomes active (`crate::ha`).
         let core_for_load = core.clone();
         tokio::task::spawn_blocking(move || core_for_load.post_unseal())
             .await
@@ -249,6 +260,8 @@ pub(crate) async fn system(
             core.seal();
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
+        (Op::Write, "step-down") => ha::step_down(core),
+        (Op::Read, "ha-status") => ha::ha_status(core),
         (Op::Read, "mounts") => {
             let mut data = Map::new();
             for mount in core.secret_mounts() {

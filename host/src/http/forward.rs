@@ -1,0 +1,130 @@
+//! Request forwarding on an HA standby: every request but the seal, health and HA
+//! endpoints goes to the active node, as it came (method, path, query, headers, body), and
+//! its answer comes back as it is. With `X-Vault-No-Request-Forwarding: true` the standby
+//! answers 307 with the active node's address instead, as Vault does.
+//!
+//! The standby neither admits nor audits a forwarded request: the active node does both,
+//! once. It adds `X-Forwarded-For` with the client's address.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::edge::Charge;
+use super::{Body, Edge, Peer, error_response, read_body};
+use crate::core::Core;
+use crate::pipeline::ApiError;
+
+/// How long the active node has to answer a forwarded request.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
+/// Largest answer relayed from the active node (a CRL or a long list fits).
+const MAX_FORWARDED_RESPONSE: usize = 64 << 20;
+
+/// Paths a standby serves itself (below `/v1/`).
+fn served_locally(path: &str) -> bool {
+    matches!(
+        path.trim_start_matches('/').trim_start_matches("v1/"),
+        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal" | "sys/leader" | "sys/metrics"
+    )
+}
+
+/// Whether this request must go to the active node.
+pub fn must_forward(core: &Core, request: &Request<Incoming>) -> bool {
+    core.is_standby() && !served_locally(request.uri().path())
+}
+
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+}
+
+/// Forwards `request` to the active node (or redirects to it).
+pub async fn forward(core: &Core, edge: &Edge, request: Request<Incoming>) -> Response<Body> {
+    let unavailable =
+        |message: &str| error_response(&ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message));
+    let leader = match core.ha.get() {
+        Some(ha) => ha.find_leader().await,
+        None => None,
+    };
+    let Some(leader) =
+        leader.filter(|l| Some(l.identity.as_str()) != core.ha.get().map(|h| h.identity()))
+    else {
+        return unavailable(
+            "this node is a standby and no active node holds the lock yet; retry shortly",
+        );
+    };
+    let (mut parts, body) = request.into_parts();
+    let target = format!(
+        "{}{}",
+        leader.address.trim_end_matches('/'),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let no_forwarding = parts
+        .headers
+        .get("x-vault-no-request-forwarding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if no_forwarding || !target.starts_with("http://") {
+        // Vault's answer to a client that asked not to be forwarded (and ours for an
+        // active node on TLS, which this relay does not speak).
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        if let Ok(location) = HeaderValue::from_str(&target) {
+            response.headers_mut().insert(LOCATION, location);
+        }
+        return response;
+    }
+    let mut charge = Charge::default();
+    let bytes = match read_body(edge, &mut charge, body, edge.limits.max_request_size).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error_response(&error),
+    };
+    let Ok(uri) = target.parse::<hyper::Uri>() else {
+        return unavailable("the active node's address is not a URL");
+    };
+    parts.uri = uri;
+    for hop in [HOST, CONNECTION] {
+        parts.headers.remove(hop);
+    }
+    if let Some(Peer(address)) = parts.extensions.get::<Peer>().copied()
+        && let Ok(value) = HeaderValue::from_str(&address.to_string())
+    {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+    let outgoing = Request::from_parts(parts, Full::new(bytes));
+    let answer = tokio::time::timeout(FORWARD_TIMEOUT, client().request(outgoing)).await;
+    let response = match answer {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            tracing::warn!(active = %leader.address, %error, "forwarding to the active node failed");
+            return error_response(&ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "the active node could not be reached from this standby; retry",
+            ));
+        }
+        Err(_) => {
+            return error_response(&ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the active node did not answer in time",
+            ));
+        }
+    };
+    let (parts, body) = response.into_parts();
+    match Limited::new(body, MAX_FORWARDED_RESPONSE).collect().await {
+        Ok(collected) => Response::from_parts(parts, Full::new(collected.to_bytes())),
+        Err(_) => error_response(&ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "the active node's answer could not be relayed",
+        )),
+    }
+}
