@@ -489,3 +489,110 @@ fn engine_not_found_says_what_is_missing() {
         assert!(reply.errors().contains(message), "{path}: {}", reply.text);
     }
 }
+
+/// The value of the sample `name{labels}` (labels as written, in order) in a Prometheus
+/// text exposition; 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_count_requests_expiries_and_storage_commits_in_prometheus_format() {
+    let dir = temp_dir("metrics");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut coffer = Coffer::with_config(&dir, &fixtures_config());
+    coffer.init_and_unseal(1, 1);
+    // A token is needed (and a policy); without one, 403.
+    assert_eq!(
+        coffer
+            .raw("GET", "sys/metrics?format=prometheus", None, None, &[])
+            .status,
+        403
+    );
+    let no_format = coffer.call("GET", "sys/metrics", None);
+    assert_eq!(no_format.status, 400, "{}", no_format.text);
+    let scrape = |coffer: &Coffer| {
+        let reply = coffer.raw(
+            "GET",
+            "sys/metrics?format=prometheus",
+            Some(&coffer.token),
+            None,
+            &[],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert!(
+            reply.content_type.starts_with("text/plain"),
+            "{}",
+            reply.content_type
+        );
+        reply.text
+    };
+    let before = scrape(&coffer);
+    for i in 0..3 {
+        assert_eq!(
+            coffer
+                .call("PUT", &format!("secret/m{i}"), Some(json!({"v": i})))
+                .status,
+            204
+        );
+    }
+    assert_eq!(coffer.call("GET", "secret/missing", None).status, 404);
+    let lease = coffer.call("GET", "leasing/creds/app?ttl=1s", None);
+    assert_eq!(lease.status, 200, "{}", lease.text);
+    assert!(coffer_tests::eventually(
+        std::time::Duration::from_secs(10),
+        || {
+            sample(&scrape(&coffer), "coffer_lease_expiries_total")
+                > sample(&before, "coffer_lease_expiries_total")
+        }
+    ));
+    let after = scrape(&coffer);
+    let writes = "coffer_request_duration_seconds_count{mount=\"secret/\",operation=\"write\",status=\"2xx\"}";
+    assert_eq!(
+        sample(&after, writes) - sample(&before, writes),
+        3.0,
+        "{after}"
+    );
+    let misses = "coffer_request_duration_seconds_count{mount=\"secret/\",operation=\"read\",status=\"4xx\"}";
+    assert_eq!(sample(&after, misses), 1.0, "{after}");
+    assert!(
+        sample(&after, "coffer_storage_commit_duration_seconds_count")
+            > sample(&before, "coffer_storage_commit_duration_seconds_count")
+    );
+    assert!(
+        sample(
+            &after,
+            "coffer_engine_call_duration_seconds_count{mount=\"leasing/\"}"
+        ) >= 2.0,
+        "{after}"
+    );
+    assert_eq!(sample(&after, "coffer_ha_active"), 1.0);
+    assert_eq!(sample(&after, "coffer_sealed"), 0.0);
+    // No label ever carries a path below a mount, a token or a lease id.
+    assert!(
+        !after.contains("secret/m1")
+            && !after.contains("leasing/creds")
+            && !after.contains(&coffer.token)
+    );
+    coffer.stop();
+
+    // With `unauthenticated_metrics_access`, a scraper needs no token.
+    let open = fixtures_config().replace(
+        "[listener]\naddress = \"{addr}\"",
+        "[listener]\naddress = \"{addr}\"\nunauthenticated_metrics_access = true",
+    );
+    let dir = temp_dir("metrics-open");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut coffer = Coffer::with_config(&dir, &open);
+    coffer.init_and_unseal(1, 1);
+    let anonymous = coffer.raw("GET", "sys/metrics?format=prometheus", None, None, &[]);
+    assert_eq!(anonymous.status, 200, "{}", anonymous.text);
+    assert!(
+        anonymous
+            .text
+            .contains("# TYPE coffer_request_duration_seconds histogram")
+    );
+    coffer.stop();
+}

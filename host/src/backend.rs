@@ -216,6 +216,13 @@ impl FileBackend {
     }
 
     fn write(&self, changes: Vec<Change>) -> Result<(), BackendError> {
+        let started = std::time::Instant::now();
+        let outcome = self.write_waiting(changes);
+        crate::metrics::global().storage_commit(started.elapsed());
+        outcome
+    }
+
+    fn write_waiting(&self, changes: Vec<Change>) -> Result<(), BackendError> {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.enqueue(
             changes,

@@ -51,6 +51,10 @@ pub struct ServerConfig {
 pub struct ListenerConfig {
     /// `host:port`.
     pub address: String,
+    /// Serve `sys/metrics` without a token (for a Prometheus scraper; Vault's option of
+    /// the same name). Default false.
+    #[serde(default)]
+    pub unauthenticated_metrics_access: bool,
     /// PEM certificate chain; with `tls_key_file`, serves HTTPS.
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key.

@@ -298,6 +298,8 @@ pub struct CoreOptions {
     pub revoke_attempts: u32,
     /// Cluster name for health output.
     pub cluster_name: String,
+    /// `sys/metrics` without a token (Vault's `unauthenticated_metrics_access`).
+    pub unauthenticated_metrics_access: bool,
 }
 
 impl Default for CoreOptions {
@@ -308,6 +310,7 @@ impl Default for CoreOptions {
             revoke_retry_base: crate::lease::REVOKE_RETRY_BASE,
             revoke_attempts: crate::lease::MAX_REVOKE_ATTEMPTS,
             cluster_name: "coffer".to_string(),
+            unauthenticated_metrics_access: false,
         }
     }
 }

@@ -403,6 +403,7 @@ pub(crate) async fn call_engine(
     let runtime = core.runtime.clone();
     let context = core.context(mount);
     let transcript = context.sql.as_ref().map(|sql| sql.transcript());
+    let started = std::time::Instant::now();
     let outcome = if crate::background::active() {
         // On a niced background thread, which drives the call itself.
         crate::background::run(move || runtime.block_on(call(&runtime, &plugin, context)))
@@ -411,6 +412,7 @@ pub(crate) async fn call_engine(
     } else {
         call(&runtime, &plugin, context).await
     };
+    crate::metrics::global().engine_call(&mount.entry.path, started.elapsed());
     if let Some(transcript) = &transcript {
         crate::audit::note_sql(transcript);
     }
@@ -519,10 +521,16 @@ async fn revoke_entry(
             });
         }
     };
+    let metrics = crate::metrics::global();
     match outcome {
         Ok(()) => {
             offloaded_remove(core, entry.clone()).await?;
             audit(&entry, None);
+            if reason.is_some() {
+                metrics
+                    .lease_expiries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(())
         }
         Err(error) if force => {
@@ -530,6 +538,9 @@ async fn revoke_entry(
             offloaded_remove(core, entry).await
         }
         Err(error) => {
+            metrics
+                .revocation_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if origin == Origin::Scheduler {
                 schedule_retry(core, &mut entry, &error.to_string())?;
                 audit(&entry, Some(&error.to_string()));
@@ -568,6 +579,9 @@ fn schedule_retry(core: &Core, entry: &mut LeaseEntry, error: &str) -> Result<()
     let delay = if entry.revoke_attempts >= core.options.revoke_attempts {
         if !entry.irrevocable {
             tracing::error!(lease = %entry.id, attempts = entry.revoke_attempts, %error, "lease is now irrevocable; retrying on a slow timer");
+            crate::metrics::global()
+                .irrevocable
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         entry.irrevocable = true;
         core.barrier
@@ -1030,6 +1044,9 @@ async fn roll_back_entry(
         notes: &notes,
     });
     outcome?;
+    crate::metrics::global()
+        .rollbacks
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(mount = %mount.entry.path, kind = %entry.kind, "rolled back an unfinished side effect");
     let (view, key) = (mount.view.clone(), key.to_string());
     crate::background::offload(move || view.delete(&key))

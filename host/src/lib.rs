@@ -20,6 +20,7 @@ pub mod ha;
 pub mod http;
 pub mod lease;
 pub mod logical;
+pub mod metrics;
 pub mod pgstore;
 pub mod pipeline;
 pub mod policies;

@@ -293,6 +293,7 @@ impl PgBackend {
         };
         let (table, ha) = (self.table.clone(), self.ha_table.clone());
         let changes = Arc::new(changes);
+        let started = std::time::Instant::now();
         let outcome = self.run(move |client, runtime| {
             runtime.block_on(async {
                 tokio::time::timeout(
@@ -303,6 +304,7 @@ impl PgBackend {
                 .map_err(|_| storage("a storage write timed out"))?
             })
         });
+        crate::metrics::global().storage_commit(started.elapsed());
         if let Err(BackendError::Storage(message)) = &outcome
             && message == FENCED
         {

@@ -240,6 +240,7 @@ async fn run_config(path: &Path) -> anyhow::Result<()> {
     if let Some(name) = &config.cluster_name {
         options.cluster_name = name.clone();
     }
+    options.unauthenticated_metrics_access = config.listener.unauthenticated_metrics_access;
     let limits = config
         .listener
         .edge_limits()

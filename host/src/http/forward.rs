@@ -30,10 +30,7 @@ const MAX_FORWARDED_RESPONSE: usize = 64 << 20;
 
 /// Paths a standby serves itself (below `/v1/`).
 fn served_locally(path: &str) -> bool {
-    matches!(
-        path.trim_start_matches('/').trim_start_matches("v1/"),
-        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal" | "sys/leader" | "sys/metrics"
-    )
+    crate::pipeline::standby_local(path.trim_start_matches('/').trim_start_matches("v1/"))
 }
 
 /// Whether this request must go to the active node.

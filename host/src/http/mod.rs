@@ -166,6 +166,24 @@ pub async fn handle(
         }
     };
     tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let path = parts.uri.path().trim_start_matches("/v1/");
+    let listing = parts.method.as_str() == "LIST"
+        || parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "list=true"));
+    let operation = match parts.method {
+        _ if listing => "list",
+        Method::GET | Method::HEAD => "read",
+        Method::DELETE => "delete",
+        _ => "write",
+    };
+    crate::metrics::global().request(
+        &metrics_mount(&core, path),
+        operation,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     Ok(response)
 }
 
@@ -241,6 +259,21 @@ fn audit_refusal(core: &Core, parts: &hyper::http::request::Parts, error: ApiErr
     }
 }
 
+/// The mount a request path falls under, as the metrics label it (`sys/`, `auth/token/`,
+/// a mount's path, or `unrouted`): never the path below the mount.
+fn metrics_mount(core: &Core, path: &str) -> String {
+    if path.starts_with("sys/") || path == "sys" {
+        return "sys/".to_string();
+    }
+    if path.starts_with("auth/token/") {
+        return "auth/token/".to_string();
+    }
+    core.route(path).map_or_else(
+        || "unrouted".to_string(),
+        |(mount, _)| mount.entry.path.clone(),
+    )
+}
+
 /// The paths served before the barrier is unsealed, without a token.
 fn always_public(path: &str) -> bool {
     matches!(
@@ -254,7 +287,9 @@ fn always_public(path: &str) -> bool {
 /// token is counted here, once per request.
 fn admit(core: &Core, parts: &hyper::http::request::Parts) -> Result<Head, ApiError> {
     let mut head = parse_head(parts)?;
-    if always_public(&head.path) {
+    if always_public(&head.path)
+        || (head.path == "sys/metrics" && core.options.unauthenticated_metrics_access)
+    {
         head.public = true;
         return Ok(head);
     }

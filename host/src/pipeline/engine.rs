@@ -261,7 +261,9 @@ async fn engine(
     crate::caps::http::allow_for_this_call(&mut context, https_grant.as_ref());
     let transcript = context.sql.as_ref().map(|sql| sql.transcript());
     // The guest runs on a fiber on this worker, yielding every epoch tick.
+    let started = std::time::Instant::now();
     let outcome = runtime.handle(&plugin, context, &request).await;
+    crate::metrics::global().engine_call(&mount.entry.path, started.elapsed());
     if let Some(transcript) = &transcript {
         // What the engine ran in the database goes into the response entry, whatever the
         // outcome: a failed creation's statements matter as much as a good one's.

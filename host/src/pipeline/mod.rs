@@ -47,6 +47,9 @@ pub async fn run(
     public: bool,
     last_use: bool,
 ) -> Result<Reply, ApiError> {
+    if core.is_standby() && !help::requested(&call.query) && !standby_local(&call.path) {
+        return Err(not_active());
+    }
     let spent = call
         .caller
         .as_ref()
@@ -316,6 +319,22 @@ pub(crate) fn operator_setting(core: &Core, call: &Call) -> bool {
         })
 }
 
+/// What an HA standby answers itself (everything else was forwarded to the active).
+pub(crate) fn standby_local(path: &str) -> bool {
+    matches!(
+        path,
+        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal" | "sys/leader" | "sys/metrics"
+    )
+}
+
+/// The refusal of a request that reached an HA node as it stepped down.
+fn not_active() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this node stopped being the active node while serving the request; retry",
+    )
+}
+
 /// Routes a call the ACL admitted to the backend that serves its path.
 pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiError> {
     let path = call.path.clone();
@@ -328,6 +347,11 @@ pub(crate) async fn dispatch(core: &Arc<Core>, call: Call) -> Result<Reply, ApiE
             .await;
     }
     let Some((mount, rest)) = core.route(&path) else {
+        if core.is_standby() {
+            // An HA node that stepped down while this request was on its way: its mounts
+            // are gone, the request is not answered as if the path did not exist.
+            return Err(not_active());
+        }
         let disabling = core
             .mount_path_of(&path)
             .and_then(|at| core.mount_at(&at))

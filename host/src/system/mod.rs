@@ -41,6 +41,9 @@ impl LogicalBackend for System {
             "health" => return Ok(health(core, call)),
             "seal-status" => return Ok(Reply::Bare(StatusCode::OK, seal_status(core)?)),
             "leader" => return Ok(Reply::Bare(StatusCode::OK, ha::leader(core))),
+            "metrics" if core.options.unauthenticated_metrics_access => {
+                return metrics(core, call);
+            }
             "init" => return init(core, call),
             "unseal" => return unseal(core, call).await,
             _ => {}
@@ -48,6 +51,24 @@ impl LogicalBackend for System {
         let token = authenticate(call)?;
         system(core, call, token).await
     }
+}
+
+/// `sys/metrics?format=prometheus`: this node's counters in Prometheus' text format.
+fn metrics(core: &Core, call: &Call) -> Result<Reply, ApiError> {
+    let format = call
+        .query
+        .iter()
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.as_str());
+    if format != Some("prometheus") {
+        return Err(ApiError::bad(
+            "sys/metrics serves format=prometheus (Prometheus' text format)",
+        ));
+    }
+    Ok(Reply::Raw(
+        "text/plain; version=0.0.4".to_string(),
+        crate::metrics::global().prometheus(core).into_bytes(),
+    ))
 }
 
 /// Version reported by health and seal status.
@@ -261,6 +282,7 @@ pub(crate) async fn system(
             Ok(Reply::Empty(StatusCode::NO_CONTENT))
         }
         (Op::Write, "step-down") => ha::step_down(core),
+        (Op::Read, "metrics") => metrics(core, call),
         (Op::Read, "ha-status") => ha::ha_status(core),
         (Op::Read, "mounts") => {
             let mut data = Map::new();

@@ -312,6 +312,9 @@ impl TokenStore {
             self.barrier.write_all(&undo)?;
             return Err(TokenError::ParentRevoked);
         }
+        crate::metrics::global()
+            .tokens_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(token)
     }
 
