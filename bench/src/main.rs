@@ -646,6 +646,21 @@ async fn main() -> anyhow::Result<()> {
         rows.extend(audit_overhead(&coffer_target, &scale).await);
     }
 
+    if want("ha-") {
+        let embedded = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.scenario.clone(),
+                    r.server.clone(),
+                    r.concurrency,
+                    r.stats.throughput,
+                )
+            })
+            .collect::<Vec<_>>();
+        rows.extend(ha_storage(&pg, &scale, &embedded).await);
+    }
+
     if want("lease-") {
         // lease-scale: live leases, RSS per lease, restart to first request, expiry storm.
         // Warm up first at the same concurrency, so the marginal RSS per lease is measured,
@@ -1320,5 +1335,144 @@ async fn audit_overhead(target: &Target, scale: &Scale) -> Vec<Row> {
         });
         let _ = std::fs::remove_file(&log);
     }
+    rows
+}
+
+/// `ha-*`: the same pki-issue-ec and db-creds load on a node whose storage is PostgreSQL
+/// (HA on, Vault's 15 s lock TTL), beside the embedded store's rows (and OpenBao's, on
+/// raft) of this run at the same concurrency; then the failover time: a second node, the
+/// first one killed (SIGKILL), until the second is active.
+async fn ha_storage(
+    pg: &Postgres,
+    scale: &Scale,
+    embedded: &[(String, String, usize, f64)],
+) -> Vec<Row> {
+    pg.admin(
+        "postgres",
+        "CREATE DATABASE coffer_bench_storage OWNER vault_root",
+    );
+    let config = fixtures_config().replace(
+        "[storage]\npath = \"{dir}/data/coffer.db\"",
+        &format!(
+            "[storage]\ntype = \"postgresql\"\nconnection_url = \"host=127.0.0.1 port={} user={PG_ROOT_USER} password={PG_ROOT_PASSWORD} dbname=coffer_bench_storage\"",
+            pg.port
+        ),
+    );
+    let is_active = |addr: &str| {
+        ureq::get(&format!("{addr}/v1/sys/leader"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<Value>().ok())
+            .is_some_and(|v| v["is_self"] == true)
+    };
+    let wait_active = |addr: &str, limit: Duration| {
+        let started = Instant::now();
+        while !is_active(addr) {
+            assert!(started.elapsed() < limit, "{addr} did not become active");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    };
+    let mut first = Coffer::with_config(&temp_dir("bench-ha-a"), &config);
+    let keys = first.init_and_unseal(1, 1);
+    wait_active(&first.addr, Duration::from_secs(60));
+    let target = Target {
+        name: "coffer".to_string(),
+        addr: first.addr.clone(),
+        token: first.token.clone(),
+        pid: first.pid().unwrap_or(0),
+    };
+    configure(&target, pg);
+    let concurrency = scale
+        .concurrency
+        .iter()
+        .copied()
+        .filter(|c| *c <= 8)
+        .max()
+        .unwrap_or(1);
+    let peer = |scenario: &str, server: &str| {
+        embedded
+            .iter()
+            .find(|(s, v, c, _)| s == scenario && v == server && *c == concurrency)
+            .map(|(_, _, _, t)| *t)
+    };
+    let mut rows = Vec::new();
+    for (scenario, method, count, request) in [
+        (
+            "pki-issue-ec",
+            "POST",
+            scale.issue_ec,
+            fixed(
+                "pki/issue/ec",
+                json!({"common_name": "x.bench.local", "ttl": "1h"}),
+            ),
+        ),
+        (
+            "db-creds",
+            "GET",
+            scale.db_creds,
+            fixed("database/creds/bench", Value::Null),
+        ),
+    ] {
+        let stats = load::run(&target, method, concurrency, count, false, request).await;
+        let bao = peer(scenario, "openbao")
+            .map(|t| {
+                format!(
+                    "; OpenBao (raft) {t:.0}/s, this {:.2}×",
+                    stats.throughput / t
+                )
+            })
+            .unwrap_or_default();
+        rows.push(Row {
+            scenario: format!("ha-pg-{scenario}"),
+            server: "coffer".into(),
+            concurrency,
+            limit: peer(scenario, "coffer"),
+            note: format!("limit: the embedded store's {scenario} row at c={concurrency}; storage in PostgreSQL, HA on, one node{bao}"),
+            stats,
+        });
+    }
+    blocking(
+        &target,
+        "PUT",
+        "sys/leases/revoke-prefix/database/creds/bench",
+        Value::Null,
+    );
+
+    // Failover: a standby, then the active killed.
+    let mut second = Coffer::with_config(&temp_dir("bench-ha-b"), &config);
+    second.token = first.token.clone();
+    second.unseal(&keys);
+    let standby_ready = Instant::now();
+    while ureq::get(&format!("{}/v1/sys/leader", second.addr))
+        .call()
+        .ok()
+        .and_then(|r| r.into_json::<Value>().ok())
+        .is_none_or(|v| v["leader_address"] != first.addr.as_str())
+    {
+        assert!(
+            standby_ready.elapsed() < Duration::from_secs(30),
+            "the standby never saw the active"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill();
+    let failover = wait_active(&second.addr, Duration::from_secs(120));
+    rows.push(Row {
+        scenario: "ha-failover".into(),
+        server: "coffer".into(),
+        concurrency: 1,
+        stats: Stats {
+            seconds: failover.as_secs_f64(),
+            ok: 1,
+            ..Stats::default()
+        },
+        limit: None,
+        note: format!(
+            "kill -9 of the active to the standby serving as active: {:.1} s (lock TTL 15 s, Vault's default; a lower lock_ttl shortens it)",
+            failover.as_secs_f64()
+        ),
+    });
+    second.stop();
     rows
 }
