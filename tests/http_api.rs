@@ -569,6 +569,22 @@ fn metrics_count_requests_expiries_and_storage_commits_in_prometheus_format() {
         "{after}"
     );
     assert_eq!(sample(&after, "coffer_ha_active"), 1.0);
+    // Gauges counted from storage: the expired lease is gone, a live one counts.
+    assert_eq!(
+        sample(&after, "coffer_leases_live{mount=\"leasing/\"}"),
+        0.0,
+        "{after}"
+    );
+    let held = coffer.call("GET", "leasing/creds/app?ttl=1h", None);
+    assert_eq!(held.status, 200, "{}", held.text);
+    let now = scrape(&coffer);
+    assert_eq!(
+        sample(&now, "coffer_leases_live{mount=\"leasing/\"}"),
+        1.0,
+        "{now}"
+    );
+    assert!(sample(&now, "coffer_tokens_live") >= 1.0, "{now}");
+    assert!(now.contains("# TYPE coffer_sql_pool_wait_seconds histogram"));
     assert_eq!(sample(&after, "coffer_sealed"), 0.0);
     // No label ever carries a path below a mount, a token or a lease id.
     assert!(

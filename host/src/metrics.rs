@@ -74,6 +74,8 @@ pub struct Metrics {
     /// Engine calls by mount.
     engine_calls: Mutex<BTreeMap<String, Histogram>>,
     storage_commits: Mutex<Histogram>,
+    /// Waits for a pooled SQL connection, by mount.
+    pool_waits: Mutex<BTreeMap<String, Histogram>>,
     /// Leases revoked by the scheduler at their expiry (or their token's revocation).
     pub lease_expiries: AtomicU64,
     /// Revocations that failed and were scheduled again.
@@ -123,6 +125,13 @@ impl Metrics {
         }
     }
 
+    /// Times one wait of `mount`'s engine for a pooled SQL connection.
+    pub fn pool_wait(&self, mount: &str, elapsed: Duration) {
+        if let Ok(mut waits) = self.pool_waits.lock() {
+            waits.entry(mount.to_string()).or_default().observe(elapsed);
+        }
+    }
+
     /// Times one storage commit.
     pub fn storage_commit(&self, elapsed: Duration) {
         if let Ok(mut commits) = self.storage_commits.lock() {
@@ -165,6 +174,18 @@ impl Metrics {
                     "coffer_engine_call_duration_seconds",
                     &format!("mount=\"{}\"", label(mount)),
                 );
+            }
+        }
+        header(
+            &mut out,
+            "coffer_sql_pool_wait_seconds",
+            "histogram",
+            "Waits of engines for a pooled database connection, by mount.",
+        );
+        if let Ok(waits) = self.pool_waits.lock() {
+            for (mount, histogram) in waits.iter() {
+                let labels = format!("mount=\"{}\"", label(mount));
+                histogram.write(&mut out, "coffer_sql_pool_wait_seconds", &labels);
             }
         }
         header(
@@ -232,6 +253,47 @@ impl Metrics {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
         }
+        if core.is_active() && !core.barrier.is_sealed() {
+            // Counted from storage at each scrape (bounded), so they are right after a
+            // restart or a takeover too.
+            header(
+                &mut out,
+                "coffer_leases_live",
+                "gauge",
+                "Leases held, by mount.",
+            );
+            for mount in core.mounts() {
+                let prefix = format!("{}{}", crate::lease::LEASE_ID_PREFIX, mount.entry.path);
+                let _ = writeln!(
+                    out,
+                    "coffer_leases_live{{mount=\"{}\"}} {}",
+                    label(&mount.entry.path),
+                    count_keys(core, &prefix)
+                );
+            }
+            header(
+                &mut out,
+                "coffer_leases_irrevocable",
+                "gauge",
+                "Leases given up on and still held.",
+            );
+            let _ = writeln!(
+                out,
+                "coffer_leases_irrevocable {}",
+                count_keys(core, crate::lease::IRREVOCABLE_KEY_PREFIX)
+            );
+            header(
+                &mut out,
+                "coffer_tokens_live",
+                "gauge",
+                "Live tokens (by accessor).",
+            );
+            let _ = writeln!(
+                out,
+                "coffer_tokens_live {}",
+                count_keys(core, crate::tokens::ACCESSOR_KEY_PREFIX)
+            );
+        }
         if let Some(ha) = core.ha.get() {
             header(
                 &mut out,
@@ -258,6 +320,28 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Most keys one gauge counts per scrape; past it the gauge says this many.
+const MAX_COUNTED: usize = 1_000_000;
+/// Keys read per page while counting.
+const COUNT_PAGE: usize = 4096;
+
+/// Keys under `prefix`, counted in pages, up to [`MAX_COUNTED`].
+fn count_keys(core: &Core, prefix: &str) -> usize {
+    let mut after: Option<String> = None;
+    let mut count = 0usize;
+    while count < MAX_COUNTED {
+        let Ok(keys) = core.barrier.scan(prefix, after.as_deref(), COUNT_PAGE) else {
+            break;
+        };
+        count += keys.len();
+        match keys.last() {
+            Some(last) if keys.len() == COUNT_PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    count.min(MAX_COUNTED)
 }
 
 #[cfg(test)]

@@ -1285,6 +1285,7 @@ impl sql::Host for CallState {
                 pool.size
             ))
         };
+        let waited = Instant::now();
         let permit = tokio::time::timeout(
             state.time_left(POOL_WAIT)?,
             pool.permits.clone().acquire_owned(),
@@ -1292,6 +1293,7 @@ impl sql::Host for CallState {
         .await
         .map_err(|_| busy())?
         .map_err(|_| HostError::Internal("pool closed".to_string()))?;
+        crate::metrics::global().pool_wait(self.caps.mount(), waited.elapsed());
         let pooled = match pool.reuse() {
             Some(pooled) => pooled,
             None => {
