@@ -643,7 +643,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if want("audit-") {
-        rows.extend(audit_overhead(&coffer_target, &scale).await);
+        rows.extend(audit_overhead(&coffer_target, &scale, &pg).await);
     }
 
     if want("ha-") {
@@ -1251,14 +1251,35 @@ async fn acl_check(target: &Target, scale: &Scale) -> Vec<Row> {
     rows
 }
 
-/// Rounds of `audit-*`: each runs the load without and then with the device.
+/// Revokes the bench role's credentials and waits until PostgreSQL has dropped them, so
+/// the next measurement starts from the same database.
+fn drop_bench_users(target: &Target, pg: &Postgres) {
+    blocking(
+        target,
+        "PUT",
+        "sys/leases/revoke-prefix/database/creds/bench",
+        Value::Null,
+    );
+    wait_for_no_users(pg);
+}
+
+/// Waits (up to 5 minutes) until no credential user is left in PostgreSQL: drops running
+/// beside a measurement would slow its CREATE ROLEs.
+fn wait_for_no_users(pg: &Postgres) {
+    let started = Instant::now();
+    while pg.roles_like("v-") > 0 && started.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Rounds of `audit-*`: each runs the load without and with the device.
 const AUDIT_ROUNDS: usize = 3;
 
 /// `audit-pki-issue-ec` and `audit-db-creds`: the same load with one file device enabled
 /// and without it, in alternating rounds on the same server, so drift hits both alike.
 /// The row's stats are the median round with the device; its "limit" is the median
 /// throughput without it, so "vs limit" is the throughput kept with auditing on.
-async fn audit_overhead(target: &Target, scale: &Scale) -> Vec<Row> {
+async fn audit_overhead(target: &Target, scale: &Scale, pg: &Postgres) -> Vec<Row> {
     let dir = temp_dir("bench-audit");
     let log = dir.join("audit.log");
     let concurrency = scale
@@ -1288,30 +1309,38 @@ async fn audit_overhead(target: &Target, scale: &Scale) -> Vec<Row> {
     let mut rows = Vec::new();
     for (scenario, method, count, request) in scenarios {
         let (mut without, mut with, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..AUDIT_ROUNDS {
-            let off = load::run(target, method, concurrency, count, false, request.clone()).await;
-            blocking(
-                target,
-                "PUT",
-                "sys/audit/bench",
-                json!({"type": "file", "options": {"file_path": log.display().to_string()}}),
-            );
-            let on = load::run(target, method, concurrency, count, false, request.clone()).await;
-            blocking(target, "DELETE", "sys/audit/bench", Value::Null);
+        for round in 0..AUDIT_ROUNDS {
+            // Alternating which goes first, and every run starting from the same database
+            // (the users of the previous run dropped), so neither side inherits the
+            // other's leftovers.
+            let mut measured = [None, None];
+            for audited in [round % 2 == 1, round % 2 == 0] {
+                if audited {
+                    blocking(
+                        target,
+                        "PUT",
+                        "sys/audit/bench",
+                        json!({"type": "file", "options": {"file_path": log.display().to_string()}}),
+                    );
+                }
+                let stats =
+                    load::run(target, method, concurrency, count, false, request.clone()).await;
+                if audited {
+                    blocking(target, "DELETE", "sys/audit/bench", Value::Null);
+                }
+                if scenario == "audit-db-creds" {
+                    drop_bench_users(target, pg);
+                }
+                measured[usize::from(audited)] = Some(stats);
+            }
+            let [Some(off), Some(on)] = measured else {
+                continue;
+            };
             if off.throughput > 0.0 {
                 ratios.push(on.throughput / off.throughput);
             }
             without.push(off.throughput);
             with.push(on);
-        }
-        if scenario == "audit-db-creds" {
-            // Drop the users now rather than at their TTL.
-            blocking(
-                target,
-                "PUT",
-                "sys/leases/revoke-prefix/database/creds/bench",
-                Value::Null,
-            );
         }
         let (baseline, _) = median_and_range(&mut without);
         let (ratio, _) = median_and_range(&mut ratios);
@@ -1383,6 +1412,7 @@ async fn ha_storage(
         pid: first.pid().unwrap_or(0),
     };
     configure(&target, pg);
+    wait_for_no_users(pg);
     let concurrency = scale
         .concurrency
         .iter()
@@ -1432,12 +1462,7 @@ async fn ha_storage(
             stats,
         });
     }
-    blocking(
-        &target,
-        "PUT",
-        "sys/leases/revoke-prefix/database/creds/bench",
-        Value::Null,
-    );
+    drop_bench_users(&target, pg);
 
     // Failover: a standby, then the active killed.
     let mut second = Coffer::with_config(&temp_dir("bench-ha-b"), &config);
