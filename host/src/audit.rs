@@ -1077,14 +1077,14 @@ fn response_block(device: &Device, record: &Record, response: &Response) -> Valu
         block.insert("secret".into(), json!({ "lease_id": response.lease_id }));
     }
     if let Some(data) = &response.data {
-        let mut data = data.clone();
-        if record.list && device.options.elide_list_responses {
-            elide_list(&mut data);
-        }
-        block.insert(
-            "data".into(),
-            device.data_except(&data, &record.mount.clear_response),
-        );
+        let shown = if record.list && device.options.elide_list_responses {
+            let mut elided = data.clone();
+            elide_list(&mut elided);
+            device.data_except(&elided, &record.mount.clear_response)
+        } else {
+            device.data_except(data, &record.mount.clear_response)
+        };
+        block.insert("data".into(), shown);
     }
     if !response.warnings.is_empty() {
         block.insert("warnings".into(), json!(response.warnings));
