@@ -176,6 +176,34 @@ fn three_nodes_share_one_postgresql_and_any_node_serves() {
     );
     assert_eq!(status, 307);
     assert_eq!(location, format!("{}/v1/secret/shared", active.addr));
+    // A chunked body is re-framed, not passed on beside a length; a request already
+    // forwarded once is not forwarded again.
+    let host = second.addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let body = r#"{"v":"chunked"}"#;
+    write!(
+        stream,
+        "PUT /v1/secret/chunked HTTP/1.1\r\nHost: {host}\r\nX-Vault-Token: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        second.token,
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert_eq!(
+        active.call("GET", "secret/chunked", None).data()["v"],
+        "chunked"
+    );
+    let again = second.raw(
+        "GET",
+        "secret/shared",
+        Some(&second.token),
+        None,
+        &[("X-Coffer-Forwarded", "1")],
+    );
+    assert_eq!(again.status, 503, "{}", again.text);
+
     // Without a token, a standby forwards and the active refuses, as it would itself.
     assert_eq!(
         third.raw("GET", "secret/shared", None, None, &[]).status,

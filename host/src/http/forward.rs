@@ -12,7 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue, LOCATION};
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, LOCATION, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -27,6 +30,10 @@ use crate::pipeline::ApiError;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
 /// Largest answer relayed from the active node (a CRL or a long list fits).
 const MAX_FORWARDED_RESPONSE: usize = 64 << 20;
+
+/// Marks a request a standby forwarded: it is never forwarded again (two nodes that each
+/// still think the other is active must not pass a request back and forth).
+const FORWARDED_MARK: &str = "x-coffer-forwarded";
 
 /// Paths a standby serves itself (below `/v1/`).
 fn served_locally(path: &str) -> bool {
@@ -58,6 +65,11 @@ pub async fn forward(core: &Core, edge: &Edge, request: Request<Incoming>) -> Re
             "this node is a standby and no active node holds the lock yet; retry shortly",
         );
     };
+    if request.headers().contains_key(FORWARDED_MARK) {
+        return unavailable(
+            "this node is a standby and the request was already forwarded once; retry",
+        );
+    }
     let (mut parts, body) = request.into_parts();
     let target = format!(
         "{}{}",
@@ -88,9 +100,27 @@ pub async fn forward(core: &Core, edge: &Edge, request: Request<Incoming>) -> Re
         return unavailable("the active node's address is not a URL");
     };
     parts.uri = uri;
-    for hop in [HOST, CONNECTION] {
+    // Hop-by-hop headers stay here (the body is re-framed with its length: a client's
+    // Transfer-Encoding next to it would let the request be read two ways).
+    for hop in [
+        HOST,
+        CONNECTION,
+        TRANSFER_ENCODING,
+        CONTENT_LENGTH,
+        TE,
+        TRAILER,
+        UPGRADE,
+        PROXY_AUTHORIZATION,
+    ] {
         parts.headers.remove(hop);
     }
+    for name in ["keep-alive", "proxy-connection"] {
+        parts.headers.remove(name);
+    }
+    parts.headers.insert(
+        HeaderName::from_static(FORWARDED_MARK),
+        HeaderValue::from_static("1"),
+    );
     if let Some(Peer(address)) = parts.extensions.get::<Peer>().copied()
         && let Ok(value) = HeaderValue::from_str(&address.to_string())
     {
