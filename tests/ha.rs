@@ -600,4 +600,52 @@ fn a_write_is_fenced_by_the_lock_in_its_own_transaction() {
         vec!["p/a", "p/b", "p/\u{10FFFF}"]
     );
     assert_eq!(b.scan("p/", Some("p/a"), 1).unwrap(), vec!["p/b"]);
+
+    // The active node's read cache: used only while the lock is confirmed, dropped when
+    // the role changes. (A change behind Coffer's back stands in for another writer.)
+    let behind_the_back = |value: &str| {
+        pg.admin(
+            "coffer_storage",
+            &format!(
+                "UPDATE coffer_kv_store SET value = convert_to('{value}', 'UTF8') WHERE key = 'c'"
+            ),
+        );
+    };
+    b.fence_as_holder("node-b"); // a new term: the refused write above marked the lock lost
+    b.confirm_lock_until(Instant::now() + Duration::from_secs(3600));
+    b.put("c", b"1").unwrap();
+    behind_the_back("2");
+    assert_eq!(
+        b.get("c").unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "a write fills the cache"
+    );
+    b.confirm_lock_until(Instant::now() - Duration::from_secs(1));
+    assert_eq!(
+        b.get("c").unwrap().as_deref(),
+        Some(&b"2"[..]),
+        "an unconfirmed lock reads the database"
+    );
+    b.confirm_lock_until(Instant::now() + Duration::from_secs(3600));
+    assert_eq!(b.get("c").unwrap().as_deref(), Some(&b"1"[..]));
+    b.fence_closed();
+    assert_eq!(
+        b.get("c").unwrap().as_deref(),
+        Some(&b"2"[..]),
+        "a standby reads the database"
+    );
+    b.fence_as_holder("node-b");
+    assert_eq!(
+        b.get("c").unwrap().as_deref(),
+        Some(&b"2"[..]),
+        "a new term starts empty"
+    );
+    behind_the_back("3");
+    assert_eq!(
+        b.get("c").unwrap().as_deref(),
+        Some(&b"2"[..]),
+        "a read fills the cache"
+    );
+    assert!(b.delete("c").is_ok());
+    assert_eq!(b.get("c").unwrap(), None, "a delete is cached as absent");
 }

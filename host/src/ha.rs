@@ -177,8 +177,12 @@ impl Ha {
                 .unwrap_or_else(PoisonError::into_inner)
                 .is_some_and(|until| Instant::now() < until);
             if !held_off {
+                let started = Instant::now();
                 match self.try_acquire() {
-                    Ok(true) => self.become_active(core),
+                    Ok(true) => {
+                        self.backend.confirm_lock_until(started + self.lock_ttl / 2);
+                        self.become_active(core);
+                    }
                     Ok(false) => {}
                     Err(error) => tracing::warn!(%error, "cannot reach the HA lock"),
                 }
@@ -202,8 +206,10 @@ impl Ha {
             self.step_down(core, "a write found the lock taken by another node", false);
             return;
         }
+        let started = Instant::now();
         match self.renew() {
             Ok(true) => {
+                self.backend.confirm_lock_until(started + self.lock_ttl / 2);
                 *self
                     .last_renewal
                     .lock()

@@ -134,8 +134,64 @@ fn db_message(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Most entries the active node's read cache keeps (past it, it starts over).
+const MAX_CACHED_ENTRIES: usize = 100_000;
+/// Most value bytes the read cache keeps.
+const MAX_CACHED_BYTES: usize = 64 << 20;
+
+/// The active node's read cache: what this node wrote or read, valid only while it holds
+/// the lock (it alone writes then, behind the fence). Emptied whenever the fence changes.
+/// A read fills it only if no write of any key completed while the read was in flight,
+/// and never for a key with a write in flight, so a slow read cannot put back a value a
+/// write has just replaced; a failed write (whose outcome may be unknown) leaves its keys
+/// out, so the next read asks the database.
+#[derive(Default)]
+struct ReadCache {
+    entries: std::collections::HashMap<String, Option<Vec<u8>>>,
+    bytes: usize,
+    /// Writes in flight, by key.
+    writing: std::collections::HashMap<String, usize>,
+    /// Writes completed (successfully or not) since the cache was last emptied.
+    completed: u64,
+}
+
+impl ReadCache {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.completed = self.completed.wrapping_add(1);
+    }
+
+    fn insert(&mut self, key: String, value: Option<Vec<u8>>) {
+        let size = key.len() + value.as_ref().map_or(0, Vec::len);
+        if self.entries.len() >= MAX_CACHED_ENTRIES || self.bytes + size > MAX_CACHED_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        if let Some(old) = self.entries.insert(key.clone(), value) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(key.len() + old.as_ref().map_or(0, Vec::len));
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(key.len() + old.as_ref().map_or(0, Vec::len));
+        }
+    }
+}
+
 /// Ordered storage in PostgreSQL, shared by the nodes of one cluster.
 pub struct PgBackend {
+    cache: Mutex<ReadCache>,
+    /// Until when (this node's monotonic clock) the lock is known held: the HA loop moves
+    /// it on with each renewal. Past it the cache is not used, so a node that was paused
+    /// past its lock serves no cached read before it learns it lost the lock.
+    confirmed_until: Mutex<Option<std::time::Instant>>,
     jobs: Mutex<Option<Sender<Job>>>,
     table: String,
     ha_table: String,
@@ -175,6 +231,8 @@ impl PgBackend {
                 .map_err(|e| storage(&format!("storage thread: {e}")))?;
         }
         let backend = Arc::new(Self {
+            cache: Mutex::new(ReadCache::default()),
+            confirmed_until: Mutex::new(None),
             jobs: Mutex::new(Some(sender)),
             table: settings.table.clone(),
             ha_table: settings.ha_table.clone(),
@@ -258,11 +316,53 @@ impl PgBackend {
         self.lost.store(false, Ordering::SeqCst);
         *self.fence.write().unwrap_or_else(PoisonError::into_inner) =
             Fence::Holder(identity.to_string());
+        self.lock_cache().clear();
     }
 
     /// From now on, this node writes nothing (a standby).
     pub fn fence_closed(&self) {
         *self.fence.write().unwrap_or_else(PoisonError::into_inner) = Fence::Closed;
+        self.lock_cache().clear();
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, ReadCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock is known held until `until` (a renewal or acquisition that started before
+    /// it succeeded; the HA loop passes its start plus half the TTL).
+    pub fn confirm_lock_until(&self, until: std::time::Instant) {
+        *self
+            .confirmed_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(until);
+    }
+
+    /// Whether reads may use the cache: only while this node holds the lock, as recently
+    /// confirmed.
+    fn caching(&self) -> bool {
+        matches!(
+            *self.fence.read().unwrap_or_else(PoisonError::into_inner),
+            Fence::Holder(_)
+        ) && !self.lost.load(Ordering::SeqCst)
+            && self
+                .confirmed_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    fn fetch(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let (statement, key) = (
+            format!("SELECT value FROM {} WHERE key = $1", self.table),
+            key.to_string(),
+        );
+        self.run(move |client, runtime| {
+            runtime
+                .block_on(client.query_opt(&statement, &[&key]))
+                .map(|row| row.map(|row| row.get::<_, Vec<u8>>(0)))
+                .map_err(|e| storage(&format!("storage read: {}", db_message(&e))))
+        })
     }
 
     /// Whether writes are still open (no node role decided yet).
@@ -292,19 +392,47 @@ impl PgBackend {
             }
         };
         let (table, ha) = (self.table.clone(), self.ha_table.clone());
+        {
+            let mut cache = self.lock_cache();
+            for (key, _) in &changes {
+                *cache.writing.entry(key.clone()).or_default() += 1;
+                cache.remove(key);
+            }
+        }
         let changes = Arc::new(changes);
+        let job_changes = changes.clone();
         let started = std::time::Instant::now();
         let outcome = self.run(move |client, runtime| {
             runtime.block_on(async {
                 tokio::time::timeout(
                     STATEMENT_TIMEOUT,
-                    fenced_write(client, &table, &ha, holder.as_deref(), &changes),
+                    fenced_write(client, &table, &ha, holder.as_deref(), &job_changes),
                 )
                 .await
                 .map_err(|_| storage("a storage write timed out"))?
             })
         });
         crate::metrics::global().storage_commit(started.elapsed());
+        {
+            let mut cache = self.lock_cache();
+            cache.completed = cache.completed.wrapping_add(1);
+            for (key, value) in changes.iter() {
+                let alone = match cache.writing.get_mut(key) {
+                    Some(count) if *count > 1 => {
+                        *count -= 1;
+                        false
+                    }
+                    _ => {
+                        cache.writing.remove(key);
+                        true
+                    }
+                };
+                // Only a committed write no other write of the key overlapped is known.
+                if outcome.is_ok() && alone && self.caching() {
+                    cache.insert(key.clone(), value.clone());
+                }
+            }
+        }
         if let Err(BackendError::Storage(message)) = &outcome
             && message == FENCED
         {
@@ -430,16 +558,22 @@ impl Drop for PgBackend {
 
 impl Backend for PgBackend {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        let (statement, key) = (
-            format!("SELECT value FROM {} WHERE key = $1", self.table),
-            key.to_string(),
-        );
-        self.run(move |client, runtime| {
-            runtime
-                .block_on(client.query_opt(&statement, &[&key]))
-                .map(|row| row.map(|row| row.get::<_, Vec<u8>>(0)))
-                .map_err(|e| storage(&format!("storage read: {}", db_message(&e))))
-        })
+        if !self.caching() {
+            return self.fetch(key);
+        }
+        let before = {
+            let cache = self.lock_cache();
+            if let Some(value) = cache.entries.get(key) {
+                return Ok(value.clone());
+            }
+            cache.completed
+        };
+        let value = self.fetch(key)?;
+        let mut cache = self.lock_cache();
+        if cache.completed == before && !cache.writing.contains_key(key) && self.caching() {
+            cache.insert(key.to_string(), value.clone());
+        }
+        Ok(value)
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
