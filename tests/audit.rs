@@ -1193,23 +1193,12 @@ fn each_credentials_sql_is_audited_with_its_lease_and_never_its_password() {
     // A crash between CREATE ROLE and the lease: after the restart, the rollback's entry
     // names the request whose response was never written, and shows the DROP.
     let before = pg.roles_like("v-");
-    coffer.stop();
-    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
-    coffer.start();
-    coffer.unseal(&keys);
-    assert!(
-        coffer
-            .try_call("GET", "database/creds/grade-api-role")
-            .is_none(),
-        "the failpoint should have killed the server"
-    );
+    coffer.crash_before_the_lease(&keys, "database/creds/grade-api-role");
     assert_eq!(
         pg.roles_like("v-"),
         before + 1,
         "the role was created before the crash"
     );
-    coffer.kill();
-    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
     coffer.start();
     coffer.unseal(&keys);
     let rollback = || entries(&log).into_iter().find(|e| e["type"] == "rollback");

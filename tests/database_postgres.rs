@@ -587,22 +587,12 @@ fn crashed_before_the_lease(pg: &Postgres) -> (Coffer, Vec<String>, usize) {
         json!({"db_name": "grade-api-db", "creation_statements": CREATION}),
     );
     let before = pg.roles_like("v-");
-    coffer.stop();
-    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "database/creds/");
-    coffer.start();
-    coffer.unseal(&keys);
-    let reply = coffer.try_call("GET", "database/creds/grade-api-role");
-    assert!(
-        reply.is_none(),
-        "the failpoint should have killed the server"
-    );
+    coffer.crash_before_the_lease(&keys, "database/creds/grade-api-role");
     assert_eq!(
         pg.roles_like("v-"),
         before + 1,
         "the role was created before the crash"
     );
-    coffer.kill();
-    coffer.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
     (coffer, keys, before)
 }
 

@@ -1251,6 +1251,27 @@ async fn acl_check(target: &Target, scale: &Scale) -> Vec<Row> {
     rows
 }
 
+/// The two loads the audit and HA rows repeat: EC certificates and database credentials.
+fn issue_and_creds(scale: &Scale) -> [(&'static str, &'static str, usize, BodyFn); 2] {
+    [
+        (
+            "pki-issue-ec",
+            "POST",
+            scale.issue_ec,
+            fixed(
+                "pki/issue/ec",
+                json!({"common_name": "x.bench.local", "ttl": "1h"}),
+            ),
+        ),
+        (
+            "db-creds",
+            "GET",
+            scale.db_creds,
+            fixed("database/creds/bench", Value::Null),
+        ),
+    ]
+}
+
 /// Revokes the bench role's credentials and waits until PostgreSQL has dropped them, so
 /// the next measurement starts from the same database.
 fn drop_bench_users(target: &Target, pg: &Postgres) {
@@ -1289,25 +1310,9 @@ async fn audit_overhead(target: &Target, scale: &Scale, pg: &Postgres) -> Vec<Ro
         .filter(|c| *c <= 8)
         .max()
         .unwrap_or(1);
-    let scenarios = [
-        (
-            "audit-pki-issue-ec",
-            "POST",
-            scale.issue_ec,
-            fixed(
-                "pki/issue/ec",
-                json!({"common_name": "x.bench.local", "ttl": "1h"}),
-            ),
-        ),
-        (
-            "audit-db-creds",
-            "GET",
-            scale.db_creds,
-            fixed("database/creds/bench", Value::Null),
-        ),
-    ];
     let mut rows = Vec::new();
-    for (scenario, method, count, request) in scenarios {
+    for (name, method, count, request) in issue_and_creds(scale) {
+        let scenario = format!("audit-{name}");
         let (mut without, mut with, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..AUDIT_ROUNDS {
             // Alternating which goes first, and every run starting from the same database
@@ -1352,7 +1357,7 @@ async fn audit_overhead(target: &Target, scale: &Scale, pg: &Postgres) -> Vec<Ro
         with.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
         let log_bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         rows.push(Row {
-            scenario: scenario.into(),
+            scenario,
             server: "coffer".into(),
             concurrency,
             stats: with.swap_remove(with.len() / 2),
@@ -1427,23 +1432,7 @@ async fn ha_storage(
             .map(|(_, _, _, t)| *t)
     };
     let mut rows = Vec::new();
-    for (scenario, method, count, request) in [
-        (
-            "pki-issue-ec",
-            "POST",
-            scale.issue_ec,
-            fixed(
-                "pki/issue/ec",
-                json!({"common_name": "x.bench.local", "ttl": "1h"}),
-            ),
-        ),
-        (
-            "db-creds",
-            "GET",
-            scale.db_creds,
-            fixed("database/creds/bench", Value::Null),
-        ),
-    ] {
+    for (scenario, method, count, request) in issue_and_creds(scale) {
         let stats = load::run(&target, method, concurrency, count, false, request).await;
         let bao = peer(scenario, "openbao")
             .map(|t| {

@@ -860,6 +860,23 @@ impl Coffer {
         self.env.push((name.to_string(), value.to_string()));
     }
 
+    /// Restarts the server with the failpoint that kills it between an engine's side
+    /// effect and the lease for it, unseals it with `keys`, reads `path` (which must kill
+    /// it), and leaves it stopped with the failpoint cleared. The caller checks what the
+    /// crash left behind.
+    pub fn crash_before_the_lease(&mut self, keys: &[String], path: &str) {
+        self.stop();
+        self.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", path);
+        self.start();
+        self.unseal(keys);
+        assert!(
+            self.try_call("GET", path).is_none(),
+            "the failpoint should have killed the server"
+        );
+        self.kill();
+        self.set_env("COFFER_FAILPOINT_CRASH_BEFORE_LEASE", "");
+    }
+
     /// A GET that returns `None` if the server dropped the connection (e.g. it crashed).
     pub fn try_call(&self, method: &str, path: &str) -> Option<Reply> {
         let url = format!("{}/v1/{}", self.addr, path);
