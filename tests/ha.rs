@@ -204,6 +204,71 @@ fn three_nodes_share_one_postgresql_and_any_node_serves() {
     );
     assert_eq!(again.status, 503, "{}", again.text);
 
+    // Without a token a standby buffers no more than an unauthenticated path's body.
+    let big = format!("{{\"v\":\"{}\"}}", "x".repeat(200 << 10));
+    let unauthenticated = second.raw("PUT", "secret/big", None, Some(&big), &[]);
+    assert_eq!(unauthenticated.status, 413, "{}", unauthenticated.text);
+    // A forwarded request has no client address the active can verify: a CIDR-bound
+    // login fails closed through a standby (such clients talk to the active).
+    assert!(
+        active
+            .call("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+            .status
+            < 300
+    );
+    let role = active.call(
+        "POST",
+        "auth/approle/role/bound",
+        Some(json!({"secret_id_bound_cidrs": ["127.0.0.1/32"], "token_bound_cidrs": ["127.0.0.1/32"]})),
+    );
+    assert!(role.status < 300, "{}", role.text);
+    let role_id = active
+        .call("GET", "auth/approle/role/bound/role-id", None)
+        .data()["role_id"]
+        .clone();
+    let secret_id = active
+        .call("POST", "auth/approle/role/bound/secret-id", None)
+        .data()["secret_id"]
+        .clone();
+    let login = json!({"role_id": role_id, "secret_id": secret_id}).to_string();
+    let through_standby = second.raw("POST", "auth/approle/login", None, Some(&login), &[]);
+    assert!(
+        through_standby.status == 400 || through_standby.status == 403,
+        "a CIDR-bound login passed through a standby: {}",
+        through_standby.text
+    );
+    let direct = active.raw("POST", "auth/approle/login", None, Some(&login), &[]);
+    assert_eq!(direct.status, 200, "{}", direct.text);
+    let bound_token = direct.json["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        active
+            .raw(
+                "GET",
+                "auth/token/lookup-self",
+                Some(&bound_token),
+                None,
+                &[]
+            )
+            .status,
+        200
+    );
+    assert_eq!(
+        second
+            .raw(
+                "GET",
+                "auth/token/lookup-self",
+                Some(&bound_token),
+                None,
+                &[]
+            )
+            .status,
+        403,
+        "a CIDR-bound token was used through a standby"
+    );
+
     // Without a token, a standby forwards and the active refuses, as it would itself.
     assert_eq!(
         third.raw("GET", "secret/shared", None, None, &[]).status,
@@ -459,6 +524,19 @@ fn a_paused_active_cannot_write_after_a_standby_took_over() {
                 .success()
         );
     };
+    // A token whose policy the old active has compiled and cached.
+    old.policy("reader", r#"path "secret/*" { capabilities = ["read"] }"#);
+    let reader = old.token_with(&["reader"]);
+    assert_eq!(
+        old.call("PUT", "secret/fence", Some(json!({"v": "before"})))
+            .status,
+        204
+    );
+    assert_eq!(
+        old.raw("GET", "secret/fence", Some(&reader), None, &[])
+            .status,
+        200
+    );
     signal("-STOP");
     assert!(
         eventually(Duration::from_secs(20), || is_active(new)),
@@ -467,7 +545,17 @@ fn a_paused_active_cannot_write_after_a_standby_took_over() {
     );
     let write = new.call("PUT", "secret/fence", Some(json!({"v": "new-active"})));
     assert_eq!(write.status, 204, "{}", write.text);
+    let revoked = new.call("DELETE", "sys/policies/acl/reader", None);
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
     signal("-CONT");
+    // Woken, it serves nothing from what it loaded as active: its lock is unconfirmed
+    // the moment it runs, so the read is forwarded (and refused) or refused.
+    let stale_read = old.raw("GET", "secret/fence", Some(&reader), None, &[]);
+    assert_ne!(
+        stale_read.status, 200,
+        "a paused active served a read with a policy deleted meanwhile: {}",
+        stale_read.text
+    );
     // The woken node still believes it is active until it next renews; whatever it
     // answers now, nothing it writes itself may land: the fence refuses its commits.
     let stale = old.call("PUT", "secret/fence", Some(json!({"v": "stale-active"})));

@@ -67,6 +67,7 @@ pub struct Ha {
     leader: RwLock<Option<Leader>>,
     hold_off_until: Mutex<Option<Instant>>,
     last_renewal: Mutex<Option<Instant>>,
+    confirmed_until: Mutex<Option<Instant>>,
     /// Successful lock renewals and acquisitions (for metrics).
     pub lock_renewals: AtomicU64,
     /// Times this node became active.
@@ -86,14 +87,34 @@ impl Ha {
             leader: RwLock::new(None),
             hold_off_until: Mutex::new(None),
             last_renewal: Mutex::new(None),
+            confirmed_until: Mutex::new(None),
             lock_renewals: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
         })
     }
 
-    /// Whether this node is the active one.
+    /// Whether this node is the active one: it took the lock, and a renewal within two
+    /// thirds of the TTL (by this node's clock) confirmed it still holds it. A node that
+    /// was paused past its lock stops serving the moment it runs again, before its next
+    /// tick learns who took over: it forwards instead, and its scheduler waits.
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::SeqCst)
+            && self
+                .confirmed_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Records that the lock was held as of `started` (a renewal or acquisition begun then
+    /// succeeded): the node, and its read cache, count on it for two thirds of the TTL.
+    fn confirm(&self, started: Instant) {
+        let until = started + self.lock_ttl * 2 / 3;
+        *self
+            .confirmed_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(until);
+        self.backend.confirm_lock_until(until);
     }
 
     /// This node's identity.
@@ -126,7 +147,7 @@ impl Ha {
     /// The active node, read from the lock row now (and remembered) when none is known:
     /// a node that just stepped down learns its successor before its next tick.
     pub async fn find_leader(self: &Arc<Self>) -> Option<Leader> {
-        if let Some(leader) = self.leader() {
+        if let Some(leader) = self.leader().filter(|l| l.identity != self.identity) {
             return Some(leader);
         }
         let ha = self.clone();
@@ -134,7 +155,8 @@ impl Ha {
             .await
             .ok()?
             .ok()
-            .flatten()?;
+            .flatten()
+            .filter(|l| l.identity != self.identity)?;
         *self.leader.write().unwrap_or_else(PoisonError::into_inner) = Some(found.clone());
         Some(found)
     }
@@ -158,19 +180,23 @@ impl Ha {
 
     /// One pass: keep or take the lock, or give it up; then heartbeat and read the leader.
     fn tick(&self, core: &Arc<Core>) {
+        let holding = self.active.load(Ordering::SeqCst);
         if core.barrier.is_sealed() {
-            if self.is_active() {
+            if holding {
                 self.step_down(core, "sealed", true);
             }
             return;
         }
-        if self.is_active() {
+        if holding {
             self.keep_lock(core);
         } else {
             if self.backend.fence_open() {
                 // Unsealed and not (yet) active: a standby writes nothing.
                 self.backend.fence_closed();
             }
+            // The few token-checked paths a standby answers itself (sys/metrics) compile
+            // policies from storage no more than a tick old.
+            core.policies.forget();
             let held_off = self
                 .hold_off_until
                 .lock()
@@ -180,7 +206,7 @@ impl Ha {
                 let started = Instant::now();
                 match self.try_acquire() {
                     Ok(true) => {
-                        self.backend.confirm_lock_until(started + self.lock_ttl / 2);
+                        self.confirm(started);
                         self.become_active(core);
                     }
                     Ok(false) => {}
@@ -209,7 +235,7 @@ impl Ha {
         let started = Instant::now();
         match self.renew() {
             Ok(true) => {
-                self.backend.confirm_lock_until(started + self.lock_ttl / 2);
+                self.confirm(started);
                 *self
                     .last_renewal
                     .lock()
@@ -397,7 +423,7 @@ impl Ha {
             .hold_off_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + STEP_DOWN_HOLD_OFF);
-        if self.is_active() {
+        if self.active.load(Ordering::SeqCst) {
             self.step_down(core, "sys/step-down", true);
         }
     }

@@ -40,6 +40,11 @@ fn served_locally(path: &str) -> bool {
     crate::pipeline::standby_local(path.trim_start_matches('/').trim_start_matches("v1/"))
 }
 
+/// Whether a standby forwarded this request (it carries the standby's mark).
+pub fn was_forwarded<B>(request: &Request<B>) -> bool {
+    request.headers().contains_key(FORWARDED_MARK)
+}
+
 /// Whether this request must go to the active node.
 pub fn must_forward(core: &Core, request: &Request<Incoming>) -> bool {
     core.is_standby() && !served_locally(request.uri().path())
@@ -65,7 +70,7 @@ pub async fn forward(core: &Core, edge: &Edge, request: Request<Incoming>) -> Re
             "this node is a standby and no active node holds the lock yet; retry shortly",
         );
     };
-    if request.headers().contains_key(FORWARDED_MARK) {
+    if was_forwarded(&request) {
         return unavailable(
             "this node is a standby and the request was already forwarded once; retry",
         );
@@ -91,8 +96,17 @@ pub async fn forward(core: &Core, edge: &Edge, request: Request<Incoming>) -> Re
         }
         return response;
     }
+    // Without a token, only an unauthenticated path's small body: the active would refuse
+    // anything else before reading it, and a standby must not buffer more for anyone.
+    let has_token = parts.headers.contains_key("x-vault-token")
+        || parts.headers.contains_key(hyper::header::AUTHORIZATION);
+    let limit = if has_token {
+        edge.limits.max_request_size
+    } else {
+        super::edge::MAX_PUBLIC_BODY.min(edge.limits.max_request_size)
+    };
     let mut charge = Charge::default();
-    let bytes = match read_body(edge, &mut charge, body, edge.limits.max_request_size).await {
+    let bytes = match read_body(edge, &mut charge, body, limit).await {
         Ok(bytes) => bytes,
         Err(error) => return error_response(&error),
     };

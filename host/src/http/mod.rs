@@ -149,6 +149,13 @@ pub async fn handle(
     if forward::must_forward(&core, &request) {
         return Ok(forward::forward(&core, &edge, request).await);
     }
+    let mut request = request;
+    if forward::was_forwarded(&request) {
+        // The connection is a standby's, not the client's, and nothing here can verify
+        // the client address the standby reports: the request has no known address, so
+        // a CIDR-bound token or login fails closed (such clients talk to the active).
+        request.extensions_mut().remove::<Peer>();
+    }
     let (parts, body) = request.into_parts();
     let started = std::time::Instant::now();
     let response = match admit(&core, &parts) {

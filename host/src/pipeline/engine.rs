@@ -112,25 +112,25 @@ pub(crate) async fn exists(
     }
 }
 
-/// An engine's `audit-facts`: a JSON object of at most [`crate::audit::MAX_FACTS_BYTES`];
-/// anything else is the engine's bug (500, as for malformed `data`).
-fn audit_facts(mount: &Mount, facts: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let malformed = |why: &str| {
-        ApiError::internal(format!(
-            "engine at {} returned audit facts that {why}",
-            mount.entry.path
-        ))
-    };
-    if facts.len() > crate::audit::MAX_FACTS_BYTES {
-        return Err(malformed(&format!(
-            "exceed {} bytes",
+/// An engine's `audit-facts`: a JSON object of at most [`crate::audit::MAX_FACTS_BYTES`].
+/// Anything else is the engine's bug, but the call has already taken effect (a
+/// certificate issued and stored): the request still succeeds, and the entry says the
+/// facts were dropped and why instead of carrying them.
+fn audit_facts(mount: &Mount, facts: &str) -> serde_json::Map<String, Value> {
+    let why = if facts.len() > crate::audit::MAX_FACTS_BYTES {
+        format!(
+            "{} bytes, over the {}-byte limit",
+            facts.len(),
             crate::audit::MAX_FACTS_BYTES
-        )));
-    }
-    match serde_json::from_str::<Value>(facts) {
-        Ok(Value::Object(object)) => Ok(object),
-        _ => Err(malformed("are not a JSON object")),
-    }
+        )
+    } else {
+        match serde_json::from_str::<Value>(facts) {
+            Ok(Value::Object(object)) => return object,
+            _ => "not a JSON object".to_string(),
+        }
+    };
+    tracing::warn!(mount = %mount.entry.path, %why, "engine returned unusable audit facts; dropped");
+    serde_json::Map::from_iter([("facts_dropped".to_string(), Value::String(why))])
 }
 
 /// The first entry of the mount's path table matching `rest`: its compiled pattern, the
@@ -275,7 +275,7 @@ async fn engine(
         Err(error) => return Err(runtime_error(&mount, error)),
     };
     if let Some(facts) = response.audit_facts.take() {
-        crate::audit::note_facts(audit_facts(&mount, &facts)?);
+        crate::audit::note_facts(audit_facts(&mount, &facts));
     }
     if matches!(call.op, Op::Write | Op::Delete)
         && spec
