@@ -488,6 +488,21 @@ fn a_default_token_is_refused_on_every_sys_path_default_does_not_grant() {
         ("PUT", "sys/leases/revoke-force/leasing".into(), None),
         ("PUT", "sys/revoke-prefix/leasing".into(), None),
         ("PUT", "sys/revoke-force/leasing".into(), None),
+        ("GET", "sys/audit".into(), None),
+        (
+            "PUT",
+            "sys/audit/evil".into(),
+            Some(json!({"type": "file", "options": {"file_path": "discard"}})),
+        ),
+        ("DELETE", "sys/audit/evil".into(), None),
+        (
+            "POST",
+            "sys/audit-hash/evil".into(),
+            Some(json!({"input": "x"})),
+        ),
+        ("GET", "sys/metrics?format=prometheus".into(), None),
+        ("GET", "sys/ha-status".into(), None),
+        ("PUT", "sys/step-down".into(), None),
         ("GET", "sys/no-such-path".into(), None),
     ];
     for (method, path, body) in &refused {

@@ -217,8 +217,7 @@ impl FileOptions {
 struct Device {
     entry: DeviceEntry,
     options: FileOptions,
-    salt: Zeroizing<Vec<u8>>,
-    /// The HMAC key made from the salt once (not per hashed string).
+    /// The HMAC key made from the device's salt (which lives only in the barrier).
     key: aws_lc_rs::hmac::Key,
     /// The open file of a [`Target::File`]; `None` until opened, and again after a write
     /// failed or a reopen did not succeed (the next write tries to open it).
@@ -815,7 +814,6 @@ impl Broker {
             entry,
             options,
             key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &salt),
-            salt,
         };
         let file = device.open().map_err(|error| {
             AuditError::Invalid(format!(
@@ -833,7 +831,7 @@ impl Broker {
         }
         self.barrier.put(
             &format!("{SALT_PREFIX}{}", device.entry.uuid),
-            hex::encode(device.salt.as_slice()).as_bytes(),
+            Zeroizing::new(hex::encode(salt.as_slice())).as_bytes(),
         )?;
         table.insert(path, Arc::new(device));
         self.persist(&table)?;
@@ -912,6 +910,7 @@ impl Broker {
             .barrier
             .get(&format!("{SALT_PREFIX}{}", entry.uuid))?
             .and_then(|hex_salt| hex::decode(hex_salt).ok())
+            .map(Zeroizing::new)
             .ok_or_else(|| {
                 AuditError::Invalid(format!(
                     "the salt of audit device {} is missing",
@@ -923,7 +922,6 @@ impl Broker {
             entry,
             options,
             key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &salt),
-            salt: Zeroizing::new(salt),
         };
         device.reopen();
         Ok(device)
@@ -1163,7 +1161,6 @@ mod tests {
                 created: 0,
             },
             options: FileOptions::parse(&options, false).unwrap_or_else(|e| panic!("{e}")),
-            salt: Zeroizing::new(b"salt".to_vec()),
             key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"salt"),
             file: Mutex::new(None),
         }

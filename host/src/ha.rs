@@ -67,7 +67,6 @@ pub struct Ha {
     leader: RwLock<Option<Leader>>,
     hold_off_until: Mutex<Option<Instant>>,
     last_renewal: Mutex<Option<Instant>>,
-    confirmed_until: Mutex<Option<Instant>>,
     /// Successful lock renewals and acquisitions (for metrics).
     pub lock_renewals: AtomicU64,
     /// Times this node became active.
@@ -87,7 +86,6 @@ impl Ha {
             leader: RwLock::new(None),
             hold_off_until: Mutex::new(None),
             last_renewal: Mutex::new(None),
-            confirmed_until: Mutex::new(None),
             lock_renewals: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
         })
@@ -98,23 +96,14 @@ impl Ha {
     /// was paused past its lock stops serving the moment it runs again, before its next
     /// tick learns who took over: it forwards instead, and its scheduler waits.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::SeqCst)
-            && self
-                .confirmed_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some_and(|until| Instant::now() < until)
+        self.active.load(Ordering::SeqCst) && self.backend.lock_confirmed()
     }
 
     /// Records that the lock was held as of `started` (a renewal or acquisition begun then
     /// succeeded): the node, and its read cache, count on it for two thirds of the TTL.
     fn confirm(&self, started: Instant) {
-        let until = started + self.lock_ttl * 2 / 3;
-        *self
-            .confirmed_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(until);
-        self.backend.confirm_lock_until(until);
+        self.backend
+            .confirm_lock_until(started + self.lock_ttl * 2 / 3);
     }
 
     /// This node's identity.

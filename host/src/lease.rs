@@ -52,14 +52,12 @@ const PREFIX_BATCH: usize = 256;
 /// Random characters in a lease id's last segment.
 const LEASE_RANDOM_CHARS: usize = 24;
 
-const ID_PREFIX: &str = "sys/expire/id/";
-/// Where lease entries live, by lease id (for the metrics' live-lease gauges).
-pub const LEASE_ID_PREFIX: &str = ID_PREFIX;
+/// Where lease entries live, by lease id (also read by the metrics' live-lease gauges).
+pub(crate) const ID_PREFIX: &str = "sys/expire/id/";
 const DUE_PREFIX: &str = "sys/expire/due/";
 const TOKEN_PREFIX: &str = "sys/expire/token/";
-const IRREVOCABLE_PREFIX: &str = "sys/expire/irrevocable/";
-/// Where irrevocable leases are marked (for the metrics).
-pub const IRREVOCABLE_KEY_PREFIX: &str = IRREVOCABLE_PREFIX;
+/// Where irrevocable leases are marked (also read by the metrics).
+pub(crate) const IRREVOCABLE_PREFIX: &str = "sys/expire/irrevocable/";
 /// Id prefix of token-expiry entries in the due index.
 const TOKEN_EXPIRY_PREFIX: &str = "auth/token/";
 /// How often write-ahead entries are swept for rollback.

@@ -66,6 +66,19 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::default)
 }
 
+/// Most series per labelled metric; past it, new mounts are counted as `mount="other"`
+/// (mounts come and go; a node's memory must not grow with every one ever made).
+const MAX_SERIES: usize = 4096;
+
+/// The series key for `mount` in a map of `len` series: itself, or `other` once full.
+fn bounded(mount: &str, present: bool, len: usize) -> String {
+    if present || len < MAX_SERIES {
+        mount.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
 /// The node's counters.
 #[derive(Default)]
 pub struct Metrics {
@@ -111,24 +124,29 @@ impl Metrics {
     /// Counts one API request.
     pub fn request(&self, mount: &str, operation: &'static str, status: u16, elapsed: Duration) {
         if let Ok(mut requests) = self.requests.lock() {
-            requests
-                .entry((mount.to_string(), operation, class(status)))
-                .or_default()
-                .observe(elapsed);
+            let key = (mount.to_string(), operation, class(status));
+            let key = if requests.contains_key(&key) || requests.len() < MAX_SERIES {
+                key
+            } else {
+                ("other".to_string(), operation, class(status))
+            };
+            requests.entry(key).or_default().observe(elapsed);
         }
     }
 
     /// Times one engine call of `mount`.
     pub fn engine_call(&self, mount: &str, elapsed: Duration) {
         if let Ok(mut calls) = self.engine_calls.lock() {
-            calls.entry(mount.to_string()).or_default().observe(elapsed);
+            let key = bounded(mount, calls.contains_key(mount), calls.len());
+            calls.entry(key).or_default().observe(elapsed);
         }
     }
 
     /// Times one wait of `mount`'s engine for a pooled SQL connection.
     pub fn pool_wait(&self, mount: &str, elapsed: Duration) {
         if let Ok(mut waits) = self.pool_waits.lock() {
-            waits.entry(mount.to_string()).or_default().observe(elapsed);
+            let key = bounded(mount, waits.contains_key(mount), waits.len());
+            waits.entry(key).or_default().observe(elapsed);
         }
     }
 
@@ -263,7 +281,7 @@ impl Metrics {
                 "Leases held, by mount.",
             );
             for mount in core.mounts() {
-                let prefix = format!("{}{}", crate::lease::LEASE_ID_PREFIX, mount.entry.path);
+                let prefix = format!("{}{}", crate::lease::ID_PREFIX, mount.entry.path);
                 let _ = writeln!(
                     out,
                     "coffer_leases_live{{mount=\"{}\"}} {}",
@@ -280,7 +298,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "coffer_leases_irrevocable {}",
-                count_keys(core, crate::lease::IRREVOCABLE_KEY_PREFIX)
+                count_keys(core, crate::lease::IRREVOCABLE_PREFIX)
             );
             header(
                 &mut out,
@@ -291,7 +309,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "coffer_tokens_live {}",
-                count_keys(core, crate::tokens::ACCESSOR_KEY_PREFIX)
+                count_keys(core, crate::tokens::ACCESSOR_PREFIX)
             );
         }
         if let Some(ha) = core.ha.get() {
@@ -376,5 +394,28 @@ mod tests {
         assert_eq!(class(204), "2xx");
         assert_eq!(class(429), "4xx");
         assert_eq!(class(503), "5xx");
+    }
+
+    #[test]
+    fn series_stop_growing_at_their_bound() {
+        let metrics = Metrics::default();
+        for i in 0..MAX_SERIES + 10 {
+            metrics.engine_call(&format!("m{i}/"), Duration::from_millis(1));
+            metrics.request(&format!("m{i}/"), "read", 200, Duration::from_millis(1));
+        }
+        let calls = metrics.engine_calls.lock().map(|c| c.len()).unwrap_or(0);
+        let requests = metrics.requests.lock().map(|r| r.len()).unwrap_or(0);
+        assert_eq!(calls, MAX_SERIES + 1, "the bound plus `other`");
+        assert_eq!(requests, MAX_SERIES + 1);
+        metrics.engine_call("m0/", Duration::from_millis(1));
+        assert_eq!(
+            metrics
+                .engine_calls
+                .lock()
+                .map(|c| c.get("m0/").map_or(0, |h| h.count))
+                .unwrap_or(0),
+            2,
+            "known series keep counting"
+        );
     }
 }

@@ -338,6 +338,14 @@ impl PgBackend {
             .unwrap_or_else(PoisonError::into_inner) = Some(until);
     }
 
+    /// Whether the lock was confirmed recently enough to count on it now.
+    pub fn lock_confirmed(&self) -> bool {
+        self.confirmed_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
     /// Whether reads may use the cache: only while this node holds the lock, as recently
     /// confirmed.
     fn caching(&self) -> bool {
@@ -345,11 +353,7 @@ impl PgBackend {
             *self.fence.read().unwrap_or_else(PoisonError::into_inner),
             Fence::Holder(_)
         ) && !self.lost.load(Ordering::SeqCst)
-            && self
-                .confirmed_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some_and(|until| std::time::Instant::now() < until)
+            && self.lock_confirmed()
     }
 
     fn fetch(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {

@@ -28,6 +28,8 @@ use crate::pipeline::ApiError;
 
 /// How long the active node has to answer a forwarded request.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections a standby keeps to the active node.
+const MAX_IDLE_TO_ACTIVE: usize = 32;
 /// Largest answer relayed from the active node (a CRL or a long list fits).
 const MAX_FORWARDED_RESPONSE: usize = 64 << 20;
 
@@ -52,7 +54,12 @@ pub fn must_forward(core: &Core, request: &Request<Incoming>) -> bool {
 
 fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
     static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+    CLIENT.get_or_init(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(MAX_IDLE_TO_ACTIVE)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http()
+    })
 }
 
 /// Forwards `request` to the active node (or redirects to it).

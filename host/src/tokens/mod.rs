@@ -38,9 +38,8 @@ pub const MAX_POLICIES: usize = 256;
 const TREE_PAGE: usize = 256;
 
 const ID_PREFIX: &str = "sys/token/id/";
-const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
-/// One key per live token (for the metrics' token gauge).
-pub const ACCESSOR_KEY_PREFIX: &str = ACCESSOR_PREFIX;
+/// One key per live token (also read by the metrics' token gauge).
+pub(crate) const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
 const PARENT_PREFIX: &str = "sys/token/parent/";
 /// Tokens minted by an auth mount's logins: `sys/token/mount/<mount accessor>/<accessor>`.
 const MOUNT_PREFIX: &str = "sys/token/mount/";
